@@ -1,0 +1,190 @@
+"""The `oaml` command: parses arguments and calls library functions, nothing more.
+
+Heavy libraries (torch, timm, sklearn) are imported inside each command, so `oaml --help` is fast.
+Expected failures (bad input, missing files) print one line naming the problem and exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="OOD-aware image classifiers with Outlier Aware Metric Learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from oaml.config import ConfigError
+    from oaml.data.imglist import ImglistError
+    from oaml.models.checkpoint import CheckpointError
+
+    return (ConfigError, ImglistError, CheckpointError, ValueError, FileNotFoundError, KeyError)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors into a one-line message and exit code 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except _user_errors() as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@data_app.command("prepare")
+@friendly
+def data_prepare(
+    benchmark: Annotated[str, typer.Option(help="fmnist or fmnist6")] = "fmnist",
+    root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout) to write")] = Path(
+        "data"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the train/val split and OOD crops")] = 0,
+    source: Annotated[
+        Path | None, typer.Option(help="Folder with the Fashion-MNIST IDX files")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the manifest verifies")] = False,
+) -> None:
+    """Build an offline benchmark in the OpenOOD layout (deterministic, with a manifest)."""
+    from oaml.data.prepare import prepare
+
+    result = prepare(benchmark, root, seed=seed, source_dir=source, force=force)
+    state = "verified (already prepared)" if result.reused else "written"
+    typer.echo(f"{benchmark}: {state}; manifest {result.manifest}")
+
+
+@app.command()
+@friendly
+def train(
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, last.pt")],
+    preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
+    data_root: Annotated[Path | None, typer.Option(help="Data folder (OpenOOD layout)")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Training method (ce, teacher); default: the preset's")
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option(help="student or teacher; default: teacher for --method teacher")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+) -> None:
+    """Train the student (or the teacher) of a preset; a killed run continues with --resume."""
+    from oaml.config import load_preset
+
+    config = load_preset(preset, set_ or [])  # fail fast on a bad preset, before heavy imports
+    from oaml.training.stage import train_stage
+
+    chosen_role = role or ("teacher" if method == "teacher" else "student")
+    result = train_stage(
+        config,
+        chosen_role,
+        data_root,
+        out,
+        resume=resume,
+        device=device,
+        method=method,
+    )
+    typer.echo(f"checkpoint: {result.checkpoint} ({result.epochs} epochs, {result.seconds:.0f} s)")
+
+
+@app.command()
+@friendly
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="oaml checkpoint (.pt)")],
+    benchmark: Annotated[str, typer.Option(help="Benchmark name")] = "fmnist",
+    data_root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout)")] = Path("data"),
+    extra_ood: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra OOD set NAME=IMGLIST (paths relative to the imglist's folder)"),
+    ] = None,
+    score: Annotated[str, typer.Option(help="ebo (energy) or msp")] = "ebo",
+    temperature: Annotated[float, typer.Option(help="Score temperature T")] = 1.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here")] = None,
+    save_scores: Annotated[
+        Path | None, typer.Option(help="Write id.npy and <set>.npy confidences here")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Write score_histograms.png and roc_curves.png here")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """ID accuracy and OOD detection metrics (AUROC, AUPR, FPR95) on a benchmark."""
+    from oaml.evaluation import evaluate as ev
+    from oaml.evaluation.report import markdown_table, plot_evaluation
+    from oaml.io import atomic_write_json
+
+    result = ev.evaluate(
+        checkpoint,
+        benchmark,
+        data_root,
+        score=score,
+        temperature=temperature,
+        extra_ood=ev.parse_extra_ood(extra_ood or []),
+        batch_size=batch_size,
+        device=device,
+    )
+    if json_out:
+        atomic_write_json(json_out, result.metrics)
+    if save_scores:
+        ev.save_scores(result, save_scores)
+    plot_dir = plots or (json_out.parent if json_out else None)
+    if plot_dir:
+        plot_evaluation(result.confidences, result.groups, score, plot_dir)
+    typer.echo(markdown_table(result.metrics))
+
+
+@app.command()
+@friendly
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder; summary.json is written here")] = Path(
+        "runs/demo"
+    ),
+    data_root: Annotated[
+        Path | None, typer.Option(help="Data folder (default: OUT/data, prepared if needed)")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """Run the whole job on the embedded default and write OUT/summary.json."""
+    from oaml.demo import run_demo
+
+    run_demo(out, data_root, preset, set_ or [], device)
+
+
+@app.command()
+def presets() -> None:
+    """List the shipped presets."""
+    from oaml.config import load_preset, preset_names
+
+    for name in preset_names():
+        typer.echo(f"{name:12s} {load_preset(name).description}")
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

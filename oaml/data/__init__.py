@@ -1,0 +1,1 @@
+"""Data: OpenOOD imglists, benchmark definitions, the offline Fashion-MNIST benchmark."""

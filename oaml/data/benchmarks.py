@@ -1,0 +1,239 @@
+"""Benchmark definitions in the OpenOOD v1.5 layout: which imglists are ID and which are OOD.
+
+A benchmark names its ID train/val/test lists, an OOD validation list for tuning, and its OOD
+test sets grouped as near or far. Paths are relative to a data root holding `benchmark_imglist/`,
+`images_classic/` and `images_largescale/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from oaml.data.fashion_mnist import CLASS_NAMES as FMNIST_CLASSES
+from oaml.registry import Registry
+
+CLASSIC = "images_classic"
+LARGESCALE = "images_largescale"
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+    "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+    "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
+    "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One imglist and the image folder its paths are relative to (both relative to the root)."""
+
+    name: str
+    imglist: str
+    image_dir: str = CLASSIC
+    group: str = "id"  # id | val | near | far | extra
+
+    def imglist_path(self, root: Path) -> Path:
+        return Path(root) / self.imglist
+
+    def image_root(self, root: Path) -> Path:
+        return Path(root) / self.image_dir
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """An ID dataset with its OOD test sets; carries what a model needs to read its images."""
+
+    name: str
+    class_names: tuple[str, ...]
+    input_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    ood_val: ImageSet
+    ood: tuple[ImageSet, ...]
+    # Whether `oaml data prepare` can build it offline (otherwise the user provides the data).
+    preparable: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_mode(self) -> str:
+        return "L" if self.channels == 1 else "RGB"
+
+    def imglists(self) -> list[ImageSet]:
+        """Every imglist this benchmark reads."""
+        return [self.train, self.val, self.test, self.ood_val, *self.ood]
+
+    def missing(self, root: Path) -> list[Path]:
+        """Imglist files absent under `root`."""
+        return [s.imglist_path(root) for s in self.imglists() if not s.imglist_path(root).is_file()]
+
+    def require(self, root: Path) -> None:
+        """Raise FileNotFoundError naming what is missing and how to get it."""
+        missing = self.missing(root)
+        if missing:
+            how = (
+                f"run `oaml data prepare --benchmark {self.name} --root {root}`"
+                if self.preparable
+                else "download the OpenOOD v1.5 benchmark into it (benchmark_imglist/, "
+                "images_classic/, images_largescale/)"
+            )
+            raise FileNotFoundError(
+                f"benchmark {self.name!r} is incomplete under {root}: missing "
+                f"{', '.join(str(p) for p in missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}; {how}"
+            )
+
+
+BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
+
+
+def _register(spec: BenchmarkSpec) -> BenchmarkSpec:
+    BENCHMARKS.register(spec.name)(spec)
+    return spec
+
+
+def _set(folder: str, name: str, file: str, group: str, image_dir: str = CLASSIC) -> ImageSet:
+    return ImageSet(name, f"benchmark_imglist/{folder}/{file}", image_dir, group)
+
+
+def _cifar_far(folder: str) -> tuple[ImageSet, ...]:
+    return (
+        _set(folder, "mnist", "test_mnist.txt", "far"),
+        _set(folder, "svhn", "test_svhn.txt", "far"),
+        _set(folder, "texture", "test_texture.txt", "far"),
+        _set(folder, "places365", "test_places365.txt", "far"),
+    )
+
+
+_register(
+    BenchmarkSpec(
+        name="cifar10",
+        class_names=CIFAR10_CLASSES,
+        input_size=32,
+        channels=3,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        train=_set("cifar10", "cifar10_train", "train_cifar10.txt", "id"),
+        val=_set("cifar10", "cifar10_val", "val_cifar10.txt", "id"),
+        test=_set("cifar10", "cifar10", "test_cifar10.txt", "id"),
+        ood_val=_set("cifar10", "tin_val", "val_tin.txt", "val"),
+        ood=(
+            _set("cifar10", "cifar100", "test_cifar100.txt", "near"),
+            _set("cifar10", "tin", "test_tin.txt", "near"),
+            *_cifar_far("cifar10"),
+        ),
+    )
+)
+
+_register(
+    BenchmarkSpec(
+        name="cifar100",
+        class_names=CIFAR100_CLASSES,
+        input_size=32,
+        channels=3,
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        train=_set("cifar100", "cifar100_train", "train_cifar100.txt", "id"),
+        val=_set("cifar100", "cifar100_val", "val_cifar100.txt", "id"),
+        test=_set("cifar100", "cifar100", "test_cifar100.txt", "id"),
+        ood_val=_set("cifar100", "tin_val", "val_tin.txt", "val"),
+        ood=(
+            _set("cifar100", "cifar10", "test_cifar10.txt", "near"),
+            _set("cifar100", "tin", "test_tin.txt", "near"),
+            *_cifar_far("cifar100"),
+        ),
+    )
+)
+
+_register(
+    BenchmarkSpec(
+        name="imagenet1k",
+        class_names=tuple(f"class_{i:04d}" for i in range(1000)),
+        input_size=224,
+        channels=3,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        train=_set("imagenet", "imagenet_train", "train_imagenet.txt", "id", LARGESCALE),
+        val=_set("imagenet", "imagenet_val", "val_imagenet.txt", "id", LARGESCALE),
+        test=_set("imagenet", "imagenet", "test_imagenet.txt", "id", LARGESCALE),
+        ood_val=_set("imagenet", "openimage_o_val", "val_openimage_o.txt", "val", LARGESCALE),
+        ood=(
+            _set("imagenet", "ssb_hard", "test_ssb_hard.txt", "near", LARGESCALE),
+            _set("imagenet", "ninco", "test_ninco.txt", "near", LARGESCALE),
+            _set("imagenet", "inaturalist", "test_inaturalist.txt", "far", LARGESCALE),
+            # OpenOOD keeps Textures under images_classic even for ImageNet.
+            _set("imagenet", "textures", "test_textures.txt", "far", CLASSIC),
+            _set("imagenet", "openimage_o", "test_openimage_o.txt", "far", LARGESCALE),
+        ),
+    )
+)
+
+# The offline benchmarks built by `oaml data prepare` (oaml/data/prepare.py writes these files).
+FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
+_FMNIST_FAR = ("textures", "photos", "faces")
+
+
+def _fmnist_far(folder: str) -> tuple[ImageSet, ...]:
+    return tuple(_set(folder, name, f"test_{name}.txt", "far") for name in _FMNIST_FAR)
+
+
+_register(
+    BenchmarkSpec(
+        name="fmnist",
+        class_names=FMNIST_CLASSES,
+        input_size=28,
+        channels=1,
+        mean=FMNIST_MEAN,
+        std=FMNIST_STD,
+        train=_set("fmnist", "fmnist_train", "train_fmnist.txt", "id"),
+        val=_set("fmnist", "fmnist_val", "val_fmnist.txt", "id"),
+        test=_set("fmnist", "fmnist", "test_fmnist.txt", "id"),
+        ood_val=_set("fmnist", "ood_val", "val_ood.txt", "val"),
+        ood=(_set("fmnist", "digits", "test_digits.txt", "near"), *_fmnist_far("fmnist")),
+        preparable=True,
+    )
+)
+
+_register(
+    BenchmarkSpec(
+        name="fmnist6",
+        class_names=FMNIST_CLASSES[:6],
+        input_size=28,
+        channels=1,
+        mean=FMNIST_MEAN,
+        std=FMNIST_STD,
+        train=_set("fmnist6", "fmnist6_train", "train_fmnist6.txt", "id"),
+        val=_set("fmnist6", "fmnist6_val", "val_fmnist6.txt", "id"),
+        test=_set("fmnist6", "fmnist6", "test_fmnist6.txt", "id"),
+        ood_val=_set("fmnist6", "ood_val", "val_ood.txt", "val"),
+        ood=(
+            _set("fmnist6", "fmnist_held_out", "test_fmnist_held_out.txt", "near"),
+            _set("fmnist6", "digits", "test_digits.txt", "far"),
+            *_fmnist_far("fmnist6"),
+        ),
+        preparable=True,
+    )
+)
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The benchmark named `name` (KeyError lists the known ones)."""
+    return BENCHMARKS.get(name)

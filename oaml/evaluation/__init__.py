@@ -1,0 +1,1 @@
+"""Evaluation: OOD scores, OpenOOD-convention metrics, benchmark runs, reports and plots."""

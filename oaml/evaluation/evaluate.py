@@ -1,0 +1,127 @@
+"""`oaml evaluate`: ID accuracy and OOD detection of a checkpoint on a benchmark.
+
+The result dict is the JSON that ACCEPTANCE.md specifies: per-set metrics with their group
+(near, far or extra) and plain means over the near and the far sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from oaml.data.benchmarks import get_benchmark
+from oaml.data.datasets import external_dataset, image_set_dataset
+from oaml.device import pick_device
+from oaml.evaluation.metrics import accuracy, ood_metrics
+from oaml.evaluation.scores import score_fn
+from oaml.io import atomic_write
+from oaml.models.checkpoint import load_checkpoint
+from oaml.training.engine import predict
+
+GROUPS = ("near", "far")
+SUMMARY_KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood")
+
+
+@dataclass
+class Evaluation:
+    """Metrics (the JSON) plus the raw confidences, for plots and --save-scores."""
+
+    metrics: dict[str, Any]
+    confidences: dict[str, np.ndarray] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+def parse_extra_ood(items: list[str]) -> dict[str, Path]:
+    """`NAME=IMGLIST` pairs into a mapping, with errors that say the expected form."""
+    extra: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"--extra-ood {item!r} must look like NAME=IMGLIST")
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"--extra-ood name {name!r} may hold only letters, digits, - and _")
+        extra[name.strip()] = Path(path.strip())
+    return extra
+
+
+def evaluate(
+    checkpoint: str | Path,
+    benchmark: str,
+    data_root: str | Path,
+    score: str = "ebo",
+    temperature: float = 1.0,
+    extra_ood: dict[str, Path] | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str = "auto",
+) -> Evaluation:
+    """Score ID test and every OOD set of `benchmark` (plus extra sets) with `checkpoint`."""
+    model, spec, _ = load_checkpoint(checkpoint)
+    bench = get_benchmark(benchmark)
+    root = Path(data_root).expanduser().resolve()
+    bench.require(root)
+    if spec.num_classes != bench.num_classes:
+        raise ValueError(
+            f"checkpoint {checkpoint} has {spec.num_classes} classes but benchmark "
+            f"{benchmark!r} has {bench.num_classes}; evaluate it on the benchmark it was trained on"
+        )
+    scorer = score_fn(score)
+    torch_device = pick_device(device)
+    model.to(torch_device)
+
+    def confidences(dataset, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+        logits, labels = predict(model, loader, torch_device, desc=name)
+        conf = scorer(torch.from_numpy(logits), temperature).numpy().astype(np.float64)
+        return logits, labels, conf
+
+    # Build every dataset first, so a bad --extra-ood fails before minutes of inference.
+    id_set = image_set_dataset(bench.test, root, spec)
+    sets = [(s.name, s.group, image_set_dataset(s, root, spec)) for s in bench.ood]
+    for name, path in (extra_ood or {}).items():
+        if name == "id" or any(name == s[0] for s in sets):
+            raise ValueError(f"--extra-ood name {name!r} clashes with a set of {benchmark}")
+        sets.append((name, "extra", external_dataset(path, spec)))
+
+    id_logits, id_labels, id_conf = confidences(id_set, "id")
+    result = Evaluation(
+        metrics={
+            "benchmark": bench.name,
+            "score": score,
+            "temperature": temperature,
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "id": {"accuracy": accuracy(id_logits.argmax(1), id_labels), "n": len(id_labels)},
+            "ood": {},
+        },
+        confidences={"id": id_conf},
+    )
+    for name, group, dataset in sets:
+        _, _, conf = confidences(dataset, name)
+        result.metrics["ood"][name] = {**ood_metrics(id_conf, conf), "n": len(conf), "group": group}
+        result.confidences[name] = conf
+        result.groups[name] = group
+    for group in GROUPS:
+        members = [m for m in result.metrics["ood"].values() if m["group"] == group]
+        result.metrics[group] = (
+            {key: float(np.mean([m[key] for m in members])) for key in SUMMARY_KEYS}
+            if members
+            else None
+        )
+    return result
+
+
+def save_scores(evaluation: Evaluation, folder: str | Path) -> list[Path]:
+    """Write `id.npy` and `<set>.npy` (per-sample confidence, imglist order) atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, conf in evaluation.confidences.items():
+        path = folder / f"{name}.npy"
+        atomic_write(path, lambda fh, c=conf: np.save(fh, c))
+        written.append(path)
+    return written

@@ -1,0 +1,65 @@
+"""OOD detection metrics, in OpenOOD v1.5's conventions plus the deployment-side FPR.
+
+Inputs are confidences (higher = more in-distribution) for ID and OOD samples.
+- auroc: area under the ROC curve (the same whichever class is taken as positive).
+- aupr_in: area under precision-recall with ID as positive; aupr_out: with OOD as positive
+  (both as OpenOOD computes them: trapezoidal area over the precision-recall curve).
+- fpr95: the fraction of OOD taken as ID at the threshold that keeps 95% of ID (what a served
+  detector calibrated on ID data does).
+- fpr95_openood: OpenOOD's "FPR@95" with OOD as positive: the fraction of ID flagged as OOD at
+  the threshold that catches 95% of OOD.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+RECALL = 0.95
+
+
+def _labels_scores(id_conf: np.ndarray, ood_conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    id_conf, ood_conf = np.asarray(id_conf, np.float64), np.asarray(ood_conf, np.float64)
+    if id_conf.size == 0 or ood_conf.size == 0:
+        raise ValueError("OOD metrics need at least one ID and one OOD sample")
+    if not (np.isfinite(id_conf).all() and np.isfinite(ood_conf).all()):
+        raise ValueError("confidences contain NaN or infinity")
+    labels = np.concatenate([np.ones(id_conf.size), np.zeros(ood_conf.size)])
+    return labels, np.concatenate([id_conf, ood_conf])
+
+
+def fpr_at_recall(positive: np.ndarray, negative: np.ndarray, recall: float = RECALL) -> float:
+    """Fraction of negatives scoring at or above the threshold that keeps `recall` of positives.
+
+    The threshold is the largest value t with mean(positive >= t) >= recall (as roc_curve's first
+    point reaching that TPR).
+    """
+    labels, scores = _labels_scores(positive, negative)
+    fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
+    return float(fpr[np.argmax(tpr >= recall)])
+
+
+def threshold_at_recall(id_conf: np.ndarray, recall: float = RECALL) -> float:
+    """The confidence threshold that keeps `recall` of ID samples (score >= threshold is ID)."""
+    ordered = np.sort(np.asarray(id_conf, np.float64))[::-1]
+    keep = int(np.ceil(recall * ordered.size))
+    return float(ordered[max(keep, 1) - 1])
+
+
+def ood_metrics(id_conf: np.ndarray, ood_conf: np.ndarray) -> dict[str, float]:
+    """AUROC, AUPR-In, AUPR-Out, fpr95 (95% ID kept) and fpr95_openood (95% OOD caught)."""
+    labels, scores = _labels_scores(id_conf, ood_conf)
+    precision_in, recall_in, _ = skm.precision_recall_curve(labels, scores)
+    precision_out, recall_out, _ = skm.precision_recall_curve(1 - labels, -scores)
+    return {
+        "auroc": float(skm.roc_auc_score(labels, scores)),
+        "aupr_in": float(skm.auc(recall_in, precision_in)),
+        "aupr_out": float(skm.auc(recall_out, precision_out)),
+        "fpr95": fpr_at_recall(id_conf, ood_conf),
+        "fpr95_openood": fpr_at_recall(-np.asarray(ood_conf), -np.asarray(id_conf)),
+    }
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    return float((predictions == labels).mean()) if labels.size else float("nan")

@@ -1,0 +1,35 @@
+"""OOD confidence scores from logits: higher means more in-distribution.
+
+Implemented once, on tensors, so training calibration, evaluation and the exported graph agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from oaml.registry import Registry
+
+SCORES: Registry[Callable[[torch.Tensor, float], torch.Tensor]] = Registry("score")
+
+
+def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Free energy E(x) = -T logsumexp(z / T) (lower = more in-distribution)."""
+    return -temperature * torch.logsumexp(logits / temperature, dim=-1)
+
+
+@SCORES.register("ebo")
+def ebo(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Energy-based OOD confidence (Liu et al. 2020): -E(x) = T logsumexp(z / T)."""
+    return -energy(logits, temperature)
+
+
+@SCORES.register("msp")
+def msp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Maximum softmax probability (Hendrycks & Gimpel 2017), with optional temperature."""
+    return torch.softmax(logits / temperature, dim=-1).max(dim=-1).values
+
+
+def score_fn(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    return SCORES.get(name)

@@ -1,0 +1,66 @@
+"""Atomic file writes: write to a temporary name in the same folder, then rename.
+
+A killed process therefore leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it replaces `path` atomically."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], fsync: bool = True
+) -> None:
+    """Call `write(file)` on a temporary binary file, then rename it to `path`.
+
+    `fsync=False` still survives a killed process (the rename is atomic); it only gives up
+    durability across a power loss, which matters for checkpoints, not for many small images.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        if fsync:
+            os.fsync(fh.fileno())
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> None:
+    atomic_write(path, lambda fh: fh.write(data), fsync=fsync)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Training: one loop (engine) for every method; methods are loss modules."""

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real offline benchmark, prepared once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oaml.data.fashion_mnist import DEBIAN_DIR
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip gpu-marked tests on machines without CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """fmnist and fmnist6 built from the real Fashion-MNIST files (about 1.5 min, once)."""
+    if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail("Fashion-MNIST is missing: run `make test` (it installs dataset-fashion-mnist)")
+    from oaml.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("data")
+    prepare("fmnist", root)
+    prepare("fmnist6", root)
+    return root
+
+
+def run_oaml(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the installed `oaml` command as a user would, capturing its output."""
+    exe = Path(sys.executable).with_name("oaml")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"oaml {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+# Settings that make a real training run take seconds: a tiny subset, one-eighth width.
+TINY = [
+    "--set",
+    "student.train.train_subset=1500",
+    "--set",
+    "student.train.batch_size=50",
+    "--set",
+    "student.model.width=0.125",
+]

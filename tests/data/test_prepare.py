@@ -1,0 +1,85 @@
+"""The offline benchmark: determinism, manifest, splits, and the fmnist6 open-set variant."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from oaml.data import ood_sources
+from oaml.data.fashion_mnist import load_split
+from oaml.data.imglist import parse_imglist
+from oaml.data.prepare import prepare, verify
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = b"\x00\x00\x08" + bytes([array.ndim])
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture(scope="module")
+def small_source(tmp_path_factory):
+    """IDX files holding the first 1,000 real training and 200 test images (fast to prepare)."""
+    folder = tmp_path_factory.mktemp("fmnist_small")
+    for split, count, stem in (("train", 1000, "train"), ("test", 200, "t10k")):
+        images, labels = load_split(split)
+        (folder / f"{stem}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images[:count])))
+        (folder / f"{stem}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(labels[:count])))
+    return folder
+
+
+def _manifest(root, name="fmnist"):
+    return json.loads((root / "benchmark_imglist" / name / "manifest.json").read_text())
+
+
+def test_same_sha256_twice(tmp_path, small_source):
+    first = prepare("fmnist", tmp_path / "a", source_dir=small_source, val_size=100)
+    second = prepare("fmnist", tmp_path / "b", source_dir=small_source, val_size=100)
+    assert not first.reused and not second.reused
+    assert _manifest(tmp_path / "a")["imglists"] == _manifest(tmp_path / "b")["imglists"]
+
+
+def test_second_run_verifies_and_a_damaged_list_is_rebuilt(tmp_path, small_source):
+    root = tmp_path / "d"
+    prepare("fmnist", root, source_dir=small_source, val_size=100)
+    assert prepare("fmnist", root, source_dir=small_source, val_size=100).reused
+    listing = root / "benchmark_imglist" / "fmnist" / "test_photos.txt"
+    listing.write_text(listing.read_text()[:-20])
+    assert not verify("fmnist", root)
+    assert not prepare("fmnist", root, source_dir=small_source, val_size=100).reused
+    assert verify("fmnist", root)
+
+
+def test_full_fmnist_splits(data_root):
+    lists = data_root / "benchmark_imglist" / "fmnist"
+    train = parse_imglist(lists / "train_fmnist.txt")
+    val = parse_imglist(lists / "val_fmnist.txt")
+    test = parse_imglist(lists / "test_fmnist.txt")
+    assert (len(train), len(val), len(test)) == (55000, 5000, 10000)
+    assert not {e.path for e in train} & {e.path for e in val}
+    assert np.bincount([e.label for e in val]).tolist() == [500] * 10  # stratified
+    manifest = _manifest(data_root)
+    assert all(len(v["sha256"]) == 64 for v in manifest["imglists"].values())
+    counts = {k.rsplit("/", 1)[1]: v["count"] for k, v in manifest["imglists"].items()}
+    assert counts["test_digits.txt"] == 1797 and counts["test_faces.txt"] == 200
+
+
+def test_fmnist6_holds_out_classes_6_to_9(data_root):
+    lists = data_root / "benchmark_imglist" / "fmnist6"
+    assert max(e.label for e in parse_imglist(lists / "train_fmnist6.txt")) == 5
+    held_out = parse_imglist(lists / "test_fmnist_held_out.txt")
+    assert len(held_out) == 4000 and {e.label for e in held_out} == {-1}
+    test6 = {e.path for e in parse_imglist(lists / "test_fmnist6.txt")}
+    assert len(test6) == 6000 and not test6 & {e.path for e in held_out}
+
+
+def test_ood_validation_shares_no_source_with_tests():
+    val = set(ood_sources.PHOTO_VAL_SOURCES)
+    assert not val & set(ood_sources.PHOTO_TEST_SOURCES)
+    assert not val & set(ood_sources.TEXTURE_SOURCES)
+
+
+def test_prepare_refuses_benchmarks_it_cannot_build(tmp_path):
+    with pytest.raises(ValueError, match="cannot be built offline"):
+        prepare("cifar10", tmp_path)

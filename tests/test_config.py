@@ -1,0 +1,42 @@
+import pytest
+
+from oaml.config import ConfigError, load_preset, preset_names
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_preset_loads(name):
+    preset = load_preset(name)
+    assert preset.name == name
+    assert preset.student.train.epochs >= 1
+
+
+def test_presets_cover_the_paper_benchmarks():
+    assert {"quick", "fmnist", "cifar10", "cifar100", "imagenet1k"} <= set(preset_names())
+
+
+def test_override_is_typed_and_applied():
+    preset = load_preset("quick", ["student.train.epochs=7", "student.model.width=0.5"])
+    assert preset.student.train.epochs == 7
+    assert preset.student.model.width == 0.5
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"student\.train\.epochz"):
+        load_preset("quick", ["student.train.epochz=3"])
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"student\.train\.epochs: expected an integer"):
+        load_preset("quick", ["student.train.epochs=three"])
+
+
+def test_unknown_preset_lists_shipped_ones():
+    with pytest.raises(ConfigError, match="shipped presets: .*quick"):
+        load_preset("nope")
+
+
+def test_preset_from_a_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nbenchmark: fmnist6\nstudent: {train: {epochs: 2}}\n")
+    preset = load_preset(str(path))
+    assert (preset.name, preset.benchmark, preset.student.train.epochs) == ("mine", "fmnist6", 2)

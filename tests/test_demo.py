@@ -1,0 +1,32 @@
+"""`oaml demo` end to end: the main job writes the summary ACCEPTANCE.md describes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, run_oaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_writes_summary(tmp_path, data_root):
+    out = tmp_path / "demo"
+    run_oaml(
+        "demo", "--out", str(out), "--data-root", str(data_root), *TINY,
+        "--set", "student.train.epochs=1",
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("tracking_uri", "registered_model", "version", "alias", "checkpoint", "onnx",
+                "data_root", "metrics", "seconds"):  # fmt: skip
+        assert key in summary
+    assert Path(summary["checkpoint"]).is_file()
+    assert Path(summary["data_root"]) == data_root.resolve()
+    assert summary["metrics"]["benchmark"] == "fmnist" and summary["seconds"] > 0
+    assert (out / "evaluation" / "roc_curves.png").is_file()
+    assert (out / "evaluation" / "scores" / "id.npy").is_file()
+
+
+def test_data_prepare_command_verifies_a_prepared_root(data_root):
+    proc = run_oaml("data", "prepare", "--benchmark", "fmnist", "--root", str(data_root))
+    assert "verified" in proc.stdout
