@@ -1,12 +1,14 @@
 """The `oaml` command: parses arguments and calls library functions, nothing more.
 
 Heavy libraries (torch, timm, sklearn) are imported inside each command, so `oaml --help` is fast.
-Expected failures (bad input, missing files) print one line naming the problem and exit 2.
+Expected failures (bad input, missing files) print one line naming the problem and exit 2;
+set OAML_DEBUG=1 to see the full traceback instead.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +31,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from oaml.data.imglist import ImglistError
     from oaml.models.checkpoint import CheckpointError
 
-    return (ConfigError, ImglistError, CheckpointError, ValueError, FileNotFoundError, KeyError)
+    return (
+        ConfigError,
+        ImglistError,
+        CheckpointError,
+        ValueError,
+        KeyError,
+        OSError,  # missing files, permissions, a folder where a file was expected
+        FloatingPointError,  # a diverging loss (the message says what to change)
+    )
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,6 +47,8 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if os.environ.get("OAML_DEBUG"):
+            return func(*args, **kwargs)  # full tracebacks for debugging
         try:
             return func(*args, **kwargs)
         except _user_errors() as exc:

@@ -186,7 +186,7 @@ def preset_names() -> list[str]:
 
 def _read_preset_text(name_or_path: str) -> str:
     path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
+    if path.suffix in {".yaml", ".yml"} or "/" in name_or_path:
         if not path.is_file():
             raise ConfigError(f"preset file {path} does not exist")
         return path.read_text()

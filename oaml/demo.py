@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from oaml.config import load_preset
+from oaml.data.benchmarks import get_benchmark
 from oaml.data.prepare import prepare
 from oaml.evaluation.evaluate import evaluate, save_scores
 from oaml.evaluation.report import markdown_table, plot_evaluation
@@ -30,9 +31,13 @@ def run_demo(
     started = time.perf_counter()
     out = Path(out).resolve()
     preset = load_preset(preset_name, overrides)
-    root = Path(data_root).resolve() if data_root else out / "data"
+    root = Path(data_root or preset.data_root or out / "data").resolve()
+    bench = get_benchmark(preset.benchmark)
     print(f"[1/3] data: {preset.benchmark} under {root}")
-    prepare(preset.benchmark, root)
+    if bench.preparable:
+        prepare(preset.benchmark, root)
+    else:
+        bench.require(root)
     print(f"[2/3] train: {preset.student.train.method} student ({preset.student.model.arch})")
     result = train_stage(preset, "student", root, out / "student", device=device)
     print("[3/3] evaluate")

@@ -40,3 +40,9 @@ def test_preset_from_a_file(tmp_path):
     path.write_text("name: mine\nbenchmark: fmnist6\nstudent: {train: {epochs: 2}}\n")
     preset = load_preset(str(path))
     assert (preset.name, preset.benchmark, preset.student.train.epochs) == ("mine", "fmnist6", 2)
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick").mkdir()  # e.g. left by `oaml train --out quick`
+    assert load_preset("quick").name == "quick"

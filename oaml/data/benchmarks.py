@@ -81,13 +81,21 @@ class BenchmarkSpec:
         """Every imglist this benchmark reads."""
         return [self.train, self.val, self.test, self.ood_val, *self.ood]
 
-    def missing(self, root: Path) -> list[Path]:
-        """Imglist files absent under `root`."""
-        return [s.imglist_path(root) for s in self.imglists() if not s.imglist_path(root).is_file()]
+    def test_sets(self) -> list[ImageSet]:
+        """What evaluation reads: the ID test list and the OOD test lists."""
+        return [self.test, *self.ood]
 
-    def require(self, root: Path) -> None:
+    def missing(self, root: Path, sets: list[ImageSet] | None = None) -> list[Path]:
+        """Imglist files absent under `root` (of `sets`, default: all of them)."""
+        return [
+            s.imglist_path(root)
+            for s in (sets if sets is not None else self.imglists())
+            if not s.imglist_path(root).is_file()
+        ]
+
+    def require(self, root: Path, sets: list[ImageSet] | None = None) -> None:
         """Raise FileNotFoundError naming what is missing and how to get it."""
-        missing = self.missing(root)
+        missing = self.missing(root, sets)
         if missing:
             how = (
                 f"run `oaml data prepare --benchmark {self.name} --root {root}`"
@@ -114,52 +122,40 @@ def _set(folder: str, name: str, file: str, group: str, image_dir: str = CLASSIC
     return ImageSet(name, f"benchmark_imglist/{folder}/{file}", image_dir, group)
 
 
-def _cifar_far(folder: str) -> tuple[ImageSet, ...]:
-    return (
-        _set(folder, "mnist", "test_mnist.txt", "far"),
-        _set(folder, "svhn", "test_svhn.txt", "far"),
-        _set(folder, "texture", "test_texture.txt", "far"),
-        _set(folder, "places365", "test_places365.txt", "far"),
+def _cifar(
+    name: str, other: str, classes: tuple[str, ...], mean: tuple, std: tuple
+) -> BenchmarkSpec:
+    """CIFAR-10/100 as OpenOOD v1.5 defines them: near = the other CIFAR and TIN."""
+    return BenchmarkSpec(
+        name=name,
+        class_names=classes,
+        input_size=32,
+        channels=3,
+        mean=mean,
+        std=std,
+        train=_set(name, f"{name}_train", f"train_{name}.txt", "id"),
+        val=_set(name, f"{name}_val", f"val_{name}.txt", "id"),
+        test=_set(name, name, f"test_{name}.txt", "id"),
+        ood_val=_set(name, "tin_val", "val_tin.txt", "val"),
+        ood=(
+            _set(name, other, f"test_{other}.txt", "near"),
+            _set(name, "tin", "test_tin.txt", "near"),
+            *(
+                _set(name, far, f"test_{far}.txt", "far")
+                for far in ("mnist", "svhn", "texture", "places365")
+            ),
+        ),
     )
 
 
 _register(
-    BenchmarkSpec(
-        name="cifar10",
-        class_names=CIFAR10_CLASSES,
-        input_size=32,
-        channels=3,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
-        train=_set("cifar10", "cifar10_train", "train_cifar10.txt", "id"),
-        val=_set("cifar10", "cifar10_val", "val_cifar10.txt", "id"),
-        test=_set("cifar10", "cifar10", "test_cifar10.txt", "id"),
-        ood_val=_set("cifar10", "tin_val", "val_tin.txt", "val"),
-        ood=(
-            _set("cifar10", "cifar100", "test_cifar100.txt", "near"),
-            _set("cifar10", "tin", "test_tin.txt", "near"),
-            *_cifar_far("cifar10"),
-        ),
+    _cifar(
+        "cifar10", "cifar100", CIFAR10_CLASSES, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     )
 )
-
 _register(
-    BenchmarkSpec(
-        name="cifar100",
-        class_names=CIFAR100_CLASSES,
-        input_size=32,
-        channels=3,
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
-        train=_set("cifar100", "cifar100_train", "train_cifar100.txt", "id"),
-        val=_set("cifar100", "cifar100_val", "val_cifar100.txt", "id"),
-        test=_set("cifar100", "cifar100", "test_cifar100.txt", "id"),
-        ood_val=_set("cifar100", "tin_val", "val_tin.txt", "val"),
-        ood=(
-            _set("cifar100", "cifar10", "test_cifar10.txt", "near"),
-            _set("cifar100", "tin", "test_tin.txt", "near"),
-            *_cifar_far("cifar100"),
-        ),
+    _cifar(
+        "cifar100", "cifar10", CIFAR100_CLASSES, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     )
 )
 

@@ -54,11 +54,15 @@ def load_split(split: str, folder: Path | None = None) -> tuple[np.ndarray, np.n
     Reads the IDX files from `folder` (default: Debian's package location); without them, falls
     back to torchvision's download into ~/.cache/oaml/fashion-mnist.
     """
-    folder = folder or DEBIAN_DIR
     images_stem, labels_stem = _FILES[split]
-    images_path, labels_path = _find(folder, images_stem), _find(folder, labels_stem)
+    search = folder or DEBIAN_DIR
+    images_path, labels_path = _find(search, images_stem), _find(search, labels_stem)
     if images_path and labels_path:
         return read_idx(images_path), read_idx(labels_path).astype(np.int64)
+    if folder is not None:
+        raise FileNotFoundError(
+            f"{folder} lacks the Fashion-MNIST files {images_stem}[.gz] and {labels_stem}[.gz]"
+        )
     return _download(split)
 
 
@@ -69,7 +73,7 @@ def _download(split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         dataset = FashionMNIST(str(root), train=split == "train", download=True)
     except Exception as exc:  # network errors come in many types
-        raise RuntimeError(
+        raise FileNotFoundError(
             f"Fashion-MNIST is not in {DEBIAN_DIR} and could not be downloaded ({exc}); "
             "install it with `apt-get install dataset-fashion-mnist`"
         ) from exc

@@ -24,7 +24,7 @@ from oaml.data.imglist import ImglistEntry, format_imglist, parse_imglist
 from oaml.io import atomic_write_json, atomic_write_text, sha256_file
 from oaml.progress import progress
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 VAL_SIZE = 5000
 HELD_OUT_FIRST_CLASS = 6  # fmnist6: classes 0-5 are ID, 6-9 are near-OOD
 OOD_LABEL = -1
@@ -49,17 +49,22 @@ def _png_bytes(array: np.ndarray) -> bytes:
 def _write_images(
     image_root: Path, folder: str, images: list[np.ndarray] | np.ndarray, desc: str
 ) -> list[str]:
-    """Write images as PNGs under image_root/folder (skipping complete ones); return rel paths."""
+    """Write images as PNGs under image_root/folder; return their relative paths.
+
+    A file that already holds exactly these bytes is left alone, so a re-run is cheap and a
+    damaged or stale image (other source files) is replaced.
+    """
     paths = []
     width = max(5, len(str(len(images))))
     (image_root / folder).mkdir(parents=True, exist_ok=True)
     for index, array in enumerate(progress(images, desc=desc, unit="img")):
         rel = f"{folder}/{index:0{width}d}.png"
         target = image_root / rel
-        if not target.is_file():
+        data = _png_bytes(np.ascontiguousarray(array))
+        if not (target.is_file() and target.read_bytes() == data):
             # Write-then-rename keeps a killed run from leaving a truncated PNG behind.
             partial = target.with_name(target.name + ".part")
-            partial.write_bytes(_png_bytes(np.ascontiguousarray(array)))
+            partial.write_bytes(data)
             os.replace(partial, target)
         paths.append(rel)
     return paths
@@ -111,10 +116,11 @@ def _ood_lists(image_root: Path, seed: int) -> dict[str, list[ImglistEntry]]:
             ood_sources.PHOTO_VAL_SOURCES, OOD_COUNTS["val"], SIZE, seed + 3
         ),
     }
+    # Crops depend on the seed, so each seed has its own folder (fmnist and fmnist6 may differ).
     return {
         name: [
             ImglistEntry(p, OOD_LABEL)
-            for p in _write_images(image_root, f"oaml_ood/{name}", images, f"ood {name}")
+            for p in _write_images(image_root, f"oaml_ood/seed{seed}/{name}", images, f"ood {name}")
         ]
         for name, images in sets.items()
     }
@@ -160,19 +166,25 @@ def verify(
     manifest_path = root / "benchmark_imglist" / benchmark / "manifest.json"
     if not manifest_path.is_file():
         return False
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("version") != MANIFEST_VERSION:
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
         return False
     if (seed is not None and manifest.get("seed") != seed) or (
         val_size is not None and manifest.get("val_size") != val_size
     ):
         return False
     image_root = root / CLASSIC
-    for rel, info in manifest["imglists"].items():
+    for rel, info in manifest.get("imglists", {}).items():
         path = root / rel
         if not path.is_file() or sha256_file(path) != info["sha256"]:
             return False
-        if any(not (image_root / e.path).is_file() for e in parse_imglist(path)):
+        entries = parse_imglist(path)
+        if any(not (image_root / e.path).is_file() for e in entries):
+            return False
+        if images_sha256(image_root, entries) != info["images_sha256"]:
             return False
     return True
 

@@ -43,6 +43,8 @@ def parse_extra_ood(items: list[str]) -> dict[str, Path]:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
             raise ValueError(f"--extra-ood {item!r} must look like NAME=IMGLIST")
+        if name.strip() in extra:
+            raise ValueError(f"--extra-ood name {name.strip()!r} is given twice")
         if not name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"--extra-ood name {name!r} may hold only letters, digits, - and _")
         extra[name.strip()] = Path(path.strip())
@@ -64,7 +66,7 @@ def evaluate(
     model, spec, _ = load_checkpoint(checkpoint)
     bench = get_benchmark(benchmark)
     root = Path(data_root).expanduser().resolve()
-    bench.require(root)
+    bench.require(root, bench.test_sets())
     if spec.num_classes != bench.num_classes:
         raise ValueError(
             f"checkpoint {checkpoint} has {spec.num_classes} classes but benchmark "
@@ -87,6 +89,9 @@ def evaluate(
         if name == "id" or any(name == s[0] for s in sets):
             raise ValueError(f"--extra-ood name {name!r} clashes with a set of {benchmark}")
         sets.append((name, "extra", external_dataset(path, spec)))
+    for name, _, dataset in [("id", "id", id_set), *sets]:
+        if len(dataset) == 0:
+            raise ValueError(f"set {name!r} ({dataset.imglist}) lists no images")
 
     id_logits, id_labels, id_conf = confidences(id_set, "id")
     result = Evaluation(

@@ -31,8 +31,9 @@ class ModelSpec:
     width: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
     input_size: int = 32
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    # One value per channel, or one for all channels.
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
     class_names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,33 +55,47 @@ def _scaled(width: float, base: int = 64) -> int:
     return max(8, round(base * width / 8) * 8)
 
 
-def _resnet18(num_classes: int, in_chans: int, width: float, **kwargs: Any) -> ResNet:
+def _resnet18(
+    num_classes: int, in_chans: int, width: float, small_stem: bool, **kwargs: Any
+) -> ResNet:
+    """timm's ResNet-18 with every width (stem included) scaled by `width`.
+
+    timm's single-conv stem is fixed at 64 channels, so the stem and the first block (which
+    would otherwise project 64 -> c0) are rebuilt at c0 channels; the blocks stay timm's.
+    """
     channels = tuple(_scaled(width, c) for c in (64, 128, 256, 512))
-    return ResNet(
+    net = ResNet(
         BasicBlock,
         layers=(2, 2, 2, 2),
         num_classes=num_classes,
         in_chans=in_chans,
-        stem_width=channels[0],
         channels=channels,
         **kwargs,
     )
+    stem = channels[0]
+    if small_stem:
+        net.conv1 = nn.Conv2d(in_chans, stem, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif stem != net.conv1.out_channels:
+        net.conv1 = nn.Conv2d(in_chans, stem, kernel_size=7, stride=2, padding=3, bias=False)
+    if stem != net.bn1.num_features:
+        net.bn1 = nn.BatchNorm2d(stem)
+        net.layer1[0] = BasicBlock(stem, stem)
+        net.layer1[0].zero_init_last()
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return net
 
 
 @MODELS.register("resnet18_32x32")
 def resnet18_32x32(num_classes: int, in_chans: int = 3, width: float = 1.0, **kwargs: Any):
     """ResNet-18 for small inputs: 3x3 stride-1 stem without max-pool (as OpenOOD's student)."""
-    net = _resnet18(num_classes, in_chans, width, **kwargs)
-    stem = net.conv1.out_channels
-    net.conv1 = nn.Conv2d(in_chans, stem, kernel_size=3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()
-    return net
+    return _resnet18(num_classes, in_chans, width, small_stem=True, **kwargs)
 
 
 @MODELS.register("resnet18_224x224")
 def resnet18_224x224(num_classes: int, in_chans: int = 3, width: float = 1.0, **kwargs: Any):
     """ResNet-18 with the standard 7x7 stride-2 stem and max-pool (ImageNet-size inputs)."""
-    return _resnet18(num_classes, in_chans, width, **kwargs)
+    return _resnet18(num_classes, in_chans, width, small_stem=False, **kwargs)
 
 
 @MODELS.register("timm")

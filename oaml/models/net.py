@@ -24,9 +24,15 @@ class OamlNet(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        channels = int(getattr(backbone, "in_chans", 0) or len(mean or std or (0,)))
-        mean_t = torch.tensor(mean if mean else (0.0,) * channels, dtype=torch.float32)
-        std_t = torch.tensor(std if std else (1.0,) * channels, dtype=torch.float32)
+        mean_t = torch.tensor(mean if mean else (0.0,), dtype=torch.float32)
+        std_t = torch.tensor(std if std else (1.0,), dtype=torch.float32)
+        channels = getattr(backbone, "in_chans", None)
+        for name, values in (("mean", mean_t), ("std", std_t)):
+            if channels and values.numel() not in (1, channels):
+                raise ValueError(
+                    f"{name} has {values.numel()} values for a {channels}-channel model; "
+                    "give one per channel or a single one"
+                )
         # Not persistent: they come from the ModelSpec, which the checkpoint already records.
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", std_t.view(1, -1, 1, 1), persistent=False)

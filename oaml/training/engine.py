@@ -110,7 +110,12 @@ def train(
     # channels_last speeds convolutions on CPU (about 1.3x here) and under AMP on GPU.
     model.to(device, memory_format=torch.channels_last)
     method.to(device)
-    steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
+    if len(train_set) < cfg.batch_size:
+        raise ValueError(
+            f"the training set has {len(train_set)} images, fewer than one batch "
+            f"({cfg.batch_size}); lower train.batch_size or use more data"
+        )
+    steps_per_epoch = len(train_set) // cfg.batch_size
     optimizer = build_optimizer(model, method, cfg.optim)
     scheduler = build_scheduler(optimizer, steps_per_epoch * cfg.epochs, steps_per_epoch, cfg.optim)
     scaler = torch.amp.GradScaler(
@@ -122,6 +127,7 @@ def train(
     resume_path = out_dir / RESUME_FILE
     if resume and resume_path.is_file():
         state = read_checkpoint(resume_path)
+        _check_resumable(state, spec, cfg, resume_path)
         model.load_state_dict(state["state_dict"])
         method.load_state_dict(state["method_state"])
         optimizer.load_state_dict(state["optimizer"])
@@ -178,7 +184,8 @@ def train(
         calibration = None
         if val_set is not None and len(val_set) > 0:
             val_loader = DataLoader(val_set, batch_size=256, num_workers=cfg.num_workers)
-            logits, labels_np = predict(model, val_loader, device, cfg.amp, desc="validate")
+            # Full precision: the calibrated threshold must match fp32 evaluation and export.
+            logits, labels_np = predict(model, val_loader, device, amp=False, desc="validate")
             val_accuracy = float((logits.argmax(1) == labels_np).mean())
             conf = ebo(torch.from_numpy(logits), temperature).numpy()
             calibration = {
@@ -241,6 +248,26 @@ def train(
     return TrainResult(
         final_path, int(final["epoch"]), final["history"], time.perf_counter() - started
     )
+
+
+def _check_resumable(state: dict[str, Any], spec: ModelSpec, cfg: TrainConfig, path: Path) -> None:
+    """Refuse to continue a run whose model or training settings differ from this one."""
+    if state["spec"] != spec.to_dict():
+        raise ValueError(
+            f"{path} was written for another model ({state['spec']['arch']}, width "
+            f"{state['spec']['width']}); resume with the same settings or use a new --out"
+        )
+    saved, current = state.get("train_config", {}), to_dict(cfg)
+    differing = sorted(k for k in current if saved.get(k) != current[k])
+    if differing:
+        raise ValueError(
+            f"{path} was written with other training settings ({', '.join(differing)}); "
+            "resume with the same settings or use a new --out"
+        )
+    if int(state["epoch"]) > cfg.epochs:
+        raise ValueError(
+            f"{path} already holds {state['epoch']} epochs, more than train.epochs={cfg.epochs}"
+        )
 
 
 def _bf16(device: torch.device) -> bool:

@@ -80,7 +80,7 @@ def train_stage(
         "init_checkpoint": cfg.init_checkpoint,
         "pretrained_file": stage.model.pretrained_file,
         "oaml_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
     return train(
         model,

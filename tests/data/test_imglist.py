@@ -66,3 +66,24 @@ def test_corrupt_image_gets_a_clear_error(tmp_path):
     listing.write_text("bad.png 0\n")
     with pytest.raises(ImglistError, match=r"bad\.png cannot be read"):
         ImglistDataset(listing, tmp_path / "img")[0]
+
+
+def test_sixteen_bit_images_are_rescaled_not_clipped(tmp_path):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.array([[0, 1000], [30000, 65535]], np.uint16)).save(tmp_path / "img/d.png")
+    (tmp_path / "list.txt").write_text("d.png 0\n")
+    image, _ = ImglistDataset(tmp_path / "list.txt", tmp_path / "img", mode="L")[0]
+    assert np.asarray(image).tolist() == [[0, 4], [117, 255]]
+
+
+def test_transparency_is_composited_on_black(tmp_path):
+    (tmp_path / "img").mkdir()
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[0, 0, 3] = 255  # one opaque pixel, the rest fully transparent
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "img/t.png")
+    (tmp_path / "list.txt").write_text("t.png 0\n")
+    for mode in ("L", "RGB"):
+        image, _ = ImglistDataset(tmp_path / "list.txt", tmp_path / "img", mode=mode)[0]
+        pixels = np.asarray(image).reshape(4, -1)[:, 0].tolist()
+        assert pixels == [200, 0, 0, 0]

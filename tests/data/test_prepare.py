@@ -51,6 +51,26 @@ def test_second_run_verifies_and_a_damaged_list_is_rebuilt(tmp_path, small_sourc
     assert verify("fmnist", root)
 
 
+def test_a_damaged_image_is_detected_and_repaired(tmp_path, small_source):
+    root = tmp_path / "d"
+    prepare("fmnist", root, source_dir=small_source, val_size=100)
+    image = (
+        root
+        / "images_classic"
+        / parse_imglist(root / "benchmark_imglist/fmnist/test_fmnist.txt")[3].path
+    )
+    original = image.read_bytes()
+    image.write_bytes(original[:-10])
+    assert not verify("fmnist", root)
+    prepare("fmnist", root, source_dir=small_source, val_size=100)
+    assert image.read_bytes() == original and verify("fmnist", root)
+
+
+def test_a_source_folder_without_the_files_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lacks the Fashion-MNIST files"):
+        prepare("fmnist", tmp_path / "d", source_dir=tmp_path)
+
+
 def test_full_fmnist_splits(data_root):
     lists = data_root / "benchmark_imglist" / "fmnist"
     train = parse_imglist(lists / "train_fmnist.txt")

@@ -101,12 +101,19 @@ def test_msp_score_and_fmnist6(tmp_path, data_root):
 
 
 def test_user_errors_are_one_line(tmp_path, data_root, checkpoint):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing here\n")
     cases = [
         (["--checkpoint", str(tmp_path / "none.pt")], "does not exist"),
         (["--checkpoint", str(checkpoint), "--benchmark", "fmnist6"], "has 10 classes"),
         (["--checkpoint", str(checkpoint), "--extra-ood", "oops"], "NAME=IMGLIST"),
         (["--checkpoint", str(checkpoint), "--score", "odin"], "unknown score 'odin'"),
         (["--checkpoint", str(checkpoint), "--extra-ood", f"x={tmp_path}/no.txt"], "no.txt"),
+        (["--checkpoint", str(checkpoint), "--extra-ood", f"e={empty}"], "lists no images"),
+        (
+            ["--checkpoint", str(checkpoint), "--extra-ood", f"a={empty}", "--extra-ood", "a=b"],
+            "given twice",
+        ),
     ]
     for args, message in cases:
         proc = run_oaml("evaluate", "--data-root", str(data_root), *args, check=False)

@@ -30,6 +30,19 @@ def test_small_input_stem_keeps_resolution():
     assert create_model("resnet18_224x224", 10, 3).backbone.conv1.stride == (2, 2)
 
 
+def test_width_scales_every_stage_including_the_stem():
+    quarter = create_model("resnet18_32x32", 10, 1, width=0.25).backbone
+    assert quarter.conv1.out_channels == 16 and quarter.layer1[0].downsample is None
+    full = create_model("resnet18_32x32", 10, 3, width=1.0)
+    # The standard ResNet-18 (11.17M parameters with a 10-class head).
+    assert sum(p.numel() for p in full.parameters()) == 11_173_962
+
+
+def test_mean_std_must_match_the_channels():
+    with pytest.raises(ValueError, match="mean has 2 values for a 3-channel model"):
+        create_model("resnet18_32x32", 10, 3, mean=(0.1, 0.2), std=(1.0,))
+
+
 def test_timm_teacher_by_name():
     model = create_model("timm/vit_tiny_patch16_224", 5, 1, **TINY_VIT).eval()
     logits, features = model(torch.randn(2, 1, 32, 32), return_feature=True)

@@ -1,0 +1,1 @@
+"""Loss terms of the OAML method: distillation, mutual-information bounds, energy margins."""

@@ -1,0 +1,1 @@
+"""Outlier synthesis: k-NN boundary embeddings (DreamOOD), forward diffusion, Stable Diffusion."""
