@@ -166,6 +166,30 @@ def evaluate(
 
 @app.command()
 @friendly
+def synthesize(
+    out: Annotated[Path, typer.Option(help="Output folder: shards and manifest.json")],
+    backend: Annotated[str, typer.Option(help="forward-diffusion")] = "forward-diffusion",
+    benchmark: Annotated[str, typer.Option(help="Benchmark whose ID images are used")] = "fmnist",
+    data_root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout)")] = Path("data"),
+    count: Annotated[int, typer.Option(help="How many outlier images")] = 10000,
+    t_min: Annotated[int, typer.Option(help="Smallest diffusion timestep")] = 300,
+    t_max: Annotated[int, typer.Option(help="Largest diffusion timestep")] = 700,
+    shard_size: Annotated[int, typer.Option(help="Images per shard file")] = 2048,
+    seed: Annotated[int, typer.Option(help="Seed of image choice, timesteps and noise")] = 0,
+) -> None:
+    """Synthesize outlier images; a killed run resumes where it stopped when run again."""
+    if backend != "forward-diffusion":
+        raise ValueError(f"unknown backend {backend!r}; available: forward-diffusion")
+    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
+
+    cfg = ForwardDiffusionConfig(
+        count=count, t_min=t_min, t_max=t_max, shard_size=shard_size, seed=seed
+    )
+    typer.echo(f"manifest: {synthesize(benchmark, data_root, out, cfg)}")
+
+
+@app.command()
+@friendly
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder; summary.json is written here")] = Path(
         "runs/demo"

@@ -67,6 +67,12 @@ class TrainConfig:
     seed: int = 0
     # Checkpoint to start from (the paper starts OAML from a cross-entropy checkpoint).
     init_checkpoint: str | None = None
+    # Folder of a finished `oaml synthesize` run: outlier images for methods that use them.
+    outliers: str | None = None
+    # Outlier images per step; None = batch_size.
+    outlier_batch_size: int | None = None
+    # The method's own parameters (loss weights, margins); unknown names are an error.
+    loss: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+from torchvision.transforms.functional import resize
 
 from oaml.data.benchmarks import BenchmarkSpec, ImageSet
 from oaml.data.imglist import ImglistDataset, ImglistEntry, parse_imglist
@@ -52,6 +54,28 @@ def external_dataset(imglist: Path, spec: ModelSpec) -> ImglistDataset:
     return ImglistDataset(
         imglist, imglist.parent, transform=build_transform(spec), mode=image_mode(spec)
     )
+
+
+class OutlierImages:
+    """Synthesized outlier images (N, H, W, C) uint8, served as CHW tensors at the model's size."""
+
+    def __init__(self, images: np.ndarray, spec: ModelSpec) -> None:
+        if images.ndim != 4 or images.shape[-1] != spec.in_chans:
+            raise ValueError(
+                f"outlier images have shape {images.shape}; the model takes {spec.in_chans}-"
+                "channel images: synthesize them from the same benchmark"
+            )
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        self.size = spec.input_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if image.shape[-2:] != (self.size, self.size):
+            image = resize(image, [self.size, self.size], antialias=True)
+        return image, -1
 
 
 def model_spec_for(

@@ -102,6 +102,7 @@ def train(
     lineage: dict[str, Any] | None = None,
     callbacks: list[Callable[[EpochLog], None]] | None = None,
     temperature: float = 1.0,
+    outliers: Dataset | None = None,
 ) -> TrainResult:
     """Train `model` with `method`; write `last.pt` each epoch and `checkpoint.pt` at the end."""
     out_dir = Path(out_dir)
@@ -110,6 +111,11 @@ def train(
     # channels_last speeds convolutions on CPU (about 1.3x here) and under AMP on GPU.
     model.to(device, memory_format=torch.channels_last)
     method.to(device)
+    if method.needs_outliers and (outliers is None or len(outliers) == 0):
+        raise ValueError(
+            "this method trains on outlier images: set train.outliers to the folder of an "
+            "`oaml synthesize` run"
+        )
     if len(train_set) < cfg.batch_size:
         raise ValueError(
             f"the training set has {len(train_set)} images, fewer than one batch "
@@ -149,6 +155,11 @@ def train(
             pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
+        outlier_batches = (
+            _endless(outliers, cfg.outlier_batch_size or cfg.batch_size, cfg, epoch)
+            if method.needs_outliers
+            else None
+        )
         model.train()
         method.train()
         sums: dict[str, float] = {}
@@ -159,6 +170,10 @@ def train(
                 "images": images.to(device, non_blocking=True, memory_format=torch.channels_last),
                 "labels": labels.to(device, non_blocking=True),
             }
+            if outlier_batches is not None:
+                batch["outlier_images"] = next(outlier_batches).to(
+                    device, non_blocking=True, memory_format=torch.channels_last
+                )
             with _autocast(device, cfg.amp):
                 terms = method(model, batch)
             loss = terms["loss"]
@@ -248,6 +263,21 @@ def train(
     return TrainResult(
         final_path, int(final["epoch"]), final["history"], time.perf_counter() - started
     )
+
+
+def _endless(dataset: Dataset, batch_size: int, cfg: TrainConfig, epoch: int):
+    """Outlier image batches without end, reshuffled on each pass, seeded by (seed, epoch)."""
+    generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 7919)
+    while True:
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator
+        )
+        yielded = False
+        for images, _ in loader:
+            yielded = True
+            yield images
+        if not yielded:
+            raise ValueError(f"fewer outlier images ({len(dataset)}) than one batch ({batch_size})")
 
 
 def _check_resumable(state: dict[str, Any], spec: ModelSpec, cfg: TrainConfig, path: Path) -> None:

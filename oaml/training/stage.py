@@ -9,7 +9,7 @@ import torch
 from oaml import __version__
 from oaml.config import Preset, stage_of
 from oaml.data.benchmarks import get_benchmark
-from oaml.data.datasets import image_set_dataset, model_spec_for
+from oaml.data.datasets import OutlierImages, image_set_dataset, model_spec_for
 from oaml.data.prepare import manifest_sha256
 from oaml.device import pick_device
 from oaml.models.checkpoint import load_checkpoint
@@ -67,6 +67,12 @@ def train_stage(
         bench.train, root, spec, cfg.augment, subset=cfg.train_subset, seed=cfg.seed
     )
     val_set = image_set_dataset(bench.val, root, spec)
+    method_module = create_method(method_name, cfg.loss)
+    outliers = None
+    if cfg.outliers:
+        from oaml.synthesis.forward_diffusion import load_outlier_images
+
+        outliers = OutlierImages(load_outlier_images(cfg.outliers), spec)
     lineage = {
         "preset": preset.name,
         "benchmark": bench.name,
@@ -78,6 +84,7 @@ def train_stage(
         "data_root": str(root),
         "data_manifest_sha256": manifest_sha256(bench.name, root),
         "init_checkpoint": cfg.init_checkpoint,
+        "outliers": cfg.outliers,
         "pretrained_file": stage.model.pretrained_file,
         "oaml_version": __version__,
         "torch_version": str(torch.__version__),
@@ -85,7 +92,7 @@ def train_stage(
     return train(
         model,
         spec,
-        create_method(method_name),
+        method_module,
         train_set,
         val_set,
         cfg,
@@ -94,4 +101,5 @@ def train_stage(
         resume=resume,
         lineage=lineage,
         temperature=preset.evaluation.temperature,
+        outliers=outliers,
     )

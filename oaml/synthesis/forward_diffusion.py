@@ -1,0 +1,152 @@
+"""Forward-diffusion outliers: ID images noised through q(x_t | x_0) (the paper's "noisy
+features obtained in the forward diffusion process").
+
+x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with Stable Diffusion's schedule (scaled_linear
+betas 0.00085..0.012, 1000 steps) from diffusers' DDPMScheduler, t uniform in [t_min, t_max].
+Images are written in shards (uint8, native size) with a manifest; every shard's randomness comes
+from (seed, shard), so a killed run resumes by skipping the shards already written and produces
+exactly what an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oaml.data.benchmarks import get_benchmark
+from oaml.data.datasets import stratified_subset
+from oaml.data.imglist import load_image, parse_imglist
+from oaml.io import atomic_write, atomic_write_json, sha256_file
+from oaml.progress import progress
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ForwardDiffusionConfig:
+    """Which ID images to noise, how much, and how to shard the output."""
+
+    count: int = 10000
+    t_min: int = 300
+    t_max: int = 700
+    shard_size: int = 2048
+    seed: int = 0
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+
+
+def scheduler(cfg: ForwardDiffusionConfig):
+    """diffusers' DDPMScheduler with the configured (default: Stable Diffusion's) schedule."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule=cfg.beta_schedule,
+    )
+
+
+def noise_images(
+    images: np.ndarray, timesteps: np.ndarray, generator: torch.Generator, sched
+) -> np.ndarray:
+    """uint8 images (N, H, W, C) -> their x_t at `timesteps`, back in uint8 (clipped)."""
+    x0 = torch.from_numpy(images).float().div(127.5).sub(1.0).permute(0, 3, 1, 2)
+    eps = torch.randn(x0.shape, generator=generator)
+    xt = sched.add_noise(x0, eps, torch.from_numpy(timesteps).long())
+    pixels = xt.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
+
+
+def _check_config(cfg: ForwardDiffusionConfig) -> None:
+    if not 0 <= cfg.t_min <= cfg.t_max < cfg.num_train_timesteps:
+        raise ValueError(
+            f"need 0 <= t_min <= t_max < {cfg.num_train_timesteps}, "
+            f"got t_min={cfg.t_min}, t_max={cfg.t_max}"
+        )
+    if cfg.count < 1 or cfg.shard_size < 1:
+        raise ValueError("count and shard_size must be positive")
+
+
+def synthesize(
+    benchmark: str, data_root: str | Path, out_dir: str | Path, cfg: ForwardDiffusionConfig
+) -> Path:
+    """Noise `cfg.count` stratified ID training images into shards; return the manifest path."""
+    _check_config(cfg)
+    bench = get_benchmark(benchmark)
+    root = Path(data_root).expanduser().resolve()
+    bench.require(root, [bench.train])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".shard_*.tmp"):
+        stale.unlink()  # left by a run killed while writing
+    entries = stratified_subset(parse_imglist(bench.train.imglist_path(root)), cfg.count, cfg.seed)
+    image_root = bench.train.image_root(root)
+    sched = scheduler(cfg)
+    shards = []
+    starts = range(0, len(entries), cfg.shard_size)
+    for number, start in enumerate(progress(starts, desc="forward diffusion", unit="shard")):
+        name = f"shard_{number:05d}.npz"
+        shards.append(name)
+        if (out / name).is_file():
+            continue  # written completely by an earlier (possibly killed) run
+        chunk = entries[start : start + cfg.shard_size]
+        images = np.stack(
+            [_as_hwc(np.asarray(load_image(image_root / e.path, bench.image_mode))) for e in chunk]
+        )
+        rng = np.random.default_rng([cfg.seed, number])
+        timesteps = rng.integers(cfg.t_min, cfg.t_max + 1, size=len(chunk))
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        noised = noise_images(images, timesteps, generator, sched)
+        atomic_write(
+            out / name,
+            lambda fh, n=noised, t=timesteps, c=chunk: np.savez(
+                fh, images=n, timesteps=t, sources=np.array([e.path for e in c])
+            ),
+        )
+    manifest = {
+        "kind": "forward_diffusion",
+        "benchmark": benchmark,
+        "count": len(entries),
+        "shards": shards,
+        "params": asdict(cfg),
+        "source_imglist_sha256": sha256_file(bench.train.imglist_path(root)),
+        "shards_sha256": _hash_files(out, shards),
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return out / MANIFEST
+
+
+def _as_hwc(array: np.ndarray) -> np.ndarray:
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _hash_files(folder: Path, names: list[str]) -> str:
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(bytes.fromhex(sha256_file(folder / name)))
+    return digest.hexdigest()
+
+
+def load_outlier_images(folder: str | Path) -> np.ndarray:
+    """All images (N, H, W, C) uint8 of a finished synthesis run, in manifest order."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} does not exist: the synthesis run in {folder} is missing or "
+            "unfinished; run `oaml synthesize` again (it resumes)"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    arrays = []
+    for name in manifest["shards"]:
+        with np.load(folder / name) as shard:
+            arrays.append(shard["images"])
+    return np.concatenate(arrays)
