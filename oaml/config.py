@@ -73,6 +73,11 @@ class TrainConfig:
     outlier_batch_size: int | None = None
     # The method's own parameters (loss weights, margins); unknown names are an error.
     loss: dict[str, Any] = field(default_factory=dict)
+    # Frozen teacher checkpoint (from `oaml train --method teacher`) for distilling methods.
+    teacher_checkpoint: str | None = None
+    # k-NN outlier embeddings (DreamOOD) in the teacher's feature space, for the oaml method.
+    knn_features_per_class: int = 500
+    knn_outliers_per_class: int = 1000
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,22 @@ def external_dataset(imglist: Path, spec: ModelSpec) -> ImglistDataset:
     )
 
 
+class WithIndex:
+    """Adds a per-sample index (e.g. a row of cached teacher outputs) to each item."""
+
+    def __init__(self, dataset, rows: np.ndarray) -> None:
+        if len(rows) != len(dataset):
+            raise ValueError(f"{len(rows)} rows for {len(dataset)} samples")
+        self.dataset, self.rows = dataset, torch.as_tensor(rows, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        return image, label, self.rows[index]
+
+
 class OutlierImages:
     """Synthesized outlier images (N, H, W, C) uint8, served as CHW tensors at the model's size."""
 

@@ -165,11 +165,13 @@ def train(
         sums: dict[str, float] = {}
         seen, tick = 0, time.perf_counter()
         bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
-        for images, labels in bar:
+        for images, labels, *index in bar:
             batch = {
                 "images": images.to(device, non_blocking=True, memory_format=torch.channels_last),
                 "labels": labels.to(device, non_blocking=True),
             }
+            if index:
+                batch["index"] = index[0].to(device, non_blocking=True)
             if outlier_batches is not None:
                 batch["outlier_images"] = next(outlier_batches).to(
                     device, non_blocking=True, memory_format=torch.channels_last

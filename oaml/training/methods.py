@@ -24,6 +24,11 @@ class Method(nn.Module):
 
     needs_outliers = False
 
+    def lr_scales(self) -> list[tuple[list[nn.Parameter], float]]:
+        """The method's own trainable parameters, each group with a multiplier of the base lr."""
+        own = [p for p in self.parameters() if p.requires_grad]
+        return [(own, 1.0)] if own else []
+
     def forward(self, model: OamlNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -74,3 +79,7 @@ def create_method(name: str, params: dict | None = None) -> Method:
         return cls(**(params or {}))
     except TypeError as exc:
         raise ValueError(f"method {name!r} does not take these loss parameters: {exc}") from None
+
+
+# Methods defined in their own modules register themselves on import.
+from oaml.training import oaml_method  # noqa: E402, F401

@@ -20,9 +20,11 @@ def param_groups(model: OamlNet, extra: nn.Module | None, cfg: OptimConfig) -> l
         {"params": backbone, "lr": cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr},
     ]
     if extra is not None:
-        own = [p for p in extra.parameters() if p.requires_grad]
-        if own:
-            groups.append({"params": own, "lr": cfg.lr})
+        scales = extra.lr_scales() if hasattr(extra, "lr_scales") else [(extra.parameters(), 1.0)]
+        for params, scale in scales:
+            own = [p for p in params if p.requires_grad]
+            if own:
+                groups.append({"params": own, "lr": cfg.lr * scale})
     return [g for g in groups if g["params"]]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from oaml import __version__
@@ -28,6 +29,52 @@ def resolve_data_root(preset: Preset, data_root: str | Path | None) -> Path:
             "`oaml data prepare`)"
         )
     return Path(root).expanduser().resolve()
+
+
+def _attach_teacher(method, cfg, spec, model, train_set, bench, root: Path):
+    """Cached frozen-teacher outputs, k-NN outlier embeddings in the teacher's feature space,
+    and per-sample rows into the cache, handed to a distilling method."""
+    from oaml.data.datasets import WithIndex
+    from oaml.models.checkpoint import read_checkpoint
+    from oaml.synthesis.knn import KnnConfig, sample_outliers
+    from oaml.training.teacher_cache import teacher_outputs
+
+    if not cfg.teacher_checkpoint:
+        raise ValueError(
+            "this method distils from a teacher: set train.teacher_checkpoint to the "
+            "checkpoint of `oaml train --method teacher`"
+        )
+    teacher_spec = read_checkpoint(cfg.teacher_checkpoint)["spec"]
+    if teacher_spec["num_classes"] != spec.num_classes:
+        raise ValueError(
+            f"the teacher has {teacher_spec['num_classes']} classes, the student "
+            f"{spec.num_classes}: train the teacher on the same benchmark"
+        )
+    cached = teacher_outputs(
+        cfg.teacher_checkpoint,
+        bench.train.imglist_path(root),
+        bench.train.image_root(root),
+        Path(cfg.teacher_checkpoint).parent / "cache",
+        device=pick_device("auto"),
+        entries=train_set.entries,  # only the images this run trains on
+    )
+    rows = np.arange(len(train_set.entries))
+    labels = np.array([e.label for e in train_set.entries])
+    per_class = min(cfg.knn_features_per_class, int(np.bincount(labels).min()))
+    grouped = np.stack(
+        [cached.features[rows[labels == c][:per_class]] for c in range(spec.num_classes)]
+    )
+    knn_cfg = KnnConfig(k=min(300, per_class - 1), select=min(50, per_class), seed=cfg.seed)
+    scale = np.linalg.norm(grouped, axis=-1).mean(axis=1)
+    knn = sample_outliers(grouped, cfg.knn_outliers_per_class, knn_cfg, scale=scale)
+    method.attach(
+        cached.logits,
+        cached.features,
+        knn,
+        student_dim=model.feature_dim,
+        outlier_dim=spec.in_chans * spec.input_size**2,
+    )
+    return WithIndex(train_set, rows)
 
 
 def train_stage(
@@ -73,6 +120,8 @@ def train_stage(
         from oaml.synthesis.forward_diffusion import load_outlier_images
 
         outliers = OutlierImages(load_outlier_images(cfg.outliers), spec)
+    if getattr(method_module, "needs_teacher", False):
+        train_set = _attach_teacher(method_module, cfg, spec, model, train_set, bench, root)
     lineage = {
         "preset": preset.name,
         "benchmark": bench.name,
@@ -85,6 +134,7 @@ def train_stage(
         "data_manifest_sha256": manifest_sha256(bench.name, root),
         "init_checkpoint": cfg.init_checkpoint,
         "outliers": cfg.outliers,
+        "teacher_checkpoint": cfg.teacher_checkpoint,
         "pretrained_file": stage.model.pretrained_file,
         "oaml_version": __version__,
         "torch_version": str(torch.__version__),

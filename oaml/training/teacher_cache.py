@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from oaml.data.imglist import ImglistDataset
+from oaml.data.imglist import ImglistDataset, ImglistEntry, format_imglist, parse_imglist
 from oaml.data.transforms import build_transform, image_mode
 from oaml.io import atomic_write, sha256_file
 from oaml.models.checkpoint import load_checkpoint
@@ -31,10 +31,11 @@ class TeacherOutputs:
     reused: bool
 
 
-def cache_key(checkpoint: Path, imglist: Path) -> str:
+def cache_key(checkpoint: Path, entries: list[ImglistEntry]) -> str:
+    """Hash of the teacher checkpoint's bytes and the listed images (paths and labels)."""
     digest = hashlib.sha256()
     digest.update(bytes.fromhex(sha256_file(checkpoint)))
-    digest.update(bytes.fromhex(sha256_file(imglist)))
+    digest.update(format_imglist(entries).encode("utf-8"))
     return digest.hexdigest()[:24]
 
 
@@ -46,10 +47,13 @@ def teacher_outputs(
     cache_dir: str | Path,
     device: torch.device | None = None,
     batch_size: int = 256,
+    entries: list[ImglistEntry] | None = None,
 ) -> TeacherOutputs:
-    """The teacher's logits and features for every image of `imglist` (cached in cache_dir)."""
+    """The teacher's logits and features for every image of `imglist` (or only `entries` of
+    it, e.g. a training subset), cached in cache_dir."""
     checkpoint, imglist = Path(checkpoint), Path(imglist)
-    cache_file = Path(cache_dir) / f"teacher_{cache_key(checkpoint, imglist)}.npz"
+    entries = entries if entries is not None else parse_imglist(imglist)
+    cache_file = Path(cache_dir) / f"teacher_{cache_key(checkpoint, entries)}.npz"
     if cache_file.is_file():
         with np.load(cache_file) as cached:
             return TeacherOutputs(
@@ -62,7 +66,9 @@ def teacher_outputs(
     device = device or torch.device("cpu")
     model, spec, _ = load_checkpoint(checkpoint)
     model.to(device)
-    dataset = ImglistDataset(imglist, image_root, build_transform(spec), mode=image_mode(spec))
+    dataset = ImglistDataset(
+        imglist, image_root, build_transform(spec), mode=image_mode(spec), entries=entries
+    )
     logits, features = [], []
     loader = DataLoader(dataset, batch_size=batch_size)
     for images, _ in progress(loader, desc="teacher outputs", unit="batch"):

@@ -1,5 +1,6 @@
 """Training methods through the one loop: the energy outlier-exposure baseline on real data."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,10 @@ def test_every_method_returns_a_total_and_named_terms():
         "outlier_images": torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8),
     }
     for name in METHODS:
-        terms = create_method(name)(model, batch)
+        method = create_method(name)
+        if getattr(method, "needs_teacher", False):
+            continue  # needs attached teacher outputs: tests/training/test_oaml_method.py
+        terms = method(model, batch)
         assert terms["loss"].requires_grad and terms["loss"].ndim == 0
         assert len(terms) >= 2
 
@@ -46,7 +50,7 @@ def test_unknown_loss_parameter_is_named():
 
 
 @pytest.mark.slow
-def test_oe_energy_end_to_end(tmp_path, data_root):
+def test_outlier_methods_end_to_end(tmp_path, data_root):
     run_oaml(
         "synthesize", "--data-root", str(data_root), "--out", str(tmp_path / "fd"),
         "--count", "600",
@@ -64,3 +68,29 @@ def test_oe_energy_end_to_end(tmp_path, data_root):
         "--data-root", str(data_root), *TINY, check=False,
     )  # fmt: skip
     assert missing.returncode == 2 and "train.outliers" in missing.stderr
+
+    # The OAML method: a tiny teacher, then the student distilled from it with both outliers.
+    run_oaml(
+        "train", "--method", "teacher", "--out", str(tmp_path / "teacher"),
+        "--data-root", str(data_root), "--set", "teacher.train.train_subset=300",
+        "--set", "teacher.train.epochs=1",
+        "--set", "teacher.model.kwargs={img_size: 28, patch_size: 7, depth: 1}",
+    )  # fmt: skip
+    teacher = tmp_path / "teacher" / "checkpoint.pt"
+    common = [
+        "--data-root", str(data_root), *TINY, "--set", "student.train.epochs=1",
+        "--set", f"student.train.outliers={tmp_path}/fd",
+        "--set", "student.train.knn_outliers_per_class=20",
+    ]  # fmt: skip
+    no_teacher = run_oaml(
+        "train", "--method", "oaml", "--out", str(tmp_path / "y"), *common, check=False
+    )
+    assert no_teacher.returncode == 2 and "teacher_checkpoint" in no_teacher.stderr
+    run_oaml(
+        "train", "--method", "oaml", "--out", str(tmp_path / "oaml"), *common,
+        "--set", f"student.train.teacher_checkpoint={teacher}",
+    )  # fmt: skip
+    history = read_checkpoint(tmp_path / "oaml" / "checkpoint.pt")["history"][0]
+    for term in ("ce", "kd", "kd_feat", "club", "deep_club", "q_fit"):
+        assert np.isfinite(history[f"train_{term}"])
+    assert list((tmp_path / "teacher" / "cache").glob("teacher_*.npz"))
