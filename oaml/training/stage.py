@@ -31,7 +31,7 @@ def resolve_data_root(preset: Preset, data_root: str | Path | None) -> Path:
     return Path(root).expanduser().resolve()
 
 
-def _attach_teacher(method, cfg, spec, model, train_set, bench, root: Path):
+def _attach_teacher(method, cfg, spec, model, train_set, bench, root: Path, device):
     """Cached frozen-teacher outputs, k-NN outlier embeddings in the teacher's feature space,
     and per-sample rows into the cache, handed to a distilling method."""
     from oaml.data.datasets import WithIndex
@@ -55,7 +55,7 @@ def _attach_teacher(method, cfg, spec, model, train_set, bench, root: Path):
         bench.train.imglist_path(root),
         bench.train.image_root(root),
         Path(cfg.teacher_checkpoint).parent / "cache",
-        device=pick_device("auto"),
+        device=device,
         entries=train_set.entries,  # only the images this run trains on
     )
     rows = np.arange(len(train_set.entries))
@@ -116,12 +116,15 @@ def train_stage(
     val_set = image_set_dataset(bench.val, root, spec)
     method_module = create_method(method_name, cfg.loss)
     outliers = None
-    if cfg.outliers:
+    # Only methods that train on outliers load them (a preset may name them for all methods).
+    if cfg.outliers and method_module.needs_outliers:
         from oaml.synthesis.forward_diffusion import load_outlier_images
 
         outliers = OutlierImages(load_outlier_images(cfg.outliers), spec)
     if getattr(method_module, "needs_teacher", False):
-        train_set = _attach_teacher(method_module, cfg, spec, model, train_set, bench, root)
+        train_set = _attach_teacher(
+            method_module, cfg, spec, model, train_set, bench, root, torch_device
+        )
     lineage = {
         "preset": preset.name,
         "benchmark": bench.name,
