@@ -30,11 +30,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from oaml.config import ConfigError
     from oaml.data.imglist import ImglistError
     from oaml.models.checkpoint import CheckpointError
+    from oaml.serving.detector import DetectorError
 
     return (
         ConfigError,
         ImglistError,
         CheckpointError,
+        DetectorError,
         ValueError,
         KeyError,
         OSError,  # missing files, permissions, a folder where a file was expected
@@ -120,7 +122,10 @@ def train(
 @app.command()
 @friendly
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="oaml checkpoint (.pt)")],
+    checkpoint: Annotated[Path | None, typer.Option(help="oaml checkpoint (.pt)")] = None,
+    onnx: Annotated[
+        Path | None, typer.Option(help="Exported detector (.onnx), run by onnxruntime")
+    ] = None,
     benchmark: Annotated[str, typer.Option(help="Benchmark name")] = "fmnist",
     data_root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout)")] = Path("data"),
     extra_ood: Annotated[
@@ -139,7 +144,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
 ) -> None:
-    """ID accuracy and OOD detection metrics (AUROC, AUPR, FPR95) on a benchmark."""
+    """ID accuracy and OOD detection metrics (AUROC, AUPR, FPR95) of a checkpoint or ONNX file."""
     from oaml.evaluation import evaluate as ev
     from oaml.evaluation.report import markdown_table, plot_evaluation
     from oaml.io import atomic_write_json
@@ -153,6 +158,7 @@ def evaluate(
         extra_ood=ev.parse_extra_ood(extra_ood or []),
         batch_size=batch_size,
         device=device,
+        onnx=onnx,
     )
     if json_out:
         atomic_write_json(json_out, result.metrics)
@@ -186,6 +192,96 @@ def synthesize(
         count=count, t_min=t_min, t_max=t_max, shard_size=shard_size, seed=seed
     )
     typer.echo(f"manifest: {synthesize(benchmark, data_root, out, cfg)}")
+
+
+@app.command()
+@friendly
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="oaml checkpoint (.pt) of the student")],
+    out: Annotated[Path, typer.Option(help="ONNX file to write")],
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data folder for the parity batch and int8 calibration "
+            "(default: the one the checkpoint was trained on)"
+        ),
+    ] = None,
+    int8: Annotated[
+        bool, typer.Option(help="Also write OUT's int8 variant (static, calibrated on ID val)")
+    ] = False,
+) -> None:
+    """Export the detector: uint8 NHWC pixels in, logits and energy out, one ONNX graph."""
+    from oaml.export.onnx import export_onnx
+
+    result = export_onnx(checkpoint, out, data_root=data_root)
+    worst = max(result.parity.values())
+    typer.echo(f"onnx: {result.path} (parity with PyTorch: max abs diff {worst:.2e})")
+    if int8:
+        from oaml.export.quantize import quantize_int8
+
+        report = quantize_int8(result.path, data_root=data_root)
+        typer.echo(f"int8: {report.path}; {report.summary()}")
+
+
+@app.command()
+@friendly
+def serve(
+    model: Annotated[str, typer.Option(help="ONNX file or models:/NAME@ALIAS (MLflow)")],
+    name: Annotated[
+        str | None, typer.Option(help="Served model name (default: file stem or NAME)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    threshold: Annotated[
+        float | None, typer.Option(help="Energy above which an input is OOD (default: calibrated)")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Most images per onnxruntime call")] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="How long a batch waits for more requests")
+    ] = 0.0,
+    max_images: Annotated[int, typer.Option(help="Most images per request")] = 256,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB")] = 32.0,
+    threads: Annotated[
+        int | None, typer.Option(help="onnxruntime threads (default: usable cores)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, or auto / cuda to use a GPU")] = "cpu",
+) -> None:
+    """Serve the detector: Open Inference Protocol v2, /v1/score, /metrics.
+
+    Set OAML_SERVE_TOKEN in the environment to require 'Authorization: Bearer <token>'.
+    """
+    from oaml.serving.app import ServeSettings
+    from oaml.serving.server import serve as run_server
+
+    settings = ServeSettings(
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_images=max_images,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+    )
+    run_server(model, host, port, name, threshold, settings, threads=threads, device=device)
+
+
+@app.command()
+@friendly
+def score(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files, folders or imglists (.txt)")],
+    model: Annotated[Path, typer.Option(help="Exported detector (.onnx)")],
+    out: Annotated[Path, typer.Option(help="Results file: .csv or .jsonl")],
+    batch_size: Annotated[int, typer.Option(help="Images per onnxruntime call")] = 256,
+    threshold: Annotated[
+        float | None, typer.Option(help="Energy above which an input is OOD (default: calibrated)")
+    ] = None,
+) -> None:
+    """Score image files offline, as the server would, into CSV or JSON Lines."""
+    from oaml.serving.batch_score import score_images
+    from oaml.serving.detector import Detector
+
+    summary = score_images(Detector(model, threshold=threshold), inputs, out, batch_size)
+    typer.echo(
+        f"{summary.images} images scored ({summary.ood} OOD), {summary.errors} unreadable; "
+        f"results: {summary.out}"
+    )
 
 
 @app.command()

@@ -58,3 +58,22 @@ TINY = [
     "--set",
     "student.model.width=0.125",
 ]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, data_root) -> Path:
+    """A real (tiny, one-epoch) fmnist student with a calibrated threshold."""
+    out = tmp_path_factory.mktemp("tiny_student")
+    run_oaml(
+        "train", "--out", str(out), "--data-root", str(data_root), *TINY,
+        "--set", "student.train.epochs=1",
+    )  # fmt: skip
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny student exported by `oaml export` (parity-checked on the way)."""
+    out = tmp_path_factory.mktemp("tiny_onnx") / "detector.onnx"
+    run_oaml("export", "--checkpoint", str(tiny_checkpoint), "--out", str(out))
+    return out

@@ -59,14 +59,14 @@ def load_image(path: Path, mode: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return _to_mode(img, mode)
+            return convert_mode(img, mode)
     except FileNotFoundError:
         raise ImglistError(f"image {path} does not exist") from None
     except (OSError, Image.DecompressionBombError, ValueError) as exc:
         raise ImglistError(f"image {path} cannot be read: {exc}") from None
 
 
-def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+def convert_mode(img: Image.Image, mode: str) -> Image.Image:
     """Convert any PIL mode to 8-bit `mode`: high-bit-depth images are rescaled by their range
     (PIL would clip them), transparency is composited on black (the benchmarks' background)."""
     if img.mode in {"I", "I;16", "I;16B", "I;16L", "F"}:

@@ -6,6 +6,7 @@ The result dict is the JSON that ACCEPTANCE.md specifies: per-set metrics with t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,12 @@ from oaml.evaluation.metrics import accuracy, ood_metrics
 from oaml.evaluation.scores import score_fn
 from oaml.io import atomic_write
 from oaml.models.checkpoint import load_checkpoint
+from oaml.models.factory import ModelSpec
+from oaml.progress import progress
 from oaml.training.engine import predict
 
 GROUPS = ("near", "far")
+Predict = Callable[[DataLoader, str], tuple[np.ndarray, np.ndarray]]
 SUMMARY_KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood")
 
 
@@ -51,8 +55,42 @@ def parse_extra_ood(items: list[str]) -> dict[str, Path]:
     return extra
 
 
+def _onnx_predictor(path: Path) -> tuple[ModelSpec, Predict]:
+    """The exported detector under onnxruntime, with the ModelSpec its metadata describes."""
+    from oaml.serving.detector import Detector
+
+    detector = Detector(path)
+    info = detector.info
+    spec = ModelSpec(
+        arch=info.arch,
+        num_classes=info.num_classes,
+        in_chans=info.channels,
+        input_size=info.input_size,
+        mean=info.mean,
+        std=info.std,
+        class_names=info.class_names,
+    )
+
+    def run(loader: DataLoader, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        logits, labels = [], []
+        for images, targets in progress(loader, desc=desc, unit="batch"):
+            nhwc = np.ascontiguousarray(images.numpy().transpose(0, 2, 3, 1))
+            logits.append(detector.run(nhwc)[0])
+            labels.append(np.asarray(targets))
+        return np.concatenate(logits), np.concatenate(labels)
+
+    return spec, run
+
+
+def _checkpoint_predictor(path: Path, device: str) -> tuple[ModelSpec, Predict]:
+    model, spec, _ = load_checkpoint(path)
+    torch_device = pick_device(device)
+    model.to(torch_device)
+    return spec, lambda loader, desc: predict(model, loader, torch_device, desc=desc)
+
+
 def evaluate(
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     benchmark: str,
     data_root: str | Path,
     score: str = "ebo",
@@ -61,24 +99,27 @@ def evaluate(
     batch_size: int = 256,
     num_workers: int = 0,
     device: str = "auto",
+    onnx: str | Path | None = None,
 ) -> Evaluation:
-    """Score ID test and every OOD set of `benchmark` (plus extra sets) with `checkpoint`."""
-    model, spec, _ = load_checkpoint(checkpoint)
+    """Score ID test and every OOD set of `benchmark` (plus extra sets) with `checkpoint`, or
+    with an exported ONNX detector (`onnx`, run by onnxruntime as the server runs it)."""
+    if (checkpoint is None) == (onnx is None):
+        raise ValueError("give exactly one of --checkpoint and --onnx")
+    model_file = Path(checkpoint or onnx)
+    spec, run = _onnx_predictor(model_file) if onnx else _checkpoint_predictor(model_file, device)
     bench = get_benchmark(benchmark)
     root = Path(data_root).expanduser().resolve()
     bench.require(root, bench.test_sets())
     if spec.num_classes != bench.num_classes:
         raise ValueError(
-            f"checkpoint {checkpoint} has {spec.num_classes} classes but benchmark "
+            f"{model_file} has {spec.num_classes} classes but benchmark "
             f"{benchmark!r} has {bench.num_classes}; evaluate it on the benchmark it was trained on"
         )
     scorer = score_fn(score)
-    torch_device = pick_device(device)
-    model.to(torch_device)
 
     def confidences(dataset, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-        logits, labels = predict(model, loader, torch_device, desc=name)
+        logits, labels = run(loader, name)
         conf = scorer(torch.from_numpy(logits), temperature).numpy().astype(np.float64)
         return logits, labels, conf
 
@@ -99,7 +140,7 @@ def evaluate(
             "benchmark": bench.name,
             "score": score,
             "temperature": temperature,
-            "checkpoint": str(Path(checkpoint).resolve()),
+            ("onnx" if onnx else "checkpoint"): str(model_file.resolve()),
             "id": {"accuracy": accuracy(id_logits.argmax(1), id_labels), "n": len(id_labels)},
             "ood": {},
         },

@@ -1,0 +1,1 @@
+"""ONNX export of the detector: preprocessing, the student and the energy head in one graph."""

@@ -1,0 +1,38 @@
+"""The exported computation: raw uint8 NHWC pixels in, logits and energy out.
+
+Preprocessing lives in the graph so a client sends pixels, never normalised tensors; the energy is
+the same function evaluation uses (oaml.evaluation.scores.energy), so what is served is exactly
+what was evaluated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oaml.evaluation.scores import energy
+from oaml.models.net import OamlNet
+
+
+class DetectorGraph(nn.Module):
+    """uint8 [N, H, W, C] -> (logits [N, K], energy [N]); any H, W is resized to the model's size.
+
+    The resize is bilinear without antialiasing and is exact (the identity) at the native size;
+    callers that want training's PIL resize for other sizes resize before sending (the server's
+    image endpoint does).
+    """
+
+    def __init__(self, model: OamlNet, input_size: int, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.input_size = int(input_size)
+        self.temperature = float(temperature)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        x = F.interpolate(
+            x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+        )
+        logits = self.model(x)
+        return logits, energy(logits, self.temperature)

@@ -1,0 +1,168 @@
+"""`oaml export`: write the detector as one ONNX graph with self-describing metadata, and check it.
+
+The graph (export.graph.DetectorGraph) takes raw uint8 NHWC pixels and returns logits and energy.
+Metadata (ONNX metadata_props, all strings) carries what a server or scorer needs and nothing
+else has to re-declare: class names, input size and channels, mean/std, temperature, the OOD
+threshold calibrated at 95% ID TPR on the ID validation split, and the training lineage.
+Parity with PyTorch (max abs difference of logits and energy) is checked before the file appears.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oaml import __version__
+from oaml.export.graph import DetectorGraph
+from oaml.io import atomic_path
+from oaml.models.checkpoint import load_checkpoint
+from oaml.models.factory import ModelSpec
+from oaml.serving.detector import FORMAT, INPUT_NAME, OUTPUT_NAMES, Detector
+
+OPSET = 18
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The exported graph disagrees with PyTorch or fails the ONNX checker."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    parity: dict[str, float]
+    metadata: dict[str, str]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def detector_metadata(
+    spec: ModelSpec, payload: dict[str, Any], checkpoint: Path, temperature: float
+) -> dict[str, str]:
+    """The metadata_props of the exported graph (strings; lists and dicts as JSON)."""
+    calibration = payload.get("calibration") or {}
+    meta = {
+        "oaml.format": FORMAT,
+        "oaml.version": __version__,
+        "arch": spec.arch,
+        "class_names": json.dumps(
+            list(spec.class_names) or [str(i) for i in range(spec.num_classes)]
+        ),
+        "input_size": str(spec.input_size),
+        "channels": str(spec.in_chans),
+        "input_layout": "NHWC uint8",
+        "mean": json.dumps(list(spec.mean)),
+        "std": json.dumps(list(spec.std)),
+        "temperature": repr(float(temperature)),
+        "lineage": json.dumps(
+            {**payload.get("lineage", {}), "checkpoint_sha256": file_sha256(checkpoint)},
+            sort_keys=True,
+        ),
+    }
+    if "threshold" in calibration:
+        # Calibrated on confidence = -energy; the graph outputs energy, so flip the sign.
+        meta["ood_threshold"] = repr(-float(calibration["threshold"]))
+        meta["calibration"] = json.dumps(calibration, sort_keys=True)
+    return meta
+
+
+def _torch_outputs(model, images_nhwc: np.ndarray, temperature: float):
+    from oaml.evaluation.scores import energy
+
+    with torch.no_grad():
+        x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
+        logits = model(x)
+        return logits.numpy(), energy(logits, temperature).numpy()
+
+
+def parity_batches(spec: ModelSpec, payload: dict[str, Any], data_root: Path | None, n: int = 128):
+    """A real batch (ID validation images, when the data is at hand) and a random one."""
+    rng = np.random.default_rng(0)
+    shape = (n, spec.input_size, spec.input_size, spec.in_chans)
+    batches = {"random": rng.integers(0, 256, size=shape, dtype=np.uint8)}
+    lineage = payload.get("lineage", {})
+    root = data_root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
+    if root is not None and lineage.get("benchmark"):
+        from oaml.data.benchmarks import get_benchmark
+        from oaml.data.datasets import image_set_dataset
+
+        bench = get_benchmark(lineage["benchmark"])
+        if bench.val.imglist_path(root).is_file():
+            dataset = image_set_dataset(bench.val, root, spec)
+            count = min(n, len(dataset))
+            images = np.stack([dataset[i][0].numpy() for i in range(count)])
+            batches["real"] = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    return batches
+
+
+def check_parity(model, detector: Detector, batches: dict[str, np.ndarray], temperature: float):
+    """Max abs difference of logits and energy between PyTorch and onnxruntime, per batch."""
+    result = {}
+    for name, images in batches.items():
+        torch_logits, torch_energy = _torch_outputs(model, images, temperature)
+        onnx_logits, onnx_energy = detector.run(images)
+        result[f"{name}_logits"] = float(np.abs(torch_logits - onnx_logits).max())
+        result[f"{name}_energy"] = float(np.abs(torch_energy - onnx_energy).max())
+    worst = max(result.values())
+    if worst > PARITY_TOLERANCE:
+        raise ExportError(
+            f"ONNX output differs from PyTorch by {worst:.2e} (> {PARITY_TOLERANCE:g}): {result}"
+        )
+    return result
+
+
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, data_root: str | Path | None = None
+) -> ExportResult:
+    """Export `checkpoint` to `out` (atomically), with metadata, checker and parity checks."""
+    import onnx
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, spec, payload = load_checkpoint(checkpoint)
+    temperature = float((payload.get("calibration") or {}).get("temperature", 1.0))
+    graph = DetectorGraph(model, spec.input_size, temperature).eval()
+    example = torch.zeros((2, spec.input_size, spec.input_size, spec.in_chans), dtype=torch.uint8)
+    Dim = torch.export.Dim
+    batch = Dim("batch")
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes={"images": {0: batch, 1: Dim("height"), 2: Dim("width")}},
+            external_data=False,
+        )
+        program.save(str(raw))
+        proto = onnx.load(str(raw))
+    meta = detector_metadata(spec, payload, checkpoint, temperature)
+    onnx.helper.set_model_props(proto, meta)
+    proto.producer_name, proto.producer_version = "oaml", __version__
+    proto.doc_string = f"oaml OOD detector ({spec.arch}, {spec.num_classes} classes)"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph fails the ONNX checker: {exc}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp_path:
+        onnx.save(proto, str(tmp_path))
+        detector = Detector(tmp_path)
+        batches = parity_batches(spec, payload, Path(data_root) if data_root else None)
+        parity = check_parity(model, detector, batches, temperature)
+    return ExportResult(out, parity, meta)

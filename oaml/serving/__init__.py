@@ -1,0 +1,1 @@
+"""Serving the exported detector: onnxruntime and numpy only (no torch on this path)."""

@@ -1,0 +1,200 @@
+"""The HTTP app: Open Inference Protocol v2, `/v1/score` for image files, Prometheus metrics.
+
+Handlers read raw requests (no pydantic models on the hot path) and every error is answered as
+{"error": message} with a 4xx status, the OIP error shape, so a bad request never takes the server
+down. Model work goes through one MicroBatcher, so concurrent requests share onnxruntime calls.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from oaml import __version__
+from oaml.serving.batching import MicroBatcher
+from oaml.serving.detector import INPUT_NAME, Detector
+from oaml.serving.guard import limit_body, require_token
+from oaml.serving.images import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
+from oaml.serving.metrics import ServerMetrics
+from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching of one server."""
+
+    name: str = "oaml-detector"
+    version: str = "1"
+    max_batch: int = 64
+    max_wait_ms: float = 0.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_images: int = 256  # per request
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per image
+    token: str | None = None
+
+
+def _json(payload, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status, media_type="application/json")
+
+
+def _error(message: str, status: int) -> Response:
+    return _json({"error": message}, status)
+
+
+def create_app(detector: Detector, settings: ServeSettings):
+    """The ASGI app serving `detector`: FastAPI routes inside metrics, body-limit, auth guards."""
+    info, metrics = detector.info, ServerMetrics()
+    if info.threshold is None:
+        raise ValueError(
+            f"{detector.path} carries no calibrated OOD threshold; pass --threshold ENERGY"
+        )
+    batcher = MicroBatcher(
+        detector.run, settings.max_batch, settings.max_wait_ms, metrics.batch_size.observe
+    )
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        await batcher.start()
+        state["ready"] = True
+        yield
+        state["ready"] = False
+        await batcher.stop()  # requests already queued are answered first
+
+    app = FastAPI(title="oaml detector", version=__version__, lifespan=lifespan, docs_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, exc: HTTPException):
+        return _error(str(exc.detail), exc.status_code)
+
+    @app.exception_handler(OipError)
+    async def oip_error(_request, exc: OipError):
+        return _error(str(exc), exc.status)
+
+    @app.exception_handler(ImageInputError)
+    async def image_error(_request, exc: ImageInputError):
+        return _error(str(exc), 400)
+
+    def check_model(name: str) -> None:
+        if name != settings.name:
+            raise OipError(
+                f"model {name!r} is not served here; this server serves {settings.name!r}", 404
+            )
+
+    def check_images(images: np.ndarray) -> None:
+        if images.ndim != 4 or images.shape[3] != info.channels:
+            raise OipError(
+                f"input 'images' must be [N, H, W, {info.channels}] (NHWC, {info.channels} "
+                f"channel(s)), got shape {list(images.shape)}"
+            )
+        n, height, width = images.shape[:3]
+        if not 1 <= n <= settings.max_images:
+            raise OipError(f"send 1 to {settings.max_images} images per request, got {n}")
+        if height < 1 or width < 1 or height * width > settings.max_pixels:
+            raise OipError(f"image size {height}x{width} is empty or over the pixel limit")
+
+    async def score(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, energy = await batcher.submit(images)
+        metrics.images.inc(len(energy))
+        metrics.ood_images.inc(int((energy > info.threshold).sum()))
+        return logits, energy
+
+    @app.get("/v2/health/live")
+    async def live():
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        return _json({"ready": state["ready"]}, 200 if state["ready"] else 503)
+
+    @app.get("/v2")
+    async def server_metadata():
+        return _json({"name": "oaml", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    def model_metadata() -> dict:
+        channels, k = info.channels, info.num_classes
+        return {
+            "name": settings.name,
+            "versions": [settings.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, -1, -1, channels]}],
+            "outputs": [
+                {"name": "logits", "datatype": "FP32", "shape": [-1, k]},
+                {"name": "energy", "datatype": "FP32", "shape": [-1]},
+                {"name": "label", "datatype": "INT64", "shape": [-1]},
+                {"name": "is_ood", "datatype": "BOOL", "shape": [-1]},
+            ],
+            "parameters": {
+                "class_names": list(info.class_names),
+                "input_size": info.input_size,
+                "temperature": info.temperature,
+                "ood_threshold": info.threshold,
+                "arch": info.arch,
+            },
+        }
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def metadata(name: str, version: str | None = None):
+        check_model(name)
+        return _json(model_metadata())
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None):
+        check_model(name)
+        return _json({"name": name, "ready": state["ready"]}, 200 if state["ready"] else 503)
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None):
+        check_model(name)
+        parsed = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
+        check_images(parsed.images)
+        logits, energy = await score(parsed.images)
+        outputs = {
+            "logits": logits,
+            "energy": energy,
+            "label": logits.argmax(axis=1).astype(np.int64),
+            "is_ood": energy > info.threshold,
+        }
+        body, headers = infer_response(settings.name, settings.version, parsed, outputs)
+        return Response(body, headers=headers, media_type=headers.pop("content-type"))
+
+    @app.post("/v1/score")
+    async def score_files(request: Request):
+        form = await request.form(max_files=settings.max_images, max_fields=settings.max_images)
+        files = form.getlist("files")
+        if not files:
+            raise OipError("send one or more image files in the multipart form field 'files'")
+        if not all(isinstance(f, UploadFile) for f in files):
+            raise OipError("form field 'files' must hold files, not text values")
+        blobs = [(f.filename or f"files[{i}]", await f.read()) for i, f in enumerate(files)]
+        images = await run_in_threadpool(
+            lambda: np.stack(
+                [
+                    decode_image(data, info.input_size, info.channels, name, settings.max_pixels)
+                    for name, data in blobs
+                ]
+            )
+        )
+        logits, energy = await score(images)
+        answers = detector.decide(logits, energy)
+        for (name, _), answer in zip(blobs, answers, strict=True):
+            answer["file"] = name
+        return _json(answers)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    app.state.metrics, app.state.batcher = metrics, batcher
+    guarded = limit_body(require_token(app, settings.token), settings.max_body_bytes)
+    return metrics.middleware(guarded)

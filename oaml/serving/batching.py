@@ -1,0 +1,111 @@
+"""Dynamic micro-batching: concurrent requests share one onnxruntime call.
+
+One worker runs the session on a single thread (onnxruntime parallelises inside a call). While a
+batch runs, new requests queue; the next batch takes all of them up to `max_batch` images, so
+batches grow with load and a lone request never waits. `max_wait_ms` > 0 additionally holds a
+batch open for stragglers (trading latency for larger batches on bursty traffic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class MicroBatcher:
+    """Queue requests of uint8 [n, H, W, C] images; answer each with its rows of the outputs."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        max_batch: int = 64,
+        max_wait_ms: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
+        self._worker: asyncio.Task | None = None
+        self._pending = 0
+        self._carry: tuple[np.ndarray, asyncio.Future] | None = None
+
+    async def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._serve())
+
+    async def stop(self) -> None:
+        """Finish every queued request, then stop the worker."""
+        while self._pending:
+            await asyncio.sleep(0.005)
+        if self._worker:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._pool.shutdown(wait=True)
+
+    async def submit(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, energy) for these images, computed in a shared batch."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending += 1
+        try:
+            await self._queue.put((images, future))
+            return await future
+        finally:
+            self._pending -= 1
+
+    async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+        first, self._carry = self._carry, None
+        items = [first or await self._queue.get()]
+        count, shape = len(items[0][0]), items[0][0].shape[1:]
+        deadline = time.perf_counter() + self.max_wait
+        while count < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            # Too big to join, or another image size (only equal shapes stack): next batch.
+            if count + len(item[0]) > self.max_batch or item[0].shape[1:] != shape:
+                self._carry = item
+                break
+            items.append(item)
+            count += len(item[0])
+        return items
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = await self._collect()
+            items = [(x, f) for x, f in items if not f.done()]  # drop cancelled requests
+            if not items:
+                continue
+            batch = items[0][0] if len(items) == 1 else np.concatenate([x for x, _ in items])
+            try:
+                logits, energy = await loop.run_in_executor(self._pool, self._run, batch)
+            except Exception as exc:  # hand the error to every waiting request
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            if self._on_batch:
+                self._on_batch(len(batch))
+            start = 0
+            for images, future in items:
+                end = start + len(images)
+                if not future.done():
+                    future.set_result((logits[start:end], energy[start:end]))
+                start = end

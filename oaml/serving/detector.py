@@ -1,0 +1,161 @@
+"""The exported detector at run time: an onnxruntime session plus the metadata in the file.
+
+Used by the server, the batch scorer and `oaml evaluate --onnx`, so all three give the same
+numbers. Imports onnxruntime and numpy only: a serving image needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "oaml-detector/1"
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("logits", "energy")
+
+
+class DetectorError(ValueError):
+    """A file that is not a usable oaml detector; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """What the graph's metadata says about its inputs and outputs."""
+
+    class_names: tuple[str, ...]
+    input_size: int
+    channels: int
+    temperature: float
+    threshold: float | None  # energy above it = OOD; None when the file was not calibrated
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    arch: str
+    metadata: dict[str, str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _info(meta: dict[str, str], path: Path) -> DetectorInfo:
+    if meta.get("oaml.format") != FORMAT:
+        raise DetectorError(
+            f"{path} is not an oaml detector (metadata 'oaml.format' is "
+            f"{meta.get('oaml.format')!r}, expected {FORMAT!r}); export one with `oaml export`"
+        )
+    try:
+        return DetectorInfo(
+            class_names=tuple(json.loads(meta["class_names"])),
+            input_size=int(meta["input_size"]),
+            channels=int(meta["channels"]),
+            temperature=float(meta["temperature"]),
+            threshold=float(meta["ood_threshold"]) if "ood_threshold" in meta else None,
+            mean=tuple(json.loads(meta["mean"])),
+            std=tuple(json.loads(meta["std"])),
+            arch=meta.get("arch", "unknown"),
+            metadata=dict(meta),
+        )
+    except (KeyError, ValueError) as exc:
+        raise DetectorError(f"{path}: broken oaml metadata ({exc}); re-export the model") from None
+
+
+def default_threads() -> int:
+    """CPU cores this process may use (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(threads: int | None = None):
+    """Sequential execution, all graph optimisations, intra-op threads = usable cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    return options
+
+
+def pick_providers(device: str = "auto") -> list[str]:
+    """TensorRT / CUDA when present (device auto or cuda), CPU always as the fallback."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if device != "cpu" else []
+    chosen = [p for p in wanted if p in available]
+    if device.startswith("cuda") and not chosen:
+        raise DetectorError(
+            f"--device {device} needs onnxruntime-gpu with CUDA; available providers: {available}"
+        )
+    return [*chosen, "CPUExecutionProvider"]
+
+
+class Detector:
+    """An onnxruntime session over an exported detector, with its metadata."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        threshold: float | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DetectorError(f"model file {self.path} does not exist")
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), session_options(threads), providers=pick_providers(device)
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise DetectorError(f"{self.path} cannot be loaded by onnxruntime: {exc}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        info = _info(meta, self.path)
+        if threshold is not None:
+            info = DetectorInfo(**{**info.__dict__, "threshold": float(threshold)})
+        self.info = info
+        self._gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N, H, W, C] pixels -> (logits [N, K] float32, energy [N] float32)."""
+        if self._gpu:
+            return self._run_bound(images)
+        logits, energy = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+        return logits, energy
+
+    def _run_bound(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """IOBinding on GPU: the input is copied once and outputs are allocated by the runtime."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(images))
+        for name in OUTPUT_NAMES:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        logits, energy = binding.copy_outputs_to_cpu()
+        return logits, energy
+
+    def decide(self, logits: np.ndarray, energy: np.ndarray) -> list[dict[str, Any]]:
+        """Per image: label, class name, confidence (= -energy), energy and the OOD decision."""
+        labels = logits.argmax(axis=1)
+        threshold = self.info.threshold
+        return [
+            {
+                "label": int(label),
+                "class_name": self.info.class_names[int(label)],
+                "confidence": float(-e),
+                "energy": float(e),
+                "is_ood": bool(threshold is not None and e > threshold),
+            }
+            for label, e in zip(labels, energy, strict=True)
+        ]

@@ -1,0 +1,55 @@
+"""Image files to the detector's input, exactly as training and evaluation load them.
+
+Same mode conversion (oaml.data.imglist.convert_mode) and the same resize (PIL bilinear, which is
+what torchvision's Resize does on PIL images), so a file scored by the server or `oaml score`
+gets the numbers `oaml evaluate` gives it. PIL and numpy only.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from oaml.data.imglist import convert_mode
+
+# Far above any real photo this detector sees, far below a decompression bomb's size.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageInputError(ValueError):
+    """An input that is not a usable image; the message names it and what was wrong."""
+
+
+def decode_image(
+    data: bytes | Path, size: int, channels: int, name: str = "image", max_pixels: int = 0
+) -> np.ndarray:
+    """Bytes or a file -> uint8 [size, size, channels], or ImageInputError naming `name`."""
+    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    try:
+        with Image.open(source) as img:
+            width, height = img.size
+            # Checked before decoding: the header is read, the pixels are not yet.
+            if width * height > max_pixels:
+                raise ImageInputError(
+                    f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels}"
+                )
+            img.load()
+            img = convert_mode(img, "L" if channels == 1 else "RGB")
+    except ImageInputError:
+        raise
+    except FileNotFoundError:
+        raise ImageInputError(f"{name}: file does not exist") from None
+    except UnidentifiedImageError:
+        raise ImageInputError(f"{name}: not an image file (PNG, JPEG, ... expected)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(f"{name}: refused as a decompression bomb ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageInputError(f"{name}: corrupt or truncated image ({exc})") from None
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array

@@ -1,0 +1,61 @@
+"""Where the served model comes from: an ONNX file, or `models:/NAME@ALIAS` in MLflow's registry.
+
+The registry form downloads the version's artifacts once (MLFLOW_TRACKING_URI and, for S3
+artifacts, MLFLOW_S3_ENDPOINT_URL and AWS credentials come from the environment).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from oaml.serving.detector import DetectorError
+
+REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    path: Path
+    name: str  # a sensible default for the served model name
+    version: str
+
+
+def resolve_model(reference: str, download_dir: str | Path | None = None) -> ModelSource:
+    """An ONNX file path, or a registry URI downloaded to `download_dir` (a temp dir if None)."""
+    match = REGISTRY_URI.match(reference)
+    if not match:
+        if reference.startswith("models:/"):
+            raise DetectorError(
+                f"{reference!r} is not a registry URI: use models:/NAME@ALIAS or "
+                "models:/NAME/VERSION"
+            )
+        path = Path(reference).expanduser()
+        if not path.is_file():
+            raise DetectorError(f"model file {path} does not exist")
+        return ModelSource(path, path.stem, "1")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = match["name"], match["alias"], match["version"]
+    client = mlflow.MlflowClient()
+    try:
+        found = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, version)
+        )
+        target = Path(download_dir or tempfile.mkdtemp(prefix="oaml-model-"))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=str(target))
+        )
+    except MlflowException as exc:
+        raise DetectorError(
+            f"cannot load {reference} from MLflow at {mlflow.get_tracking_uri()}: {exc.message}"
+        ) from None
+    candidates = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+    if not candidates:
+        raise DetectorError(f"{reference} (version {found.version}) holds no .onnx file")
+    return ModelSource(candidates[0], name, str(found.version))

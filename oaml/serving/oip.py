@@ -1,0 +1,168 @@
+"""Open Inference Protocol v2 (KServe / Triton) request parsing and response building.
+
+JSON tensors and Triton's binary tensor extension (the JSON header's length in the
+`Inference-Header-Content-Length` header, raw little-endian tensor bytes after it) are both
+accepted, so `tritonclient.http` works unchanged: it sends and asks for binary by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+HEADER_LENGTH = "inference-header-content-length"
+DATATYPES: dict[str, np.dtype] = {
+    "UINT8": np.dtype(np.uint8),
+    "FP32": np.dtype("<f4"),
+    "INT64": np.dtype("<i8"),
+    "BOOL": np.dtype(np.bool_),
+}
+ACCEPTED_INPUT_TYPES = ("UINT8", "FP32")
+
+
+class OipError(ValueError):
+    """A malformed or unsupported request: answered with `status` and {"error": message}."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class InferRequest:
+    images: np.ndarray  # uint8 [N, H, W, C]
+    id: str | None = None
+    outputs: list[str] = field(default_factory=list)  # empty = all
+    binary: dict[str, bool] = field(default_factory=dict)  # output name -> as binary
+    binary_default: bool = False
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise OipError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise OipError("request body must be a JSON object with an 'inputs' list")
+    return value
+
+
+def _images_from(tensor: dict[str, Any], binary: bytes | None) -> np.ndarray:
+    datatype = tensor.get("datatype")
+    if datatype not in ACCEPTED_INPUT_TYPES:
+        raise OipError(
+            f"input 'images' has datatype {datatype!r}; send UINT8 pixels (FP32 0..255 also works)"
+        )
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise OipError(f"input 'images' needs a shape list of non-negative integers, got {shape!r}")
+    count = int(np.prod(shape)) if shape else 1
+    dtype = DATATYPES[datatype]
+    if binary is not None:
+        if len(binary) != count * dtype.itemsize:
+            raise OipError(
+                f"input 'images': {len(binary)} binary bytes for shape {shape} of {datatype} "
+                f"(expected {count * dtype.itemsize})"
+            )
+        array = np.frombuffer(binary, dtype=dtype)
+    else:
+        if "data" not in tensor:
+            raise OipError("input 'images' has no 'data' (and no binary_data_size)")
+        try:
+            array = np.asarray(tensor["data"], dtype=np.float64 if datatype == "FP32" else None)
+        except (ValueError, TypeError):
+            raise OipError("input 'images': 'data' is not a regular array of numbers") from None
+        if array.size != count:
+            raise OipError(f"input 'images': {array.size} values for shape {shape} ({count})")
+        if array.size and array.dtype.kind not in "iuf":
+            raise OipError(f"input 'images': 'data' must hold numbers, got {array.dtype}")
+        array = array.reshape(-1)
+    if array.size and (not np.isfinite(array).all() if array.dtype.kind == "f" else False):
+        raise OipError("input 'images' holds NaN or infinite values")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise OipError(
+            f"input 'images': pixel values must lie in 0..255, got {array.min()}..{array.max()}"
+        )
+    if datatype == "FP32" or array.dtype != np.uint8:
+        array = np.rint(array).astype(np.uint8)
+    return array.reshape(shape)
+
+
+def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse an OIP v2 infer request (JSON or binary extension) into uint8 images."""
+    if header_length is not None:
+        try:
+            split = int(header_length)
+        except ValueError:
+            raise OipError(
+                f"Inference-Header-Content-Length {header_length!r} is not a number"
+            ) from None
+        if not 0 < split <= len(body):
+            raise OipError(f"Inference-Header-Content-Length {split} exceeds the body")
+        request, blob = _json(body[:split]), body[split:]
+    else:
+        request, blob = _json(body), b""
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise OipError("request needs a non-empty 'inputs' list")
+    offset, images = 0, None
+    for tensor in inputs:
+        if not isinstance(tensor, dict):
+            raise OipError("each entry of 'inputs' must be an object")
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        chunk = None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(blob):
+                raise OipError(f"input {tensor.get('name')!r}: binary_data_size {size!r} is wrong")
+            chunk, offset = blob[offset : offset + size], offset + size
+        if tensor.get("name") != "images":
+            raise OipError(f"unknown input {tensor.get('name')!r}; this model takes 'images'")
+        images = _images_from(tensor, chunk)
+    if offset != len(blob):
+        raise OipError(f"{len(blob) - offset} binary bytes after the last input")
+    parameters = request.get("parameters") or {}
+    wanted = request.get("outputs") or []
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise OipError("'outputs' must be a list of objects with a 'name'")
+    return InferRequest(
+        images=images,
+        id=request.get("id"),
+        outputs=[o.get("name") for o in wanted],
+        binary={
+            o.get("name"): bool((o.get("parameters") or {}).get("binary_data")) for o in wanted
+        },
+        binary_default=bool(parameters.get("binary_data_output")),
+    )
+
+
+def infer_response(
+    model: str, version: str, request: InferRequest, outputs: dict[str, np.ndarray]
+) -> tuple[bytes, dict[str, str]]:
+    """Body and extra headers of the answer; binary outputs follow the JSON header."""
+    names = request.outputs or list(outputs)
+    unknown = [n for n in names if n not in outputs]
+    if unknown:
+        raise OipError(f"unknown output(s) {unknown}; this model gives {list(outputs)}")
+    described, blobs = [], []
+    for name in names:
+        array = outputs[name]
+        datatype = next(k for k, v in DATATYPES.items() if v == array.dtype.newbyteorder("<"))
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if request.binary.get(name, request.binary_default):
+            raw = np.ascontiguousarray(array, dtype=DATATYPES[datatype]).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = array.reshape(-1)
+        described.append(entry)
+    answer: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": described}
+    if request.id is not None:
+        answer["id"] = request.id
+    header = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, {"content-type": "application/json"}
+    extra = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+    return header + b"".join(blobs), extra

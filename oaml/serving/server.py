@@ -1,0 +1,57 @@
+"""`oaml serve`: run the detector's HTTP app under uvicorn, with graceful shutdown.
+
+On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish (up to
+`graceful_seconds`), then the app's lifespan drains the micro-batcher.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from oaml.serving.app import ServeSettings, create_app
+from oaml.serving.detector import Detector
+from oaml.serving.model_source import resolve_model
+
+TOKEN_ENV = "OAML_SERVE_TOKEN"
+
+
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    name: str | None = None,
+    threshold: float | None = None,
+    settings: ServeSettings | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    graceful_seconds: float = 30.0,
+    log_level: str = "info",
+) -> None:
+    """Load `model` (file or models:/NAME@ALIAS) and serve it until interrupted."""
+    import uvicorn
+
+    source = resolve_model(model)
+    detector = Detector(source.path, threshold=threshold, threads=threads, device=device)
+    settings = replace(
+        settings or ServeSettings(),
+        name=name or source.name,
+        version=source.version,
+        token=os.environ.get(TOKEN_ENV) or None,
+    )
+    app = create_app(detector, settings)
+    print(
+        f"serving {source.path} as {settings.name!r} (version {settings.version}) on "
+        f"http://{host}:{port}; providers {detector.session.get_providers()}; "
+        f"auth {'on' if settings.token else 'off'}",
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_seconds,
+        lifespan="on",
+    )

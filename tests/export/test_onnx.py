@@ -1,0 +1,108 @@
+"""The exported detector: one graph, self-describing, equal to PyTorch on real and random data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from oaml.export.onnx import PARITY_TOLERANCE, export_onnx
+from oaml.models.checkpoint import load_checkpoint, read_checkpoint
+from oaml.serving.detector import Detector
+from tests.conftest import run_oaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_graph_interface_and_metadata(tiny_onnx, tiny_checkpoint):
+    proto = onnx.load(str(tiny_onnx))
+    onnx.checker.check_model(proto, full_check=True)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    (inp,) = proto.graph.input
+    assert inp.name == "images"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and dims[3].dim_value == 1  # dynamic batch, NHWC, 1 channel
+    assert [o.name for o in proto.graph.output] == ["logits", "energy"]
+
+    meta = {p.key: p.value for p in proto.metadata_props}
+    payload = read_checkpoint(tiny_checkpoint)
+    assert json.loads(meta["class_names"]) == payload["spec"]["class_names"]
+    assert int(meta["input_size"]) == 28 and int(meta["channels"]) == 1
+    assert float(meta["temperature"]) == 1.0
+    # The graph outputs energy; the checkpoint calibrated confidence = -energy.
+    assert float(meta["ood_threshold"]) == pytest.approx(-payload["calibration"]["threshold"])
+    lineage = json.loads(meta["lineage"])
+    assert lineage["benchmark"] == "fmnist" and len(lineage["checkpoint_sha256"]) == 64
+
+
+def test_parity_with_pytorch_on_real_and_random_batches(tiny_checkpoint, tmp_path, data_root):
+    result = export_onnx(tiny_checkpoint, tmp_path / "m.onnx", data_root=data_root)
+    assert {"real_logits", "real_energy", "random_logits", "random_energy"} <= set(result.parity)
+    assert max(result.parity.values()) <= PARITY_TOLERANCE
+
+    # Independently: odd batch sizes through the dynamic batch axis.
+    model, spec, _ = load_checkpoint(tiny_checkpoint)
+    detector = Detector(result.path)
+    rng = np.random.default_rng(3)
+    for n in (1, 7):
+        images = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+        logits, energy = detector.run(images)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).numpy()
+        assert logits.shape == (n, spec.num_classes) and energy.shape == (n,)
+        np.testing.assert_allclose(logits, expected, atol=PARITY_TOLERANCE)
+        np.testing.assert_allclose(
+            energy, -np.log(np.exp(expected.astype(np.float64)).sum(1)), atol=PARITY_TOLERANCE
+        )
+
+
+def test_other_image_sizes_are_resized_inside_the_graph(tiny_onnx):
+    detector = Detector(tiny_onnx)
+    rng = np.random.default_rng(4)
+    native = rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
+    # Each pixel repeated 2x2: bilinear downsampling by 2 gives the native image back.
+    doubled = native.repeat(2, axis=1).repeat(2, axis=2)
+    np.testing.assert_allclose(detector.run(doubled)[0], detector.run(native)[0], atol=1e-4)
+
+
+def test_evaluate_onnx_matches_checkpoint(tiny_checkpoint, tiny_onnx, data_root, tmp_path):
+    for flag, path in (("--checkpoint", tiny_checkpoint), ("--onnx", tiny_onnx)):
+        run_oaml(
+            "evaluate", flag, str(path), "--data-root", str(data_root),
+            "--json", str(tmp_path / f"{flag[2:]}.json"),
+        )  # fmt: skip
+    torch_metrics = json.loads((tmp_path / "checkpoint.json").read_text())
+    onnx_metrics = json.loads((tmp_path / "onnx.json").read_text())
+    assert onnx_metrics["id"]["accuracy"] == pytest.approx(
+        torch_metrics["id"]["accuracy"], abs=2e-4
+    )
+    for name, values in torch_metrics["ood"].items():
+        assert onnx_metrics["ood"][name]["auroc"] == pytest.approx(values["auroc"], abs=1e-3)
+
+
+def test_int8_variant_reports_its_deltas(tiny_onnx, data_root, tmp_path):
+    from oaml.export.quantize import quantize_int8
+
+    report = quantize_int8(tiny_onnx, tmp_path / "m.int8.onnx", data_root=data_root)
+    saved = json.loads(report.report_path.read_text())
+    assert set(saved["deltas"]) >= {"id_accuracy", "near_auroc", "far_auroc", "far_fpr95"}
+    assert abs(saved["deltas"]["id_accuracy"]) < 0.05  # int8 stays close to fp32
+    int8 = Detector(report.path)
+    assert int8.info.metadata["variant"] == "int8"
+    assert int8.info.threshold is not None
+    quantized_ops = {n.op_type for n in onnx.load(str(report.path)).graph.node}
+    assert "QuantizeLinear" in quantized_ops and "DequantizeLinear" in quantized_ops
+
+
+def test_export_of_a_non_checkpoint_is_a_one_line_error(tmp_path):
+    bogus = tmp_path / "x.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    proc = run_oaml("export", "--checkpoint", str(bogus), "--out", str(tmp_path / "m.onnx"),
+                    check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "x.pt" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()

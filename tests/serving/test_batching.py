@@ -1,0 +1,72 @@
+"""Micro-batching: concurrent requests share calls, each gets exactly its own rows back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from oaml.serving.batching import MicroBatcher
+
+
+def _run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    time.sleep(0.01)  # a call long enough for requests to queue behind it
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    return flat[:, :2], flat.sum(axis=1)
+
+
+def _serve(requests: list[np.ndarray], **kwargs) -> tuple[list, list[int]]:
+    sizes: list[int] = []
+
+    async def main():
+        batcher = MicroBatcher(_run, on_batch=sizes.append, **kwargs)
+        await batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        await batcher.stop()
+        return answers
+
+    return asyncio.run(main()), sizes
+
+
+def test_concurrent_requests_are_batched_and_answered_with_their_own_rows():
+    rng = np.random.default_rng(0)
+    requests = [rng.integers(0, 256, (1 + i % 3, 4, 4, 1), dtype=np.uint8) for i in range(40)]
+    answers, sizes = _serve(requests, max_batch=16)
+    assert sum(sizes) == sum(len(r) for r in requests)
+    assert max(sizes) > 1 and max(sizes) <= 16
+    for request, (first_two, total) in zip(requests, answers, strict=True):
+        np.testing.assert_array_equal(total, request.reshape(len(request), -1).sum(1))
+        np.testing.assert_array_equal(first_two, request.reshape(len(request), -1)[:, :2])
+
+
+def test_oversized_request_runs_alone_and_shapes_never_mix():
+    big = np.ones((20, 4, 4, 1), np.uint8)
+    other_size = np.ones((2, 8, 8, 1), np.uint8)
+    small = np.ones((1, 4, 4, 1), np.uint8)
+    answers, sizes = _serve([big, other_size, small], max_batch=8)
+    assert [len(a[1]) for a in answers] == [20, 2, 1]
+    assert 20 in sizes  # never split, never joined
+
+
+def test_a_failing_call_fails_only_its_requests():
+    calls = {"n": 0}
+
+    def flaky(images):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return _run(images)
+
+    async def main():
+        batcher = MicroBatcher(flaky, max_batch=1)
+        await batcher.start()
+        first = await asyncio.gather(batcher.submit(np.ones((1, 2, 2, 1), np.uint8)),
+                                     return_exceptions=True)  # fmt: skip
+        second = await batcher.submit(np.ones((1, 2, 2, 1), np.uint8))
+        await batcher.stop()
+        return first[0], second
+
+    error, answer = asyncio.run(main())
+    assert isinstance(error, RuntimeError)
+    assert answer[1][0] == 4.0

@@ -1,0 +1,45 @@
+"""Image files decode exactly as training and evaluation load them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oaml.data.imglist import load_image
+from oaml.data.transforms import build_transform
+from oaml.models.factory import ModelSpec
+from oaml.serving.images import ImageInputError, decode_image
+
+
+@pytest.mark.parametrize(
+    ("mode", "shape"),
+    [("L", (28, 28)), ("RGB", (50, 70, 3)), ("RGBA", (9, 9, 4)), ("I;16", (40, 30))],
+)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_decoding_equals_the_training_transform(tmp_path, mode, shape, channels):
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65535, shape, dtype=np.uint16))
+    else:
+        img = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode)
+    path = tmp_path / "x.png"
+    img.save(path)
+    spec = ModelSpec("resnet18_32x32", 10, in_chans=channels, input_size=28)
+    expected = build_transform(spec)(load_image(path, "L" if channels == 1 else "RGB")).numpy()
+    decoded = decode_image(path.read_bytes(), 28, channels)
+    assert decoded.shape == (28, 28, channels) and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, expected.transpose(1, 2, 0))
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    with pytest.raises(ImageInputError, match="a.txt: not an image"):
+        decode_image(b"hello", 28, 1, "a.txt")
+    png = tmp_path / "t.png"
+    Image.new("L", (64, 64)).save(png)
+    with pytest.raises(ImageInputError, match="corrupt or truncated"):
+        decode_image(png.read_bytes()[:60], 28, 1, "t.png")
+    with pytest.raises(ImageInputError, match="exceeds the limit"):
+        decode_image(png.read_bytes(), 28, 1, "t.png", max_pixels=1000)
+    with pytest.raises(ImageInputError, match="does not exist"):
+        decode_image(tmp_path / "missing.png", 28, 1, "missing.png")

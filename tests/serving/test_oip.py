@@ -1,0 +1,141 @@
+"""OIP v2 request parsing and answers, JSON and Triton's binary extension, without a server."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from oaml.serving.oip import OipError, infer_response, parse_infer
+
+
+def _json_request(images: np.ndarray, datatype: str = "UINT8", **extra) -> bytes:
+    tensor = {"name": "images", "datatype": datatype, "shape": list(images.shape),
+              "data": images.reshape(-1).tolist()}  # fmt: skip
+    return orjson.dumps({"inputs": [tensor], **extra})
+
+
+def _binary_request(images: np.ndarray) -> tuple[bytes, str]:
+    raw = images.tobytes()
+    header = orjson.dumps(
+        {"inputs": [{"name": "images", "datatype": "UINT8", "shape": list(images.shape),
+                     "parameters": {"binary_data_size": len(raw)}}],
+         "parameters": {"binary_data_output": True}}
+    )  # fmt: skip
+    return header + raw, str(len(header))
+
+
+def test_json_and_binary_requests_give_the_same_images():
+    images = np.random.default_rng(0).integers(0, 256, (3, 5, 4, 1), dtype=np.uint8)
+    from_json = parse_infer(_json_request(images, id="r1"), None)
+    assert from_json.id == "r1" and from_json.images.dtype == np.uint8
+    np.testing.assert_array_equal(from_json.images, images)
+    body, length = _binary_request(images)
+    from_binary = parse_infer(body, length)
+    np.testing.assert_array_equal(from_binary.images, images)
+    assert from_binary.binary_default
+
+
+def test_fp32_pixels_are_accepted_and_rounded():
+    images = np.array([0.0, 254.6, 17.2, 255.0], dtype=np.float32).reshape(1, 2, 2, 1)
+    parsed = parse_infer(_json_request(images, "FP32"), None)
+    np.testing.assert_array_equal(parsed.images.reshape(-1), [0, 255, 17, 255])
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (orjson.dumps({"inputs": []}), "non-empty 'inputs'"),
+        (
+            orjson.dumps(
+                {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1], "data": [1]}]}
+            ),
+            "unknown input 'pixels'",
+        ),  # fmt: skip
+        (
+            orjson.dumps(
+                {"inputs": [{"name": "images", "datatype": "INT8", "shape": [1], "data": [1]}]}
+            ),
+            "datatype 'INT8'",
+        ),  # fmt: skip
+        (
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {"name": "images", "datatype": "UINT8", "shape": [2, 2], "data": [1, 2, 3]}
+                    ]
+                }
+            ),
+            "3 values for shape",
+        ),  # fmt: skip
+        (
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {"name": "images", "datatype": "UINT8", "shape": [2], "data": [1, 300]}
+                    ]
+                }
+            ),
+            "0..255",
+        ),  # fmt: skip
+        (
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {"name": "images", "datatype": "UINT8", "shape": [2], "data": ["a", "b"]}
+                    ]
+                }
+            ),
+            "numbers",
+        ),  # fmt: skip
+        (
+            orjson.dumps(
+                {"inputs": [{"name": "images", "datatype": "UINT8", "shape": "2x2", "data": [1]}]}
+            ),
+            "shape list",
+        ),  # fmt: skip
+    ],
+)
+def test_malformed_requests_name_the_problem(body, words):
+    with pytest.raises(OipError, match=words) as info:
+        parse_infer(body, None)
+    assert info.value.status == 400
+
+
+def test_binary_size_mismatch_and_bad_header_length():
+    images = np.zeros((1, 2, 2, 1), np.uint8)
+    body, length = _binary_request(images)
+    with pytest.raises(OipError, match="binary"):
+        parse_infer(body[:-1], length)
+    with pytest.raises(OipError, match="exceeds the body"):
+        parse_infer(body, str(len(body) + 5))
+    with pytest.raises(OipError, match="not a number"):
+        parse_infer(body, "abc")
+
+
+def test_response_json_and_binary_outputs_round_trip():
+    images = np.zeros((2, 2, 2, 1), np.uint8)
+    outputs = {
+        "logits": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "energy": np.array([-1.5, 2.0], np.float32),
+        "is_ood": np.array([False, True]),
+    }
+    parsed = parse_infer(_json_request(images, id="x"), None)
+    body, headers = infer_response("m", "1", parsed, outputs)
+    answer = orjson.loads(body)
+    assert answer["id"] == "x" and headers["content-type"] == "application/json"
+    assert answer["outputs"][0] == {"name": "logits", "datatype": "FP32", "shape": [2, 3],
+                                    "data": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]}  # fmt: skip
+    raw_body, length = _binary_request(images)
+    body, headers = infer_response("m", "1", parse_infer(raw_body, length), outputs)
+    split = int(headers["inference-header-content-length"])
+    described = orjson.loads(body[:split])["outputs"]
+    blob = body[split:]
+    assert [o["parameters"]["binary_data_size"] for o in described] == [24, 8, 2]
+    np.testing.assert_array_equal(np.frombuffer(blob[24:32], "<f4"), outputs["energy"])
+    np.testing.assert_array_equal(np.frombuffer(blob[32:], np.bool_), outputs["is_ood"])
+    with pytest.raises(OipError, match="unknown output"):
+        bad = parse_infer(_json_request(images, outputs=[{"name": "probs"}]), None)
+        infer_response("m", "1", bad, outputs)

@@ -1,0 +1,208 @@
+"""The server as a real process: OIP v2 and /v1/score agree with onnxruntime and PyTorch,
+malformed input gets a 4xx JSON error and the server keeps serving, load is batched."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from oaml.data.imglist import parse_imglist
+from oaml.models.checkpoint import load_checkpoint
+from oaml.serving.detector import Detector
+from oaml.serving.images import decode_image
+from tests.serving.conftest import running_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def test_files(data_root):
+    """The first 12 real fmnist test images and 4 real OOD photos, as files."""
+    listing = data_root / "benchmark_imglist" / "fmnist"
+    root = data_root / "images_classic"
+    id_entries = parse_imglist(listing / "test_fmnist.txt")[:12]
+    ood_entries = parse_imglist(listing / "test_photos.txt")[:4]
+    return [root / e.path for e in id_entries + ood_entries]
+
+
+def _expected(tiny_onnx, tiny_checkpoint, files):
+    detector = Detector(tiny_onnx)
+    images = np.stack([decode_image(f.read_bytes(), 28, 1) for f in files])
+    logits, energy = detector.run(images)
+    model, _, _ = load_checkpoint(tiny_checkpoint)
+    with torch.no_grad():
+        torch_logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).numpy()
+    return images, detector, logits, energy, torch_logits
+
+
+def _infer_json(images: np.ndarray) -> dict:
+    return {"inputs": [{"name": "images", "datatype": "UINT8", "shape": list(images.shape),
+                        "data": images.reshape(-1).tolist()}]}  # fmt: skip
+
+
+def test_oip_infer_and_score_agree_with_onnxruntime_and_pytorch(
+    server, tiny_onnx, tiny_checkpoint, test_files
+):
+    images, detector, logits, energy, torch_logits = _expected(
+        tiny_onnx, tiny_checkpoint, test_files
+    )
+    assert (torch_logits.argmax(1) == logits.argmax(1)).all()
+
+    answer = httpx.post(f"{server.url}/v2/models/fmnist/infer", json=_infer_json(images)).json()
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert outputs["logits"]["shape"] == [len(images), 10]
+    np.testing.assert_allclose(
+        np.array(outputs["logits"]["data"]).reshape(-1, 10), torch_logits, atol=1e-4
+    )
+    np.testing.assert_allclose(outputs["energy"]["data"], energy, atol=1e-5)
+    assert outputs["label"]["data"] == logits.argmax(1).tolist()
+    assert outputs["is_ood"]["data"] == (energy > detector.info.threshold).tolist()
+
+    files = [("files", (f.name, f.read_bytes(), "image/png")) for f in test_files]
+    scored = httpx.post(f"{server.url}/v1/score", files=files).json()
+    assert len(scored) == len(test_files)
+    for row, expected in zip(scored, detector.decide(logits, energy), strict=True):
+        assert set(row) >= {"label", "class_name", "confidence", "energy", "is_ood"}
+        assert row["label"] == expected["label"] and row["class_name"] == expected["class_name"]
+        assert row["energy"] == pytest.approx(expected["energy"], abs=1e-5)
+        assert row["confidence"] == pytest.approx(-row["energy"])
+        assert row["is_ood"] == expected["is_ood"]
+
+
+def test_metadata_and_tritonclient_work_unchanged(server, tiny_onnx):
+    import tritonclient.http as triton
+
+    meta = httpx.get(f"{server.url}/v2/models/fmnist").json()
+    assert meta["inputs"][0] == {"name": "images", "datatype": "UINT8", "shape": [-1, -1, -1, 1]}
+    assert len(meta["parameters"]["class_names"]) == 10
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    assert client.is_server_ready() and client.is_model_ready("fmnist")
+    images = np.random.default_rng(5).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+    tensor = triton.InferInput("images", list(images.shape), "UINT8")
+    tensor.set_data_from_numpy(images)  # binary tensor extension, as tritonclient defaults to
+    result = client.infer("fmnist", [tensor])
+    np.testing.assert_allclose(result.as_numpy("energy"), Detector(tiny_onnx).run(images)[1],
+                               atol=1e-5)  # fmt: skip
+    assert result.as_numpy("is_ood").dtype == np.bool_
+
+
+def _bomb_png() -> bytes:
+    """A valid PNG header claiming 30000 x 30000 pixels (900 M) with almost no data."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("1", (30000, 30000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_malformed_input_gets_4xx_json_and_the_server_keeps_serving(server, tmp_path):
+    infer = f"{server.url}/v2/models/fmnist/infer"
+    ok = np.zeros((1, 28, 28, 1), np.uint8)
+    too_many = np.zeros((300, 2, 2, 1), np.uint8)
+    cases = {
+        "invalid json": dict(url=infer, content=b"{oops"),
+        "no inputs": dict(url=infer, json={"inputs": []}),
+        "wrong input name": dict(url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0],
+                                                              "name": "x"}]}),  # fmt: skip
+        "wrong datatype": dict(url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0],
+                                                            "datatype": "INT16"}]}),  # fmt: skip
+        "shape/data mismatch": dict(url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0],
+                                                                 "shape": [2, 28, 28, 1]}]}),
+        "wrong channels": dict(url=infer, json=_infer_json(np.zeros((1, 4, 4, 3), np.uint8))),
+        "not 4-d": dict(url=infer, json=_infer_json(np.zeros((28, 28), np.uint8))),
+        "pixel out of range": dict(url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0],
+                                                                "data": [256] * 784}]}),
+        "too many images": dict(url=infer, json=_infer_json(too_many)),
+        "unknown model": dict(url=f"{server.url}/v2/models/other/infer", json=_infer_json(ok)),
+        "body too large": dict(url=infer, content=b"0" * (33 * 1024 * 1024)),
+        "score without files": dict(url=f"{server.url}/v1/score", data={"x": "1"}),
+        "score text not image": dict(url=f"{server.url}/v1/score",
+                                     files=[("files", ("a.txt", b"hello", "text/plain"))]),
+        "score truncated png": dict(url=f"{server.url}/v1/score",
+                                    files=[("files", ("t.png", _bomb_png()[:40], "image/png"))]),
+        "decompression bomb": dict(url=f"{server.url}/v1/score",
+                                   files=[("files", ("bomb.png", _bomb_png(), "image/png"))]),
+        "json to score": dict(url=f"{server.url}/v1/score", json={"files": []}),
+    }  # fmt: skip
+    for kind, request in cases.items():
+        url = request.pop("url")
+        response = httpx.post(url, timeout=30, **request)
+        assert 400 <= response.status_code < 500, (kind, response.status_code, response.text)
+        error = response.json()["error"]
+        assert isinstance(error, str) and error, kind
+    assert httpx.get(f"{server.url}/v2/models/fmnist/nothing").status_code == 404
+    # Still serving, and every failure was counted by status.
+    assert httpx.post(infer, json=_infer_json(ok)).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'oaml_requests_total{code="400",endpoint="infer"}' in metrics
+    assert 'oaml_requests_total{code="413",endpoint="infer"}' in metrics
+
+
+def test_concurrent_requests_are_batched(server):
+    images = np.random.default_rng(6).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
+    body = json.dumps(_infer_json(images))
+    with httpx.Client() as client, ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(
+            lambda _: client.post(f"{server.url}/v2/models/fmnist/infer", content=body).status_code,
+            range(256),
+        ))  # fmt: skip
+    assert set(codes) == {200}
+    metrics = httpx.get(f"{server.url}/metrics").text
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("oaml_batch_size_")
+    }
+    assert values["oaml_batch_size_sum"] / values["oaml_batch_size_count"] > 1.0
+    assert 'oaml_batch_size_bucket{le="1.0"}' in metrics
+    assert values['oaml_batch_size_bucket{le="1.0"}'] < values["oaml_batch_size_count"]
+
+
+def test_bearer_token_auth_and_threshold_override(tiny_onnx):
+    env = {"OAML_SERVE_TOKEN": "s3cret-token"}
+    with running_server(str(tiny_onnx), "--threshold", "1000", env=env) as proc:
+        name = tiny_onnx.stem
+        assert httpx.get(f"{proc.url}/v2/health/ready").status_code == 200  # probes stay open
+        assert httpx.get(f"{proc.url}/v2/models/{name}").status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert httpx.get(f"{proc.url}/v2/models/{name}", headers=wrong).status_code == 401
+        good = {"Authorization": "Bearer s3cret-token"}
+        meta = httpx.get(f"{proc.url}/v2/models/{name}", headers=good).json()
+        assert meta["parameters"]["ood_threshold"] == 1000.0
+    output = proc.stdout.read()
+    assert "s3cret-token" not in output
+
+
+def test_sigterm_finishes_in_flight_requests(tiny_onnx):
+    images = np.zeros((200, 28, 28, 1), np.uint8)
+    body = json.dumps(_infer_json(images))
+    with running_server(str(tiny_onnx), "--max-batch", "8") as proc:
+        url = f"{proc.url}/v2/models/{tiny_onnx.stem}/infer"
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(httpx.post, url, content=body, timeout=60) for _ in range(8)]
+            time.sleep(0.3)  # requests are in flight
+            proc.send_signal(signal.SIGTERM)
+            codes = [f.result().status_code for f in futures]
+        # uvicorn re-raises SIGTERM after its graceful shutdown: a clean exit by that signal.
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+    assert codes == [200] * 8
+    assert "Finished server process" in proc.stdout.read()
+
+
+def test_the_serving_path_does_not_import_torch():
+    code = (
+        "import sys, oaml.serving.app, oaml.serving.server, oaml.serving.batch_score;"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
