@@ -53,13 +53,13 @@ def test_fp32_pixels_are_accepted_and_rounded():
                 {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1], "data": [1]}]}
             ),
             "unknown input 'pixels'",
-        ),  # fmt: skip
+        ),
         (
             orjson.dumps(
                 {"inputs": [{"name": "images", "datatype": "INT8", "shape": [1], "data": [1]}]}
             ),
             "datatype 'INT8'",
-        ),  # fmt: skip
+        ),
         (
             orjson.dumps(
                 {
@@ -69,7 +69,7 @@ def test_fp32_pixels_are_accepted_and_rounded():
                 }
             ),
             "3 values for shape",
-        ),  # fmt: skip
+        ),
         (
             orjson.dumps(
                 {
@@ -79,7 +79,7 @@ def test_fp32_pixels_are_accepted_and_rounded():
                 }
             ),
             "0..255",
-        ),  # fmt: skip
+        ),
         (
             orjson.dumps(
                 {
@@ -89,13 +89,13 @@ def test_fp32_pixels_are_accepted_and_rounded():
                 }
             ),
             "numbers",
-        ),  # fmt: skip
+        ),
         (
             orjson.dumps(
                 {"inputs": [{"name": "images", "datatype": "UINT8", "shape": "2x2", "data": [1]}]}
             ),
             "shape list",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_malformed_requests_name_the_problem(body, words):

@@ -112,28 +112,36 @@ def test_malformed_input_gets_4xx_json_and_the_server_keeps_serving(server, tmp_
     cases = {
         "invalid json": dict(url=infer, content=b"{oops"),
         "no inputs": dict(url=infer, json={"inputs": []}),
-        "wrong input name": dict(url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0],
-                                                              "name": "x"}]}),  # fmt: skip
-        "wrong datatype": dict(url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0],
-                                                            "datatype": "INT16"}]}),  # fmt: skip
-        "shape/data mismatch": dict(url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0],
-                                                                 "shape": [2, 28, 28, 1]}]}),
+        "wrong input name": dict(
+            url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0], "name": "x"}]}
+        ),
+        "wrong datatype": dict(
+            url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0], "datatype": "INT16"}]}
+        ),
+        "shape/data mismatch": dict(
+            url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0], "shape": [2, 28, 28, 1]}]}
+        ),
         "wrong channels": dict(url=infer, json=_infer_json(np.zeros((1, 4, 4, 3), np.uint8))),
         "not 4-d": dict(url=infer, json=_infer_json(np.zeros((28, 28), np.uint8))),
-        "pixel out of range": dict(url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0],
-                                                                "data": [256] * 784}]}),
+        "pixel out of range": dict(
+            url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0], "data": [256] * 784}]}
+        ),
         "too many images": dict(url=infer, json=_infer_json(too_many)),
         "unknown model": dict(url=f"{server.url}/v2/models/other/infer", json=_infer_json(ok)),
         "body too large": dict(url=infer, content=b"0" * (33 * 1024 * 1024)),
         "score without files": dict(url=f"{server.url}/v1/score", data={"x": "1"}),
-        "score text not image": dict(url=f"{server.url}/v1/score",
-                                     files=[("files", ("a.txt", b"hello", "text/plain"))]),
-        "score truncated png": dict(url=f"{server.url}/v1/score",
-                                    files=[("files", ("t.png", _bomb_png()[:40], "image/png"))]),
-        "decompression bomb": dict(url=f"{server.url}/v1/score",
-                                   files=[("files", ("bomb.png", _bomb_png(), "image/png"))]),
+        "score text not image": dict(
+            url=f"{server.url}/v1/score", files=[("files", ("a.txt", b"hello", "text/plain"))]
+        ),
+        "score truncated png": dict(
+            url=f"{server.url}/v1/score",
+            files=[("files", ("t.png", _bomb_png()[:40], "image/png"))],
+        ),
+        "decompression bomb": dict(
+            url=f"{server.url}/v1/score", files=[("files", ("bomb.png", _bomb_png(), "image/png"))]
+        ),
         "json to score": dict(url=f"{server.url}/v1/score", json={"files": []}),
-    }  # fmt: skip
+    }
     for kind, request in cases.items():
         url = request.pop("url")
         response = httpx.post(url, timeout=30, **request)
