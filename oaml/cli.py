@@ -24,6 +24,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(
+    help="Benchmarks, each against its baseline in one run.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -303,6 +307,28 @@ def demo(
     from oaml.demo import run_demo
 
     run_demo(out, data_root, preset, set_ or [], device)
+
+
+@bench_app.command("serve")
+@friendly
+def bench_serve(
+    checkpoint: Annotated[Path, typer.Option(help="Student checkpoint (the PyTorch baseline)")],
+    out: Annotated[Path, typer.Option(help="Folder for serve.json and serve.md")],
+    onnx: Annotated[
+        Path | None, typer.Option(help="Its exported detector (default: export it now)")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Batch size compared across runtimes")] = 32,
+    concurrency: Annotated[str, typer.Option(help="Server concurrency levels")] = "1,8,32,64",
+    seconds: Annotated[float, typer.Option(help="Measured seconds per row")] = 10.0,
+    threads: Annotated[int | None, typer.Option(help="Threads (default: usable cores)")] = None,
+) -> None:
+    """PyTorch eager vs the raw onnxruntime session vs the HTTP server under load."""
+    from oaml.bench.serve import bench_serve as run_bench
+    from oaml.bench.serve import markdown
+
+    levels = tuple(int(v) for v in concurrency.split(",") if v.strip())
+    result = run_bench(checkpoint, out, onnx, batch, levels, seconds, threads)
+    typer.echo(markdown(result))
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""`oaml demo`: the whole job on the embedded default (prepare, train, evaluate), one summary.
+"""`oaml demo`: the whole job on the embedded default (prepare, train, evaluate, export), one
+summary.
 
 For now it runs in-process; the pipeline issue turns it into the local Kubeflow run and fills the
 tracking and registry fields of summary.json, which stay null until then.
@@ -16,6 +17,7 @@ from oaml.data.benchmarks import get_benchmark
 from oaml.data.prepare import prepare
 from oaml.evaluation.evaluate import evaluate, save_scores
 from oaml.evaluation.report import markdown_table, plot_evaluation
+from oaml.export.onnx import export_onnx
 from oaml.io import atomic_write_json, atomic_write_text
 from oaml.training.stage import train_stage
 
@@ -33,14 +35,14 @@ def run_demo(
     preset = load_preset(preset_name, overrides)
     root = Path(data_root or preset.data_root or out / "data").resolve()
     bench = get_benchmark(preset.benchmark)
-    print(f"[1/3] data: {preset.benchmark} under {root}")
+    print(f"[1/4] data: {preset.benchmark} under {root}")
     if bench.preparable:
         prepare(preset.benchmark, root)
     else:
         bench.require(root)
-    print(f"[2/3] train: {preset.student.train.method} student ({preset.student.model.arch})")
+    print(f"[2/4] train: {preset.student.train.method} student ({preset.student.model.arch})")
     result = train_stage(preset, "student", root, out / "student", device=device)
-    print("[3/3] evaluate")
+    print("[3/4] evaluate")
     evaluation = evaluate(
         result.checkpoint,
         preset.benchmark,
@@ -57,13 +59,15 @@ def run_demo(
     plot_evaluation(
         evaluation.confidences, evaluation.groups, evaluation.metrics["score"], eval_dir
     )
+    print("[4/4] export the detector (ONNX, energy inside, parity-checked)")
+    exported = export_onnx(result.checkpoint, out / "detector.onnx", data_root=root)
     summary = {
         "tracking_uri": None,
         "registered_model": None,
         "version": None,
         "alias": None,
         "checkpoint": str(result.checkpoint),
-        "onnx": None,
+        "onnx": str(exported.path),
         "data_root": str(root),
         "preset": preset.name,
         "metrics": evaluation.metrics,

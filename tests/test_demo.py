@@ -25,6 +25,13 @@ def test_demo_writes_summary(tmp_path, data_root):
     assert summary["metrics"]["benchmark"] == "fmnist" and summary["seconds"] > 0
     assert (out / "evaluation" / "roc_curves.png").is_file()
     assert (out / "evaluation" / "scores" / "id.npy").is_file()
+    # The exported detector is the evaluated model: same ID accuracy under onnxruntime.
+    from oaml.evaluation.evaluate import evaluate
+
+    onnx_metrics = evaluate(None, "fmnist", data_root, onnx=summary["onnx"]).metrics
+    assert onnx_metrics["id"]["accuracy"] == pytest.approx(
+        summary["metrics"]["id"]["accuracy"], abs=2e-4
+    )
 
 
 def test_data_prepare_command_verifies_a_prepared_root(data_root):

@@ -152,10 +152,9 @@ def create_app(detector: Detector, settings: ServeSettings):
         check_model(name)
         return _json({"name": name, "ready": state["ready"]}, 200 if state["ready"] else 503)
 
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None):
-        check_model(name)
+    # The hot path is a plain Starlette route: no FastAPI parameter solving per request.
+    async def infer(request: Request):
+        check_model(request.path_params["name"])
         parsed = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
         check_images(parsed.images)
         logits, energy = await score(parsed.images)
@@ -167,6 +166,9 @@ def create_app(detector: Detector, settings: ServeSettings):
         }
         body, headers = infer_response(settings.name, settings.version, parsed, outputs)
         return Response(body, headers=headers, media_type=headers.pop("content-type"))
+
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        app.router.add_route(path, infer, methods=["POST"])
 
     @app.post("/v1/score")
     async def score_files(request: Request):

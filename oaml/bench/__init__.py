@@ -1,0 +1,1 @@
+"""Benchmarks (`oaml bench ...`): each measures against its baseline in one run, as ratios."""

@@ -1,0 +1,240 @@
+"""`oaml bench serve`: PyTorch eager, the raw onnxruntime session (the limit) and the HTTP server
+under concurrency, on the same model and machine in one run.
+
+Results are images/s and p50/p99 latency per row, plus the ratios the serving goals are stated
+in: server at concurrency C vs the raw session at batch C, onnxruntime vs PyTorch, and the
+server's p99 at concurrency 1 minus the raw session's p99 at batch 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oaml.io import atomic_write_json, atomic_write_text
+
+
+def time_calls(call: Callable[[], Any], batch: int, seconds: float, warmup: float = 1.0) -> dict:
+    """Call repeatedly for `seconds` after `warmup`; images/s and per-call latency percentiles."""
+    end_warmup = time.perf_counter() + warmup
+    while time.perf_counter() < end_warmup:
+        call()
+    latencies = []
+    start = time.perf_counter()
+    while (now := time.perf_counter()) - start < seconds:
+        call()
+        latencies.append(time.perf_counter() - now)
+    elapsed = time.perf_counter() - start
+    ms = np.array(latencies) * 1000.0
+    return {
+        "batch": batch,
+        "images_per_second": batch * len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def _pytorch_rows(checkpoint: Path, shape, batches, seconds: float) -> list[dict]:
+    import torch
+
+    from oaml.evaluation.scores import energy
+    from oaml.models.checkpoint import load_checkpoint
+
+    model, _, _ = load_checkpoint(checkpoint)
+    model = model.to(memory_format=torch.channels_last)
+    rows = []
+    for batch in batches:
+        x = torch.from_numpy(_images(batch, shape)).permute(
+            0, 3, 1, 2
+        )  # NHWC memory: channels_last
+
+        def call(x=x):
+            with torch.inference_mode():
+                energy(model(x))
+
+        rows.append({"runtime": "pytorch eager", **time_calls(call, batch, seconds)})
+    return rows
+
+
+def _onnx_rows(onnx: Path, shape, batches, seconds: float, threads: int | None) -> list[dict]:
+    from oaml.serving.detector import Detector
+
+    detector = Detector(onnx, threads=threads)
+    rows = []
+    for batch in batches:
+        images = _images(batch, shape)
+        rows.append(
+            {
+                "runtime": "onnxruntime session",
+                **time_calls(lambda images=images: detector.run(images), batch, seconds),
+            }
+        )
+    return rows
+
+
+def _images(batch: int, shape) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (batch, *shape), dtype=np.uint8)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(onnx: Path, max_batch: int, threads: int | None) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = _free_port()
+    command = [sys.executable, "-m", "oaml.cli", "serve", "--model", str(onnx),
+               "--name", "bench", "--port", str(port), "--max-batch", str(max_batch)]  # fmt: skip
+    if threads:
+        command += ["--threads", str(threads)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not become ready in 120 s")
+
+
+def _server_rows(onnx, shape, concurrency, seconds, max_batch, threads) -> list[dict]:
+    proc, url = _start_server(onnx, max_batch, threads)
+    rows = []
+    try:
+        for level in concurrency:
+            out = subprocess.run(
+                [sys.executable, "-m", "oaml.bench.loadgen", "--url", url, "--model", "bench",
+                 "--concurrency", str(level), "--seconds", str(seconds),
+                 "--shape", ",".join(map(str, shape))],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            result = json.loads(out.stdout)
+            rows.append(
+                {
+                    "runtime": "http server",
+                    "concurrency": level,
+                    "batch": 1,
+                    **{k: result[k] for k in ("images_per_second", "p50_ms", "p99_ms", "errors")},
+                }
+            )
+        import httpx
+
+        metrics = httpx.get(f"{url}/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    sums = dict(
+        line.split()
+        for line in metrics.splitlines()
+        if line.startswith(("oaml_batch_size_sum", "oaml_batch_size_count"))
+    )
+    mean_batch = float(sums["oaml_batch_size_sum"]) / max(1.0, float(sums["oaml_batch_size_count"]))
+    for row in rows:
+        row["mean_server_batch_all_levels"] = mean_batch
+    return rows
+
+
+def _goals(rows: list[dict], batch: int) -> dict[str, float | None]:
+    def find(runtime, batch=None, concurrency=None):
+        for row in rows:
+            if (
+                row["runtime"] == runtime
+                and (batch is None or row["batch"] == batch)
+                and (concurrency is None or row.get("concurrency") == concurrency)
+            ):
+                return row
+        return None
+
+    ort_b, torch_b = find("onnxruntime session", batch), find("pytorch eager", batch)
+    ort_1, server_1 = find("onnxruntime session", 1), find("http server", concurrency=1)
+    server_c = find("http server", concurrency=batch)
+    return {
+        f"server_c{batch}_over_onnxruntime_b{batch}": (
+            server_c["images_per_second"] / ort_b["images_per_second"] if server_c else None
+        ),
+        f"onnxruntime_over_pytorch_b{batch}": (
+            ort_b["images_per_second"] / torch_b["images_per_second"]
+        ),
+        "server_c1_p99_minus_onnxruntime_b1_p99_ms": (
+            server_1["p99_ms"] - ort_1["p99_ms"] if server_1 else None
+        ),
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Model: {result['model']} ({result['arch']}, input {result['input']}); "
+        f"machine: {result['machine']}",
+        "",
+        "| runtime | batch | concurrency | images/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['runtime']} | {row['batch']} | {row.get('concurrency', '')} | "
+            f"{row['images_per_second']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |"
+        )
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [
+        f"| {k} | {v:.3f} |" if v is not None else f"| {k} | n/a |"
+        for k, v in result["goals"].items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def bench_serve(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    onnx: str | Path | None = None,
+    batch: int = 32,
+    concurrency: tuple[int, ...] = (1, 8, 32, 64),
+    seconds: float = 10.0,
+    threads: int | None = None,
+) -> dict:
+    """Run all three measurements and write `serve.json` and `serve.md` in `out_dir`."""
+    from oaml.export.onnx import export_onnx
+    from oaml.serving.detector import Detector, default_threads
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx = Path(onnx) if onnx else export_onnx(checkpoint, out_dir / "model.onnx").path
+    info = Detector(onnx).info
+    shape = (info.input_size, info.input_size, info.channels)
+    batches = sorted({1, batch})
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    rows = _pytorch_rows(Path(checkpoint), shape, batches, seconds)
+    rows += _onnx_rows(onnx, shape, batches, seconds, threads)
+    rows += _server_rows(onnx, shape, concurrency, seconds, batch, threads)
+    result = {
+        "model": str(onnx),
+        "arch": info.arch,
+        "input": list(shape),
+        "machine": f"{os.cpu_count()} CPUs visible, {threads or default_threads()} threads used",
+        "seconds_per_row": seconds,
+        "rows": rows,
+        "goals": _goals(rows, batch),
+    }
+    atomic_write_json(out_dir / "serve.json", result)
+    atomic_write_text(out_dir / "serve.md", markdown(result))
+    return result

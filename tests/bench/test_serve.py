@@ -1,0 +1,37 @@
+"""`oaml bench serve` runs all three measurements and writes its table (short run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_oaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_serve_writes_rows_and_ratios(tiny_checkpoint, tiny_onnx, tmp_path):
+    run_oaml(
+        "bench", "serve", "--checkpoint", str(tiny_checkpoint), "--onnx", str(tiny_onnx),
+        "--out", str(tmp_path), "--batch", "4", "--concurrency", "1,4", "--seconds", "0.5",
+    )  # fmt: skip
+    result = json.loads((tmp_path / "serve.json").read_text())
+    runtimes = [(r["runtime"], r["batch"], r.get("concurrency")) for r in result["rows"]]
+    assert runtimes == [
+        ("pytorch eager", 1, None),
+        ("pytorch eager", 4, None),
+        ("onnxruntime session", 1, None),
+        ("onnxruntime session", 4, None),
+        ("http server", 1, 1),
+        ("http server", 1, 4),
+    ]
+    for row in result["rows"]:
+        assert row["images_per_second"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+        assert row.get("errors", 0) == 0
+    assert set(result["goals"]) == {
+        "server_c4_over_onnxruntime_b4",
+        "onnxruntime_over_pytorch_b4",
+        "server_c1_p99_minus_onnxruntime_b1_p99_ms",
+    }
+    assert "| http server |" in (tmp_path / "serve.md").read_text()
