@@ -8,6 +8,7 @@ set OAML_DEBUG=1 to see the full traceback instead.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -302,11 +303,16 @@ def demo(
         list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    method: Annotated[
+        str, typer.Option(help="Student method: oaml, oe_energy or ce (no fine-tuning)")
+    ] = "oaml",
 ) -> None:
     """Run the whole job on the embedded default and write OUT/summary.json."""
     from oaml.demo import run_demo
 
-    run_demo(out, data_root, preset, set_ or [], device)
+    if method not in {"oaml", "oe_energy", "ce"}:
+        raise ValueError(f"--method must be oaml, oe_energy or ce, got {method!r}")
+    run_demo(out, data_root, preset, set_ or [], device, method)
 
 
 @bench_app.command("serve")
@@ -329,6 +335,48 @@ def bench_serve(
     levels = tuple(int(v) for v in concurrency.split(",") if v.strip())
     result = run_bench(checkpoint, out, onnx, batch, levels, seconds, threads)
     typer.echo(markdown(result))
+
+
+@bench_app.command("quality")
+@friendly
+def bench_quality(
+    out: Annotated[Path, typer.Option(help="Folder for results.json, results.md, results.png")],
+    preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
+    benchmark: Annotated[str, typer.Option(help="fmnist, fmnist6, cifar10, ...")] = "fmnist",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = "ce,oe_energy,oaml",
+    seeds: Annotated[int, typer.Option(help="Seeds per method (0..N-1)")] = 3,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Data folder (default: OUT/data, prepared if needed)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """Each method under the same budget, over seeds: ID accuracy, near/far AUROC and FPR95."""
+    from oaml.bench.quality import QualityPlan, markdown, run_quality
+
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    plan = QualityPlan(preset, benchmark, chosen, seeds, tuple(set_ or []))
+    typer.echo(markdown(run_quality(plan, out, data_root, device)))
+
+
+@bench_app.command("knn")
+@friendly
+def bench_knn(
+    out: Annotated[Path, typer.Option(help="Folder for knn.json and knn.md")],
+    classes: Annotated[int, typer.Option(help="Classes")] = 10,
+    per_class: Annotated[int, typer.Option(help="ID features per class")] = 5000,
+    dim: Annotated[int, typer.Option(help="Feature dimension")] = 768,
+    outliers_per_class: Annotated[int, typer.Option(help="Outliers sampled per class")] = 100,
+) -> None:
+    """DreamOOD k-NN outlier sampling: faiss vs brute-force NumPy, same outputs, time ratio."""
+    from oaml.bench.knn import bench_knn as run_bench
+
+    report = run_bench(out, classes, per_class, dim, outliers_per_class)
+    typer.echo(json.dumps(report, indent=1))
 
 
 @app.command()

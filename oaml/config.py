@@ -6,6 +6,7 @@ typo never silently falls back to a default. `--set a.b=value` overrides apply o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -99,6 +100,21 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class QualityBenchConfig:
+    """`oaml bench quality`: every method fine-tunes the same cross-entropy start for the same
+    budget (the paper starts OAML from a CE checkpoint; `ce` simply continues training)."""
+
+    finetune_epochs: int = 2
+    finetune_lr: float = 0.01
+    # Forward-diffused outlier images shared by the methods that use them.
+    outliers: int = 10000
+    t_min: int = 300
+    t_max: int = 700
+    # Per-method loss parameters (method name -> its `train.loss` mapping).
+    losses: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Preset:
     """A whole experiment: benchmark, student, teacher, evaluation."""
 
@@ -110,6 +126,7 @@ class Preset:
     student: StageConfig = field(default_factory=StageConfig)
     teacher: StageConfig = field(default_factory=StageConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    bench: QualityBenchConfig = field(default_factory=QualityBenchConfig)
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -142,6 +159,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `5e-4` (no dot) as a string; accept any numeric spelling.
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -1,5 +1,5 @@
-"""`oaml demo`: the whole job on the embedded default (prepare, train, evaluate, export), one
-summary.
+"""`oaml demo`: the whole job on the embedded default, one summary: data, teacher, outliers,
+a cross-entropy start, the OAML student fine-tuned from it, evaluation, ONNX export.
 
 For now it runs in-process; the pipeline issue turns it into the local Kubeflow run and fills the
 tracking and registry fields of summary.json, which stay null until then.
@@ -15,11 +15,11 @@ from typing import Any
 from oaml.config import load_preset
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.prepare import prepare
-from oaml.evaluation.evaluate import evaluate, save_scores
+from oaml.evaluation.evaluate import save_scores
 from oaml.evaluation.report import markdown_table, plot_evaluation
 from oaml.export.onnx import export_onnx
 from oaml.io import atomic_write_json, atomic_write_text
-from oaml.training.stage import train_stage
+from oaml.recipe import evaluate_student, finetune_overrides, shared_inputs, trained
 
 
 def run_demo(
@@ -28,30 +28,36 @@ def run_demo(
     preset_name: str = "quick",
     overrides: list[str] | None = None,
     device: str = "auto",
+    method: str = "oaml",
 ) -> dict[str, Any]:
-    """Prepare the data, train the preset's student, evaluate it; write `out/summary.json`."""
+    """Data, teacher, outliers, a CE start, the `method` student fine-tuned from it, evaluation
+    and export; write `out/summary.json`. Finished steps are reused when run again."""
     started = time.perf_counter()
     out = Path(out).resolve()
+    overrides = list(overrides or [])
     preset = load_preset(preset_name, overrides)
     root = Path(data_root or preset.data_root or out / "data").resolve()
     bench = get_benchmark(preset.benchmark)
-    print(f"[1/4] data: {preset.benchmark} under {root}")
+    print(f"[1/6] data: {preset.benchmark} under {root}")
     if bench.preparable:
         prepare(preset.benchmark, root)
     else:
         bench.require(root)
-    print(f"[2/4] train: {preset.student.train.method} student ({preset.student.model.arch})")
-    result = train_stage(preset, "student", root, out / "student", device=device)
-    print("[3/4] evaluate")
-    evaluation = evaluate(
-        result.checkpoint,
-        preset.benchmark,
-        root,
-        score=preset.evaluation.score,
-        temperature=preset.evaluation.temperature,
-        batch_size=preset.evaluation.batch_size,
-        device=device,
-    )
+    print("[2/6] shared inputs: teacher and outliers (as the method needs)")
+    extra = shared_inputs(preset, {method}, root, out, device)
+    print(f"[3/6] student: cross-entropy start ({preset.student.model.arch})")
+    start = trained(preset, "student", root, out / "start", device, "ce")
+    checkpoint = start
+    if method != "ce":
+        print(f"[4/6] student: {method}, fine-tuned from the start")
+        tuned = load_preset(
+            preset_name, [*overrides, *extra, *finetune_overrides(preset, method, start)]
+        )
+        checkpoint = trained(tuned, "student", root, out / "student", device, method)
+    else:
+        print("[4/6] student: the cross-entropy start (--method ce)")
+    print("[5/6] evaluate")
+    evaluation = evaluate_student(preset, checkpoint, root, device)
     eval_dir = out / "evaluation"
     atomic_write_json(eval_dir / "metrics.json", evaluation.metrics)
     atomic_write_text(eval_dir / "metrics.md", markdown_table(evaluation.metrics))
@@ -59,21 +65,23 @@ def run_demo(
     plot_evaluation(
         evaluation.confidences, evaluation.groups, evaluation.metrics["score"], eval_dir
     )
-    print("[4/4] export the detector (ONNX, energy inside, parity-checked)")
-    exported = export_onnx(result.checkpoint, out / "detector.onnx", data_root=root)
+    print("[6/6] export the detector (ONNX, energy inside, parity-checked)")
+    exported = export_onnx(checkpoint, out / "detector.onnx", data_root=root)
     summary = {
         "tracking_uri": None,
         "registered_model": None,
         "version": None,
         "alias": None,
-        "checkpoint": str(result.checkpoint),
+        "checkpoint": str(checkpoint),
         "onnx": str(exported.path),
         "data_root": str(root),
         "preset": preset.name,
+        "method": method,
+        "start_checkpoint": str(start),
         "metrics": evaluation.metrics,
         "seconds": round(time.perf_counter() - started, 1),
     }
     atomic_write_json(out / "summary.json", summary)
     print(markdown_table(evaluation.metrics))
-    print(json.dumps({k: summary[k] for k in ("checkpoint", "data_root", "seconds")}))
+    print(json.dumps({k: summary[k] for k in ("checkpoint", "onnx", "data_root", "seconds")}))
     return summary

@@ -59,6 +59,19 @@ TINY = [
     "student.model.width=0.125",
 ]
 
+# TINY plus a tiny teacher, few outliers and one fine-tuning epoch: the whole recipe in seconds.
+TINY_RECIPE = [
+    *TINY,
+    "--set", "student.train.epochs=1",
+    "--set", "bench.finetune_epochs=1",
+    "--set", "bench.outliers=300",
+    "--set", "teacher.train.train_subset=1500",
+    "--set", "teacher.train.batch_size=50",
+    "--set", "teacher.train.epochs=1",
+    "--set", "teacher.model.width=0.125",
+    "--set", "student.train.knn_outliers_per_class=50",
+]  # fmt: skip
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, data_root) -> Path:

@@ -20,6 +20,14 @@ def test_override_is_typed_and_applied():
     assert preset.student.model.width == 0.5
 
 
+def test_exponent_without_a_dot_is_a_number():
+    # YAML 1.1 reads 5e-4 as a string; a user writing it means the number.
+    preset = load_preset("quick", ["student.train.optim.weight_decay=5e-4"])
+    assert preset.student.train.optim.weight_decay == pytest.approx(5e-4)
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_preset("quick", ["student.train.optim.lr=fast"])
+
+
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match=r"student\.train\.epochz"):
         load_preset("quick", ["student.train.epochz=3"])

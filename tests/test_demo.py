@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, run_oaml
+from oaml.models.checkpoint import read_checkpoint
+from tests.conftest import TINY_RECIPE, run_oaml
 
 pytestmark = pytest.mark.slow
 
@@ -13,14 +14,17 @@ pytestmark = pytest.mark.slow
 def test_demo_writes_summary(tmp_path, data_root):
     out = tmp_path / "demo"
     run_oaml(
-        "demo", "--out", str(out), "--data-root", str(data_root), *TINY,
-        "--set", "student.train.epochs=1",
+        "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     for key in ("tracking_uri", "registered_model", "version", "alias", "checkpoint", "onnx",
                 "data_root", "metrics", "seconds"):  # fmt: skip
         assert key in summary
     assert Path(summary["checkpoint"]).is_file()
+    # The recipe ran: teacher, outliers, a CE start, the OAML student fine-tuned from it.
+    lineage = read_checkpoint(summary["checkpoint"])["lineage"]
+    assert lineage["method"] == "oaml" and lineage["init_checkpoint"] == summary["start_checkpoint"]
+    assert Path(lineage["teacher_checkpoint"]).is_file() and Path(lineage["outliers"]).is_dir()
     assert Path(summary["data_root"]) == data_root.resolve()
     assert summary["metrics"]["benchmark"] == "fmnist" and summary["seconds"] > 0
     assert (out / "evaluation" / "roc_curves.png").is_file()

@@ -59,6 +59,28 @@ class _Index:
         return np.sqrt(np.maximum(distances[:, k - 1], 0.0))
 
 
+class _NumpyIndex:
+    """The same search by brute force in NumPy (BLAS matmul + partition): the baseline that
+    `oaml bench knn` measures faiss against."""
+
+    def __init__(self, features: np.ndarray, use_gpu: bool | None = None) -> None:
+        self.points = np.ascontiguousarray(features, dtype=np.float32)
+        self.sq_norms = (self.points**2).sum(axis=1)
+
+    def kth_distance(self, queries: np.ndarray, k: int) -> np.ndarray:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        chunk = max(1, (1 << 25) // len(self.points))  # ~128 MiB of distances at a time
+        out = np.empty(len(queries), np.float32)
+        for start in range(0, len(queries), chunk):
+            q = queries[start : start + chunk]
+            d2 = (q**2).sum(axis=1)[:, None] + self.sq_norms[None, :] - 2.0 * (q @ self.points.T)
+            out[start : start + chunk] = np.partition(d2, k - 1, axis=1)[:, k - 1]
+        return np.sqrt(np.maximum(out, 0.0))
+
+
+INDEXES = {"faiss": _Index, "numpy": _NumpyIndex}
+
+
 def boundary_indices(index: _Index, features: np.ndarray, cfg: KnnConfig) -> np.ndarray:
     """Indices of the `select` points with the largest distance to their K-th neighbour.
 
@@ -70,10 +92,15 @@ def boundary_indices(index: _Index, features: np.ndarray, cfg: KnnConfig) -> np.
 
 
 def sample_class(
-    features: np.ndarray, n: int, cfg: KnnConfig, rng: np.random.Generator, use_gpu=None
+    features: np.ndarray,
+    n: int,
+    cfg: KnnConfig,
+    rng: np.random.Generator,
+    use_gpu=None,
+    backend: str = "faiss",
 ) -> np.ndarray:
     """`n` outlier embeddings for one class's normalised features (N, D) -> (n, D)."""
-    index = _Index(features, use_gpu)
+    index = INDEXES[backend](features, use_gpu)
     boundary = boundary_indices(index, features, cfg)
     k = min(cfg.k, features.shape[0])
     per_round = cfg.points_per_round or len(boundary)
@@ -98,11 +125,15 @@ def sample_outliers(
     cfg: KnnConfig = KnnConfig(),
     scale: np.ndarray | float | None = None,
     use_gpu: bool | None = None,
+    backend: str = "faiss",
 ) -> np.ndarray:
     """Outlier embeddings for every class: features (C, N, D) -> (C, n_per_class, D) float32.
 
     `scale` (per class or one value) rescales each outlier to that norm; None keeps unit norm.
+    `backend`: "faiss" (GPU index when present) or "numpy" (brute force, the benchmark baseline).
     """
+    if backend not in INDEXES:
+        raise ValueError(f"unknown k-NN backend {backend!r}; available: {sorted(INDEXES)}")
     features = np.asarray(features)
     if features.ndim != 3:
         raise ValueError(f"features must be (classes, samples, dim), got shape {features.shape}")
@@ -111,7 +142,10 @@ def sample_outliers(
     rng = np.random.default_rng(cfg.seed)
     normed = normalize(features)
     outliers = np.stack(
-        [sample_class(normed[c], n_per_class, cfg, rng, use_gpu) for c in range(len(normed))]
+        [
+            sample_class(normed[c], n_per_class, cfg, rng, use_gpu, backend)
+            for c in range(len(normed))
+        ]
     ).astype(np.float32)
     if scale is not None:
         scales = np.broadcast_to(

@@ -12,14 +12,9 @@ from tests.conftest import TINY, run_oaml
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, data_root):
-    out = tmp_path_factory.mktemp("ckpt")
-    run_oaml(
-        "train", "--out", str(out), "--data-root", str(data_root), *TINY,
-        "--set", "student.train.epochs=1",
-    )  # fmt: skip
-    return out / "checkpoint.pt"
+@pytest.fixture
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture

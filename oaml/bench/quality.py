@@ -1,0 +1,207 @@
+"""`oaml bench quality`: train and evaluate each method under the same budget, over seeds.
+
+Per seed, one cross-entropy student is trained from scratch (the preset's student); every method
+then fine-tunes that same start for `bench.finetune_epochs` at `bench.finetune_lr` (`ce` just
+keeps training), as the paper starts OAML from a CE checkpoint. The teacher and the
+forward-diffused outliers are shared inputs, built once per benchmark, like the data.
+Every finished step is kept on disk, so a killed benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from oaml.config import load_preset, to_dict
+from oaml.io import atomic_write_json, atomic_write_text
+from oaml.recipe import (
+    OUTLIER_METHODS,
+    evaluate_student,
+    finetune_overrides,
+    shared_inputs,
+    trained,
+)
+
+HEADLINE = (("id", "accuracy"), ("near", "auroc"), ("near", "fpr95"), ("far", "auroc"),
+            ("far", "fpr95"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QualityPlan:
+    preset: str
+    benchmark: str
+    methods: tuple[str, ...]
+    seeds: int
+    overrides: tuple[str, ...] = ()
+
+
+def _check_same_settings(out: Path, settings: dict) -> None:
+    """Refuse to mix runs of different settings in one folder (methods and seeds may grow)."""
+    path = out / "settings.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != settings:
+            changed = sorted(k for k in settings if saved.get(k) != settings[k])
+            raise ValueError(
+                f"{out} holds a benchmark run with other settings ({', '.join(changed)}); "
+                "use a new --out"
+            )
+    atomic_write_json(path, settings)
+
+
+def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto") -> dict:
+    """Run (or resume) the benchmark; write results.json, results.md and results.png."""
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.data.prepare import prepare
+
+    out = Path(out).resolve()
+    common = [*plan.overrides, f"benchmark={plan.benchmark}"]
+    preset = load_preset(plan.preset, common)
+    bench_cfg = preset.bench
+    unknown = [m for m in plan.methods if m not in {"ce", *OUTLIER_METHODS}]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; benchmarked: ce, oe_energy, oaml")
+    benchmark = get_benchmark(plan.benchmark)
+    root = Path(data_root or preset.data_root or out / "data").resolve()
+    if benchmark.preparable:
+        prepare(plan.benchmark, root)
+    benchmark.require(root)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_settings(out, {"preset": to_dict(preset), "data_root": str(root)})
+
+    extra = shared_inputs(preset, set(plan.methods), root, out / "shared", device)
+
+    runs = []
+    for seed in range(plan.seeds):
+        seeded = [*common, f"student.train.seed={seed}"]
+        print(f"seed {seed}: cross-entropy start")
+        start_preset = load_preset(plan.preset, seeded)
+        base = trained(start_preset, "student", root, out / f"seed{seed}" / "start", device, "ce")
+        for method in plan.methods:
+            run_dir = out / f"seed{seed}" / method
+            result_file = run_dir / "result.json"
+            if result_file.is_file():
+                runs.append(json.loads(result_file.read_text()))
+                continue
+            print(f"seed {seed}: {method}")
+            started = time.perf_counter()
+            tuned = load_preset(
+                plan.preset, [*seeded, *extra, *finetune_overrides(preset, method, base)]
+            )
+            checkpoint = trained(tuned, "student", root, run_dir, device, method)
+            metrics = evaluate_student(preset, checkpoint, root, device).metrics
+            run = {
+                "method": method,
+                "seed": seed,
+                "checkpoint": str(checkpoint),
+                "metrics": metrics,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            atomic_write_json(result_file, run)
+            runs.append(run)
+    results = {
+        "preset": plan.preset,
+        "benchmark": plan.benchmark,
+        "methods": list(plan.methods),
+        "seeds": plan.seeds,
+        "budget": {
+            "start": f"{preset.student.train.epochs} epochs cross-entropy",
+            "finetune_epochs": bench_cfg.finetune_epochs,
+            "finetune_lr": bench_cfg.finetune_lr,
+            "train_images": preset.student.train.train_subset,
+        },
+        "losses": bench_cfg.losses,
+        "runs": runs,
+        "summary": summarize(runs),
+    }
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", markdown(results))
+    plot(results, out / "results.png")
+    return results
+
+
+def _value(metrics: dict, group: str, key: str) -> float:
+    if group == "id":
+        return metrics["id"][key]
+    if group in ("near", "far"):
+        return metrics[group][key] if metrics.get(group) else float("nan")
+    return metrics["ood"][group][key]
+
+
+def summarize(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and standard deviation (over seeds) of every headline and per-set metric."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        chosen = [r["metrics"] for r in runs if r["method"] == method]
+        keys = list(HEADLINE)
+        keys += [(name, k) for name in chosen[0]["ood"] for k in ("auroc", "fpr95")]
+        summary[method] = {}
+        for group, key in keys:
+            values = np.array([_value(m, group, key) for m in chosen], dtype=np.float64)
+            summary[method][f"{group}.{key}"] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "n": len(values),
+            }
+    return summary
+
+
+def markdown(results: dict) -> str:
+    """The table: mean +- std over seeds, in percent."""
+    summary = results["summary"]
+    first = next(iter(summary.values()))
+    groups = ("near", "far")
+    sets = [k.split(".")[0] for k in first if k.endswith(".auroc")]
+    sets = [s for s in sets if s not in groups]
+    columns = [("id.accuracy", "ID acc")]
+    columns += [(f"{g}.{m}", f"{g} {m.upper()}") for g in groups for m in ("auroc", "fpr95")]
+    columns += [(f"{s}.auroc", f"{s} AUROC") for s in sets]
+    budget = results["budget"]
+    lines = [
+        f"{results['benchmark']}, preset {results['preset']}, {results['seeds']} seed(s); "
+        f"each method fine-tunes the same {budget['start']} start for "
+        f"{budget['finetune_epochs']} epochs at lr {budget['finetune_lr']}. "
+        "Percent, mean ± std over seeds; FPR95 = OOD accepted at 95% ID kept.",
+        "",
+        "| method | " + " | ".join(title for _, title in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for method, values in summary.items():
+        cells = [
+            f"{100 * values[key]['mean']:.2f} ± {100 * values[key]['std']:.2f}"
+            if key in values
+            else "n/a"
+            for key, _ in columns
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """Grouped bars of ID accuracy and near/far AUROC per method, with seed std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["summary"]
+    keys = [("id.accuracy", "ID accuracy"), ("near.auroc", "near AUROC"),
+            ("far.auroc", "far AUROC")]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(summary))
+    for i, (method, values) in enumerate(summary.items()):
+        xs = np.arange(len(keys)) + i * width
+        ax.bar(xs, [100 * values[k]["mean"] for k, _ in keys], width,
+               yerr=[100 * values[k]["std"] for k, _ in keys], label=method, capsize=3)  # fmt: skip
+    ax.set_xticks(np.arange(len(keys)) + width * (len(summary) - 1) / 2, [t for _, t in keys])
+    ax.set_ylabel("percent")
+    ax.set_ylim(40, 100)
+    ax.set_title(f"{results['benchmark']}: {results['seeds']} seed(s), preset {results['preset']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,83 @@
+"""The OAML recipe as steps shared by `oaml demo` and `oaml bench quality`.
+
+Shared inputs (the frozen teacher, the forward-diffused outliers) are built once per benchmark;
+a student starts from cross-entropy and is fine-tuned by a method, as the paper does. Every step
+keeps its result on disk and is skipped when that result exists, so a killed job resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from oaml.config import Preset
+
+OUTLIER_METHODS = {"oe_energy", "oaml"}
+TEACHER_METHODS = {"oaml"}
+
+
+def quoted(value: Any) -> str:
+    """An override value that survives YAML parsing (JSON is YAML): paths, mappings."""
+    return json.dumps(value)
+
+
+def trained(preset: Preset, role: str, root: Path, out: Path, device: str, method=None) -> Path:
+    """The stage's final checkpoint; trains (or resumes a killed run) only when it is missing."""
+    from oaml.training.stage import train_stage
+
+    final = out / "checkpoint.pt"
+    if not final.is_file():
+        resume = (out / "last.pt").is_file()
+        train_stage(preset, role, root, out, resume=resume, device=device, method=method)
+    return final
+
+
+def shared_inputs(
+    preset: Preset, methods: set[str], root: Path, folder: Path, device: str
+) -> list[str]:
+    """Build the outliers and the teacher that `methods` need under `folder`; return the
+    overrides that point a student at them."""
+    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
+
+    overrides: list[str] = []
+    bench = preset.bench
+    if OUTLIER_METHODS & methods:
+        print(f"outliers: {bench.outliers} forward-diffused training images")
+        cfg = ForwardDiffusionConfig(count=bench.outliers, t_min=bench.t_min, t_max=bench.t_max)
+        synthesize(preset.benchmark, root, folder / "outliers", cfg)
+        overrides.append(f"student.train.outliers={quoted(str(folder / 'outliers'))}")
+    if TEACHER_METHODS & methods:
+        print(f"teacher: {preset.teacher.model.arch} (width {preset.teacher.model.width})")
+        teacher = trained(preset, "teacher", root, folder / "teacher", device, "teacher")
+        overrides.append(f"student.train.teacher_checkpoint={quoted(str(teacher))}")
+    return overrides
+
+
+def finetune_overrides(preset: Preset, method: str, start: Path) -> list[str]:
+    """Fine-tune `start` with `method` for the preset's bench budget and loss parameters."""
+    bench = preset.bench
+    return [
+        f"student.train.method={method}",
+        f"student.train.init_checkpoint={quoted(str(start))}",
+        f"student.train.epochs={bench.finetune_epochs}",
+        f"student.train.optim.lr={bench.finetune_lr}",
+        "student.train.optim.warmup_epochs=0",
+        f"student.train.loss={quoted(bench.losses.get(method, {}))}",
+    ]
+
+
+def evaluate_student(preset: Preset, checkpoint: Path, root: Path, device: str):
+    """Evaluate on the preset's benchmark with the preset's score settings."""
+    from oaml.evaluation.evaluate import evaluate
+
+    ev = preset.evaluation
+    return evaluate(
+        checkpoint,
+        preset.benchmark,
+        root,
+        score=ev.score,
+        temperature=ev.temperature,
+        batch_size=ev.batch_size,
+        device=device,
+    )

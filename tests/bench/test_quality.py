@@ -1,0 +1,46 @@
+"""`oaml bench quality` end to end on tiny settings: every method from the same start, results
+files as ACCEPTANCE.md says, a re-run reuses finished steps, other settings are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from oaml.models.checkpoint import read_checkpoint
+from tests.conftest import TINY_RECIPE, run_oaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_quality_benchmark_runs_resumes_and_guards_its_folder(data_root, tmp_path):
+    out = tmp_path / "bench"
+    args = [
+        "bench", "quality", "--benchmark", "fmnist6", "--methods", "ce,oe_energy,oaml",
+        "--seeds", "1", "--data-root", str(data_root), "--out", str(out), *TINY_RECIPE,
+    ]  # fmt: skip
+    proc = run_oaml(*args, timeout=1200)
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [
+        ("ce", 0), ("oe_energy", 0), ("oaml", 0)
+    ]  # fmt: skip
+    start = out / "seed0" / "start" / "checkpoint.pt"
+    for run in results["runs"]:
+        lineage = read_checkpoint(run["checkpoint"])["lineage"]
+        assert lineage["init_checkpoint"] == str(start) and lineage["method"] == run["method"]
+        metrics = run["metrics"]
+        assert metrics["benchmark"] == "fmnist6" and 0 <= metrics["near"]["auroc"] <= 1
+        assert run["seconds"] > 0
+    assert set(results["summary"]) == {"ce", "oe_energy", "oaml"}
+    assert results["summary"]["ce"]["fmnist_held_out.auroc"]["n"] == 1
+    table = (out / "results.md").read_text()
+    assert all(f"| {m} |" in table for m in ("ce", "oe_energy", "oaml")) and table in proc.stdout
+    assert (out / "results.png").stat().st_size > 0
+
+    # A second run reuses every finished step (no training: the results are byte-identical).
+    before = (out / "seed0" / "oaml" / "result.json").read_bytes()
+    run_oaml(*args, timeout=300)
+    assert (out / "seed0" / "oaml" / "result.json").read_bytes() == before
+
+    other = run_oaml(*args, "--set", "bench.finetune_lr=0.5", check=False)
+    assert other.returncode == 2 and "other settings" in other.stderr
