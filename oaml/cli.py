@@ -34,14 +34,17 @@ app.add_typer(bench_app, name="bench")
 def _user_errors() -> tuple[type[BaseException], ...]:
     from oaml.config import ConfigError
     from oaml.data.imglist import ImglistError
-    from oaml.models.checkpoint import CheckpointError
     from oaml.serving.detector import DetectorError
 
+    own: tuple[type[BaseException], ...] = (ConfigError, ImglistError, DetectorError)
+    try:  # torch-free images (the serving one) have no checkpoints to complain about
+        from oaml.models.checkpoint import CheckpointError
+
+        own = (*own, CheckpointError)
+    except ImportError:
+        pass
     return (
-        ConfigError,
-        ImglistError,
-        CheckpointError,
-        DetectorError,
+        *own,
         ValueError,
         KeyError,
         OSError,  # missing files, permissions, a folder where a file was expected
@@ -277,12 +280,17 @@ def score(
     threshold: Annotated[
         float | None, typer.Option(help="Energy above which an input is OOD (default: calibrated)")
     ] = None,
+    image_root: Annotated[
+        Path | None,
+        typer.Option(help="Folder imglist paths are relative to (default: the imglist's folder)"),
+    ] = None,
 ) -> None:
     """Score image files offline, as the server would, into CSV or JSON Lines."""
     from oaml.serving.batch_score import score_images
     from oaml.serving.detector import Detector
 
-    summary = score_images(Detector(model, threshold=threshold), inputs, out, batch_size)
+    detector = Detector(model, threshold=threshold)
+    summary = score_images(detector, inputs, out, batch_size, image_root)
     typer.echo(
         f"{summary.images} images scored ({summary.ood} OOD), {summary.errors} unreadable; "
         f"results: {summary.out}"

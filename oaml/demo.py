@@ -53,7 +53,7 @@ def run_demo(
         tuned = load_preset(
             preset_name, [*overrides, *extra, *finetune_overrides(preset, method, start)]
         )
-        checkpoint = trained(tuned, "student", root, out / "student", device, method)
+        checkpoint = trained(tuned, "student", root, out / method, device, method)
     else:
         print("[4/6] student: the cross-entropy start (--method ce)")
     print("[5/6] evaluate")

@@ -27,10 +27,34 @@ def trained(preset: Preset, role: str, root: Path, out: Path, device: str, metho
     from oaml.training.stage import train_stage
 
     final = out / "checkpoint.pt"
-    if not final.is_file():
-        resume = (out / "last.pt").is_file()
-        train_stage(preset, role, root, out, resume=resume, device=device, method=method)
+    if final.is_file():
+        differing = _differences(final, preset, role, method)
+        if differing:
+            raise ValueError(
+                f"{final} was trained with other settings ({', '.join(differing)}); "
+                "use a new --out or delete that folder"
+            )
+        return final
+    resume = (out / "last.pt").is_file()
+    train_stage(preset, role, root, out, resume=resume, device=device, method=method)
     return final
+
+
+def _differences(checkpoint: Path, preset: Preset, role: str, method: str | None) -> list[str]:
+    """Settings under which `checkpoint` was trained that differ from the preset's stage."""
+    from oaml.config import stage_of, to_dict
+    from oaml.models.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(checkpoint)
+    stage = stage_of(preset, role)
+    saved, current = payload.get("train_config", {}), to_dict(stage.train)
+    differing = sorted(k for k in current if saved.get(k) != current[k])
+    if payload.get("lineage", {}).get("method") != (method or stage.train.method):
+        differing.append("method")
+    spec = payload["spec"]
+    if (spec["arch"], spec["width"]) != (stage.model.arch, stage.model.width):
+        differing.append("model")
+    return differing
 
 
 def shared_inputs(

@@ -36,6 +36,12 @@ def test_demo_writes_summary(tmp_path, data_root):
     assert onnx_metrics["id"]["accuracy"] == pytest.approx(
         summary["metrics"]["id"]["accuracy"], abs=2e-4
     )
+    # Finished steps are reused only when their settings match: other settings are refused.
+    again = run_oaml(
+        "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
+        "--set", "bench.finetune_lr=0.5", check=False,
+    )  # fmt: skip
+    assert again.returncode == 2 and "other settings (optim)" in again.stderr
 
 
 def test_data_prepare_command_verifies_a_prepared_root(data_root):

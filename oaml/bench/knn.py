@@ -32,7 +32,9 @@ def bench_knn(
         started = time.perf_counter()
         results[backend] = sample_outliers(features, outliers_per_class, cfg, backend=backend)
         timings[backend] = time.perf_counter() - started
-    same = bool(np.allclose(results["faiss"], results["numpy"], atol=1e-5))
+    same = results["faiss"].shape == results["numpy"].shape and bool(
+        np.allclose(results["faiss"], results["numpy"], atol=1e-5)
+    )
     report = {
         "shape": [classes, per_class, dim],
         "outliers_per_class": outliers_per_class,

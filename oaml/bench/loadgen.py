@@ -62,7 +62,8 @@ async def _client(host, port, request, stop_at, warm_until, latencies, errors):
             if started >= stop_at:
                 return
             writer.write(request)
-            status = await _read_response(reader)
+            # A stuck server must fail the benchmark, not hang it.
+            status = await asyncio.wait_for(_read_response(reader), timeout=60)
             done = time.perf_counter()
             if status != 200:
                 errors.append(status)

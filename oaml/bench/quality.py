@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from oaml import __version__
 from oaml.config import load_preset, to_dict
-from oaml.io import atomic_write_json, atomic_write_text
+from oaml.io import atomic_write_json, atomic_write_text, sha256_file
 from oaml.recipe import (
     OUTLIER_METHODS,
     evaluate_student,
@@ -42,6 +43,10 @@ class QualityPlan:
 def _check_same_settings(out: Path, settings: dict) -> None:
     """Refuse to mix runs of different settings in one folder (methods and seeds may grow)."""
     path = out / "settings.json"
+    if not path.is_file() and any(out.glob("seed*/*/result.json")):
+        raise ValueError(
+            f"{out} holds results of unknown settings (no settings.json); use a new --out"
+        )
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved != settings:
@@ -71,7 +76,9 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
         prepare(plan.benchmark, root)
     benchmark.require(root)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_settings(out, {"preset": to_dict(preset), "data_root": str(root)})
+    _check_same_settings(
+        out, {"preset": to_dict(preset), "data_root": str(root), "oaml_version": __version__}
+    )
 
     extra = shared_inputs(preset, set(plan.methods), root, out / "shared", device)
 
@@ -84,9 +91,12 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
         for method in plan.methods:
             run_dir = out / f"seed{seed}" / method
             result_file = run_dir / "result.json"
+            start_sha = sha256_file(base)
             if result_file.is_file():
-                runs.append(json.loads(result_file.read_text()))
-                continue
+                kept = json.loads(result_file.read_text())
+                if kept.get("start_sha256") == start_sha:  # else the start was retrained
+                    runs.append(kept)
+                    continue
             print(f"seed {seed}: {method}")
             started = time.perf_counter()
             tuned = load_preset(
@@ -100,6 +110,7 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
                 "checkpoint": str(checkpoint),
                 "metrics": metrics,
                 "seconds": round(time.perf_counter() - started, 1),
+                "start_sha256": start_sha,
             }
             atomic_write_json(result_file, run)
             runs.append(run)

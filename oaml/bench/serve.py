@@ -92,7 +92,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(onnx: Path, max_batch: int, threads: int | None) -> tuple[subprocess.Popen, str]:
+def _start_server(
+    onnx: Path, max_batch: int, threads: int | None, log: Path
+) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = _free_port()
@@ -100,12 +102,16 @@ def _start_server(onnx: Path, max_batch: int, threads: int | None) -> tuple[subp
                "--name", "bench", "--port", str(port), "--max-batch", str(max_batch)]  # fmt: skip
     if threads:
         command += ["--threads", str(threads)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The benchmark talks to the server without a token; its log goes to a file (a pipe nobody
+    # reads would block the server once full).
+    env = {k: v for k, v in os.environ.items() if k != "OAML_SERVE_TOKEN"}
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {proc.stderr.read()}")
+            raise RuntimeError(f"the server exited; its log: {log}")
         try:
             if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
                 return proc, url
@@ -115,8 +121,8 @@ def _start_server(onnx: Path, max_batch: int, threads: int | None) -> tuple[subp
     raise RuntimeError("the server did not become ready in 120 s")
 
 
-def _server_rows(onnx, shape, concurrency, seconds, max_batch, threads) -> list[dict]:
-    proc, url = _start_server(onnx, max_batch, threads)
+def _server_rows(onnx, shape, concurrency, seconds, max_batch, threads, log) -> list[dict]:
+    proc, url = _start_server(onnx, max_batch, threads, log)
     rows = []
     try:
         for level in concurrency:
@@ -124,7 +130,7 @@ def _server_rows(onnx, shape, concurrency, seconds, max_batch, threads) -> list[
                 [sys.executable, "-m", "oaml.bench.loadgen", "--url", url, "--model", "bench",
                  "--concurrency", str(level), "--seconds", str(seconds),
                  "--shape", ",".join(map(str, shape))],
-                capture_output=True, text=True, check=True,
+                capture_output=True, text=True, check=True, timeout=seconds + 120,
             )  # fmt: skip
             result = json.loads(out.stdout)
             rows.append(
@@ -179,6 +185,10 @@ def _goals(rows: list[dict], batch: int) -> dict[str, float | None]:
     }
 
 
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"Model: {result['model']} ({result['arch']}, input {result['input']}); "
@@ -190,7 +200,7 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         lines.append(
             f"| {row['runtime']} | {row['batch']} | {row.get('concurrency', '')} | "
-            f"{row['images_per_second']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |"
+            f"{row['images_per_second']:.0f} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} |"
         )
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [
@@ -225,7 +235,7 @@ def bench_serve(
         torch.set_num_threads(threads)
     rows = _pytorch_rows(Path(checkpoint), shape, batches, seconds)
     rows += _onnx_rows(onnx, shape, batches, seconds, threads)
-    rows += _server_rows(onnx, shape, concurrency, seconds, batch, threads)
+    rows += _server_rows(onnx, shape, concurrency, seconds, batch, threads, out_dir / "server.log")
     result = {
         "model": str(onnx),
         "arch": info.arch,

@@ -9,7 +9,6 @@ Parity with PyTorch (max abs difference of logits and energy) is checked before 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import torch
 
 from oaml import __version__
 from oaml.export.graph import DetectorGraph
-from oaml.io import atomic_path
+from oaml.io import atomic_path, sha256_file
 from oaml.models.checkpoint import load_checkpoint
 from oaml.models.factory import ModelSpec
 from oaml.serving.detector import FORMAT, INPUT_NAME, OUTPUT_NAMES, Detector
@@ -39,14 +38,6 @@ class ExportResult:
     path: Path
     parity: dict[str, float]
     metadata: dict[str, str]
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detector_metadata(
@@ -68,7 +59,7 @@ def detector_metadata(
         "std": json.dumps(list(spec.std)),
         "temperature": repr(float(temperature)),
         "lineage": json.dumps(
-            {**payload.get("lineage", {}), "checkpoint_sha256": file_sha256(checkpoint)},
+            {**payload.get("lineage", {}), "checkpoint_sha256": sha256_file(checkpoint)},
             sort_keys=True,
         ),
     }

@@ -76,7 +76,9 @@ def quantize_int8(
     fp32 = Detector(fp32_path)
     root = Path(data_root) if data_root else None
     val = _val_images(fp32, root, None)
-    calibration = val[:CALIBRATION_IMAGES]
+    # A seeded random sample: imglists may be sorted by class.
+    pick = np.random.default_rng(0).permutation(len(val))[:CALIBRATION_IMAGES]
+    calibration = np.ascontiguousarray(val[np.sort(pick)])
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -121,7 +123,13 @@ def quantize_int8(
     lineage = json.loads(fp32.info.metadata.get("lineage", "{}"))
     bench_root = root or Path(lineage["data_root"])
     metrics = {
-        name: evaluate(None, lineage["benchmark"], bench_root, onnx=path).metrics
+        name: evaluate(
+            None,
+            lineage["benchmark"],
+            bench_root,
+            temperature=fp32.info.temperature,  # the served score, not the default T
+            onnx=path,
+        ).metrics
         for name, path in (("fp32", fp32_path), ("int8", out))
     }
     deltas = {"id_accuracy": metrics["int8"]["id"]["accuracy"] - metrics["fp32"]["id"]["accuracy"]}

@@ -7,6 +7,7 @@ down. Model work goes through one MicroBatcher, so concurrent requests share onn
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -18,12 +19,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from oaml import __version__
-from oaml.serving.batching import MicroBatcher
+from oaml.serving.batching import BatcherStopped, MicroBatcher
 from oaml.serving.detector import INPUT_NAME, Detector
 from oaml.serving.guard import limit_body, require_token
 from oaml.serving.images import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
 from oaml.serving.metrics import ServerMetrics
 from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
+
+log = logging.getLogger("oaml.serving")
+OUTPUTS = ("logits", "energy", "label", "is_ood")
+LARGE_BODY = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,22 @@ def create_app(detector: Detector, settings: ServeSettings):
     async def image_error(_request, exc: ImageInputError):
         return _error(str(exc), 400)
 
-    def check_model(name: str) -> None:
+    @app.exception_handler(Exception)
+    async def unexpected_error(_request, exc: Exception):
+        # Still JSON, still the OIP error shape; the details go to the log, not the client.
+        log.exception("unexpected error while serving a request")
+        return _error(f"internal error ({type(exc).__name__}); see the server log", 500)
+
+    def check_model(name: str, version: str | None = None) -> None:
         if name != settings.name:
             raise OipError(
                 f"model {name!r} is not served here; this server serves {settings.name!r}", 404
+            )
+        if version is not None and version != settings.version:
+            raise OipError(
+                f"version {version!r} of {name!r} is not served here; this server serves "
+                f"version {settings.version!r}",
+                404,
             )
 
     def check_images(images: np.ndarray) -> None:
@@ -101,7 +118,10 @@ def create_app(detector: Detector, settings: ServeSettings):
             raise OipError(f"image size {height}x{width} is empty or over the pixel limit")
 
     async def score(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, energy = await batcher.submit(images)
+        try:
+            logits, energy = await batcher.submit(images)
+        except BatcherStopped as exc:
+            raise OipError(str(exc), 503) from None
         metrics.images.inc(len(energy))
         metrics.ood_images.inc(int((energy > info.threshold).sum()))
         return logits, energy
@@ -143,19 +163,23 @@ def create_app(detector: Detector, settings: ServeSettings):
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def metadata(name: str, version: str | None = None):
-        check_model(name)
+        check_model(name, version)
         return _json(model_metadata())
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None):
-        check_model(name)
+        check_model(name, version)
         return _json({"name": name, "ready": state["ready"]}, 200 if state["ready"] else 503)
 
     # The hot path is a plain Starlette route: no FastAPI parameter solving per request.
     async def infer(request: Request):
-        check_model(request.path_params["name"])
-        parsed = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
+        check_model(request.path_params["name"], request.path_params.get("version"))
+        body, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
+        if len(body) > LARGE_BODY:  # big JSON tensors take long to parse: off the event loop
+            parsed = await run_in_threadpool(parse_infer, body, header_length, OUTPUTS)
+        else:
+            parsed = parse_infer(body, header_length, OUTPUTS)
         check_images(parsed.images)
         logits, energy = await score(parsed.images)
         outputs = {
@@ -198,5 +222,6 @@ def create_app(detector: Detector, settings: ServeSettings):
         return Response(metrics.render(), media_type=metrics.content_type)
 
     app.state.metrics, app.state.batcher = metrics, batcher
-    guarded = limit_body(require_token(app, settings.token), settings.max_body_bytes)
+    # Auth outermost: an unauthenticated body is refused before it is read.
+    guarded = require_token(limit_body(app, settings.max_body_bytes), settings.token)
     return metrics.middleware(guarded)

@@ -33,14 +33,18 @@ class ScoreSummary:
     errors: int
 
 
-def iter_images(inputs: Iterable[str | Path]) -> Iterator[Path]:
-    """Image files from files, folders (recursive, sorted) and imglists (`.txt`, OpenOOD)."""
+def iter_images(
+    inputs: Iterable[str | Path], image_root: str | Path | None = None
+) -> Iterator[Path]:
+    """Image files from files, folders (recursive, sorted) and imglists (`.txt`): imglist paths
+    are relative to `image_root` (OpenOOD's images_classic/), else to the imglist's folder."""
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             yield from (p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
         elif path.suffix.lower() == ".txt":
-            yield from (path.parent / e.path for e in parse_imglist(path))
+            base = Path(image_root) if image_root else path.parent
+            yield from (base / e.path for e in parse_imglist(path))
         elif path.is_file():
             yield path
         else:
@@ -75,7 +79,11 @@ class _Writer:
 
 
 def score_images(
-    detector: Detector, inputs: Iterable[str | Path], out: str | Path, batch_size: int = 256
+    detector: Detector,
+    inputs: Iterable[str | Path],
+    out: str | Path,
+    batch_size: int = 256,
+    image_root: str | Path | None = None,
 ) -> ScoreSummary:
     """Score every image of `inputs` into `out` (.csv or .jsonl); unreadable files get an error
     row instead of stopping the run."""
@@ -84,10 +92,14 @@ def score_images(
     if fmt is None:
         raise ValueError(f"--out {out} must end in .csv or .jsonl")
     info = detector.info
+    if info.threshold is None:
+        raise ValueError(f"{detector.path} has no calibrated OOD threshold; pass --threshold")
     total = ood = errors = 0
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = _Writer(fh, fmt)
-        for chunk in progress(_batches(iter_images(inputs), batch_size), "score", unit="batch"):
+        for chunk in progress(
+            _batches(iter_images(inputs, image_root), batch_size), "score", unit="batch"
+        ):
             images, kept = [], []
             for path in chunk:
                 try:

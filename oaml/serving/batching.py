@@ -19,6 +19,10 @@ import numpy as np
 RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+class BatcherStopped(RuntimeError):
+    """The batcher is not running (not started, stopped, or its worker died)."""
+
+
 class MicroBatcher:
     """Queue requests of uint8 [n, H, W, C] images; answer each with its rows of the outputs."""
 
@@ -50,10 +54,12 @@ class MicroBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        self._pool.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
 
     async def submit(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits, energy) for these images, computed in a shared batch."""
+        if self._worker is None or self._worker.done():
+            raise BatcherStopped("the model is not serving (starting up or shutting down)")
         future = asyncio.get_running_loop().create_future()
         self._pending += 1
         try:

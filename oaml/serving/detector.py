@@ -85,15 +85,18 @@ def session_options(threads: int | None = None):
 
 
 def pick_providers(device: str = "auto") -> list[str]:
-    """TensorRT / CUDA when present (device auto or cuda), CPU always as the fallback."""
+    """CUDA when present (device auto or cuda), TensorRT only when asked for (device tensorrt:
+    it rebuilds engines for every new input shape), CPU always as the fallback."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if device != "cpu" else []
+    wanted = ["CUDAExecutionProvider"]
+    if device == "tensorrt":
+        wanted.insert(0, "TensorrtExecutionProvider")
     chosen = [p for p in wanted if p in available]
-    if device.startswith("cuda") and not chosen:
+    if device != "auto" and not chosen:
         raise DetectorError(
             f"--device {device} needs onnxruntime-gpu with CUDA; available providers: {available}"
         )

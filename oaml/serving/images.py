@@ -17,6 +17,8 @@ from oaml.data.imglist import convert_mode
 
 # Far above any real photo this detector sees, far below a decompression bomb's size.
 DEFAULT_MAX_PIXELS = 40_000_000
+# Raster formats only: PIL would hand EPS/PS to Ghostscript, an external program.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 class ImageInputError(ValueError):
@@ -30,7 +32,7 @@ def decode_image(
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=FORMATS) as img:
             width, height = img.size
             # Checked before decoding: the header is read, the pixels are not yet.
             if width * height > max_pixels:
@@ -44,10 +46,12 @@ def decode_image(
     except FileNotFoundError:
         raise ImageInputError(f"{name}: file does not exist") from None
     except UnidentifiedImageError:
-        raise ImageInputError(f"{name}: not an image file (PNG, JPEG, ... expected)") from None
+        raise ImageInputError(
+            f"{name}: not an image file of a supported format ({', '.join(FORMATS)})"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise ImageInputError(f"{name}: refused as a decompression bomb ({exc})") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # decoders raise many types (OSError, ValueError, SyntaxError...)
         raise ImageInputError(f"{name}: corrupt or truncated image ({exc})") from None
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)

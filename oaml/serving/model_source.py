@@ -48,14 +48,16 @@ def resolve_model(reference: str, download_dir: str | Path | None = None) -> Mod
             else client.get_model_version(name, version)
         )
         target = Path(download_dir or tempfile.mkdtemp(prefix="oaml-model-"))
-        local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=str(target))
-        )
+        # By the resolved version, so an alias moved meanwhile cannot mix two versions.
+        pinned = f"models:/{name}/{found.version}"
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(target)))
     except MlflowException as exc:
         raise DetectorError(
             f"cannot load {reference} from MLflow at {mlflow.get_tracking_uri()}: {exc.message}"
         ) from None
-    candidates = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+    found_files = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+    # The full-precision graph first when a version also carries its int8 variant.
+    candidates = sorted(found_files, key=lambda p: (".int8." in p.name, str(p)))
     if not candidates:
         raise DetectorError(f"{reference} (version {found.version}) holds no .onnx file")
     return ModelSource(candidates[0], name, str(found.version))

@@ -7,6 +7,7 @@ accepted, so `tritonclient.http` works unchanged: it sends and asks for binary b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,16 +51,32 @@ def _json(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def _images_from(tensor: dict[str, Any], binary: bytes | None) -> np.ndarray:
+def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """An OIP `parameters` object: absent means empty; anything but an object is an error."""
+    value = obj.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise OipError(f"{where}: 'parameters' must be an object, got {value!r}")
+    return value
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # bool is an int subclass: refuse true/false
+
+
+def _images_from(tensor: dict[str, Any], binary: bytes | None, max_values: int) -> np.ndarray:
     datatype = tensor.get("datatype")
     if datatype not in ACCEPTED_INPUT_TYPES:
         raise OipError(
             f"input 'images' has datatype {datatype!r}; send UINT8 pixels (FP32 0..255 also works)"
         )
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise OipError(f"input 'images' needs a shape list of non-negative integers, got {shape!r}")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # Python ints: no overflow, unlike np.prod
+    if count > max_values:
+        raise OipError(f"input 'images' of shape {shape} holds more values than the size limit")
     dtype = DATATYPES[datatype]
     if binary is not None:
         if len(binary) != count * dtype.itemsize:
@@ -91,8 +108,13 @@ def _images_from(tensor: dict[str, Any], binary: bytes | None) -> np.ndarray:
     return array.reshape(shape)
 
 
-def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
-    """Parse an OIP v2 infer request (JSON or binary extension) into uint8 images."""
+def parse_infer(
+    body: bytes, header_length: str | None, known_outputs: tuple[str, ...] = ()
+) -> InferRequest:
+    """Parse an OIP v2 infer request (JSON or binary extension) into uint8 images.
+
+    `known_outputs`, when given, lets unknown requested outputs fail before any inference.
+    """
     if header_length is not None:
         try:
             split = int(header_length)
@@ -112,29 +134,39 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     for tensor in inputs:
         if not isinstance(tensor, dict):
             raise OipError("each entry of 'inputs' must be an object")
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        size = _params(tensor, "input").get("binary_data_size")
         chunk = None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(blob):
+            if not _is_count(size) or offset + size > len(blob):
                 raise OipError(f"input {tensor.get('name')!r}: binary_data_size {size!r} is wrong")
             chunk, offset = blob[offset : offset + size], offset + size
         if tensor.get("name") != "images":
             raise OipError(f"unknown input {tensor.get('name')!r}; this model takes 'images'")
-        images = _images_from(tensor, chunk)
+        images = _images_from(tensor, chunk, max_values=max(len(body), 1))
     if offset != len(blob):
         raise OipError(f"{len(blob) - offset} binary bytes after the last input")
-    parameters = request.get("parameters") or {}
+    binary_default = bool(_params(request, "request").get("binary_data_output"))
     wanted = request.get("outputs") or []
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
-        raise OipError("'outputs' must be a list of objects with a 'name'")
+    if not isinstance(wanted, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted
+    ):
+        raise OipError("'outputs' must be a list of objects, each with a string 'name'")
+    names = [o["name"] for o in wanted]
+    unknown = [n for n in names if known_outputs and n not in known_outputs]
+    if unknown:
+        raise OipError(f"unknown output(s) {unknown}; this model gives {list(known_outputs)}")
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise OipError(f"'id' must be a string, got {request_id!r}")
     return InferRequest(
         images=images,
-        id=request.get("id"),
-        outputs=[o.get("name") for o in wanted],
+        id=request_id,
+        outputs=names,
         binary={
-            o.get("name"): bool((o.get("parameters") or {}).get("binary_data")) for o in wanted
+            o["name"]: bool(_params(o, f"output {o['name']!r}").get("binary_data", binary_default))
+            for o in wanted
         },
-        binary_default=bool(parameters.get("binary_data_output")),
+        binary_default=binary_default,
     )
 
 

@@ -55,6 +55,15 @@ def test_score_folder_imglist_and_bad_file(tiny_onnx, data_root, tmp_path):
     assert len(lines) == 3 and lines[0]["error"] is None
 
 
+def test_score_openood_imglist_with_image_root(tiny_onnx, data_root, tmp_path):
+    listing = data_root / "benchmark_imglist" / "fmnist" / "test_faces.txt"
+    out = tmp_path / "faces.jsonl"
+    proc = run_oaml("score", str(listing), "--model", str(tiny_onnx), "--out", str(out),
+                    "--image-root", str(data_root / "images_classic"))  # fmt: skip
+    assert "200 images scored" in proc.stdout and "0 unreadable" in proc.stdout
+    assert len(out.read_text().splitlines()) == 200
+
+
 def test_score_rejects_unknown_output_format_and_missing_input(tiny_onnx, tmp_path):
     proc = run_oaml("score", str(tmp_path), "--model", str(tiny_onnx),
                     "--out", str(tmp_path / "x.parquet"), check=False)  # fmt: skip

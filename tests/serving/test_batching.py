@@ -49,6 +49,19 @@ def test_oversized_request_runs_alone_and_shapes_never_mix():
     assert 20 in sizes  # never split, never joined
 
 
+def test_submitting_to_a_batcher_that_is_not_running_fails_at_once():
+    import pytest
+
+    from oaml.serving.batching import BatcherStopped
+
+    async def main():
+        batcher = MicroBatcher(_run)
+        with pytest.raises(BatcherStopped):
+            await batcher.submit(np.ones((1, 2, 2, 1), np.uint8))
+
+    asyncio.run(main())
+
+
 def test_a_failing_call_fails_only_its_requests():
     calls = {"n": 0}
 

@@ -104,6 +104,38 @@ def test_malformed_requests_name_the_problem(body, words):
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"parameters": [1]}, "'parameters' must be an object"),
+        ({"outputs": [{"name": ["logits"]}]}, "string 'name'"),
+        ({"outputs": [{"name": "logits", "parameters": 5}]}, "'parameters' must be an object"),
+        ({"outputs": [{"name": "probs"}]}, "unknown output"),
+        ({"id": {"a": 1}}, "'id' must be a string"),
+    ],
+)
+def test_odd_request_fields_are_400_not_500(change, words):
+    body = orjson.loads(_json_request(np.zeros((1, 2, 2, 1), np.uint8)))
+    with pytest.raises(OipError, match=words):
+        parse_infer(orjson.dumps({**body, **change}), None, ("logits", "energy"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "words"),
+    [
+        ([True, 2, 2, True], "non-negative integers"),
+        ([4294967296, 4294967296, 28, 1], "more values than the size limit"),
+        ([-1, 2, 2, 1], "non-negative integers"),
+    ],
+)
+def test_odd_shapes_are_400_not_500(shape, words):
+    body = orjson.dumps(
+        {"inputs": [{"name": "images", "datatype": "UINT8", "shape": shape, "data": []}]}
+    )
+    with pytest.raises(OipError, match=words):
+        parse_infer(body, None)
+
+
 def test_binary_size_mismatch_and_bad_header_length():
     images = np.zeros((1, 2, 2, 1), np.uint8)
     body, length = _binary_request(images)

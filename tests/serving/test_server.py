@@ -96,6 +96,10 @@ def test_metadata_and_tritonclient_work_unchanged(server, tiny_onnx):
     assert result.as_numpy("is_ood").dtype == np.bool_
 
 
+# PIL would hand PostScript to Ghostscript; the server accepts raster formats only.
+EPS = ("x.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "application/postscript")
+
+
 def _bomb_png() -> bytes:
     """A valid PNG header claiming 30000 x 30000 pixels (900 M) with almost no data."""
     import io
@@ -141,6 +145,23 @@ def test_malformed_input_gets_4xx_json_and_the_server_keeps_serving(server, tmp_
             url=f"{server.url}/v1/score", files=[("files", ("bomb.png", _bomb_png(), "image/png"))]
         ),
         "json to score": dict(url=f"{server.url}/v1/score", json={"files": []}),
+        "unknown version": dict(
+            url=f"{server.url}/v2/models/fmnist/versions/9/infer", json=_infer_json(ok)
+        ),
+        "parameters not an object": dict(url=infer, json={**_infer_json(ok), "parameters": [1]}),
+        "postscript upload": dict(
+            url=f"{server.url}/v1/score",
+            files=[
+                (
+                    "files",
+                    (
+                        "x.eps",
+                        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
+                        "application/postscript",
+                    ),
+                )
+            ],
+        ),
     }
     for kind, request in cases.items():
         url = request.pop("url")
