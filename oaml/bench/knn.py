@@ -32,9 +32,12 @@ def bench_knn(
         started = time.perf_counter()
         results[backend] = sample_outliers(features, outliers_per_class, cfg, backend=backend)
         timings[backend] = time.perf_counter() - started
-    same = results["faiss"].shape == results["numpy"].shape and bool(
-        np.allclose(results["faiss"], results["numpy"], atol=1e-5)
-    )
+    a, b = results["faiss"], results["numpy"]
+    same_shape = a.shape == b.shape
+    # float32 distances from two libraries can order near-ties differently at high dimension,
+    # so report how many outliers match, not just whether all do.
+    rows_equal = np.isclose(a, b, atol=1e-5).all(axis=-1) if same_shape else np.zeros(1, bool)
+    same = same_shape and bool(rows_equal.all())
     report = {
         "shape": [classes, per_class, dim],
         "outliers_per_class": outliers_per_class,
@@ -48,6 +51,7 @@ def bench_knn(
         "seconds": timings,
         "speedup_faiss_over_numpy": timings["numpy"] / timings["faiss"],
         "identical_outliers": same,
+        "matching_outlier_fraction": float(rows_equal.mean()),
     }
     out = Path(out)
     atomic_write_json(out / "knn.json", report)
@@ -56,6 +60,6 @@ def bench_knn(
         "| search | seconds |\n|---|---|\n"
         + "".join(f"| {k} | {v:.2f} |\n" for k, v in timings.items())
         + f"\nfaiss speed-up: {report['speedup_faiss_over_numpy']:.2f}x; "
-        f"identical outliers: {same}\n",
+        f"identical outliers: {same} ({100 * rows_equal.mean():.1f}% of rows equal)\n",
     )
     return report
