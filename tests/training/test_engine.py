@@ -69,7 +69,7 @@ def test_teacher_training_with_a_timm_model(tmp_path, data_root):
     run_oaml(
         "train", "--method", "teacher", "--out", str(out), "--data-root", str(data_root),
         "--set", "teacher.train.train_subset=300", "--set", "teacher.train.epochs=1",
-        "--set", "teacher.model.arch=timm/vit_tiny_patch16_224",
+        "--set", "teacher.model.arch=timm/vit_tiny_patch16_224", "--set", "teacher.model.width=1.0",
         "--set", "teacher.model.kwargs={img_size: 28, patch_size: 7, depth: 1}",
     )  # fmt: skip
     payload = read_checkpoint(out / "checkpoint.pt")

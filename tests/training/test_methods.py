@@ -74,7 +74,7 @@ def test_outlier_methods_end_to_end(tmp_path, data_root):
         "train", "--method", "teacher", "--out", str(tmp_path / "teacher"),
         "--data-root", str(data_root), "--set", "teacher.train.train_subset=300",
         "--set", "teacher.train.epochs=1",
-        "--set", "teacher.model.arch=timm/vit_tiny_patch16_224",
+        "--set", "teacher.model.arch=timm/vit_tiny_patch16_224", "--set", "teacher.model.width=1.0",
         "--set", "teacher.model.kwargs={img_size: 28, patch_size: 7, depth: 1}",
     )  # fmt: skip
     teacher = tmp_path / "teacher" / "checkpoint.pt"
