@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -50,6 +50,12 @@ class ServerMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.in_flight = Gauge(
+            "oaml_requests_in_flight",
+            "Requests received and not yet answered",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.images = Counter("oaml_images", "Images scored", registry=self.registry)
         self.ood_images = Counter(
             "oaml_ood_images", "Images flagged out-of-distribution", registry=self.registry
@@ -71,9 +77,12 @@ class ServerMetrics:
                     status[0] = message["status"]
                 await send(message)
 
+            in_flight = self.in_flight.labels(endpoint)
+            in_flight.inc()
             try:
                 await app(scope, receive, send_status)
             finally:
+                in_flight.dec()
                 self.latency.labels(endpoint).observe(time.perf_counter() - started)
                 self.requests.labels(endpoint, str(status[0])).inc()
 
