@@ -221,7 +221,6 @@ def create_app(detector: Detector, settings: ServeSettings):
     async def prometheus():
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    app.state.metrics, app.state.batcher = metrics, batcher
     # Auth outermost: an unauthenticated body is refused before it is read.
     guarded = require_token(limit_body(app, settings.max_body_bytes), settings.token)
     return metrics.middleware(guarded)
