@@ -41,3 +41,25 @@ format: setup
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
+
+# Container images (docker/README.md): the training/components image and the serving image, tagged
+# with the project's version by default, which is also the pipeline's and k8s/base's default tag.
+IMAGE_REGISTRY ?= ghcr.io/oaml
+PROJECT_VERSION := $(shell sed -n 's/^version = "\([^"]*\)"$$/\1/p' pyproject.toml | head -n 1)
+IMAGE_TAG ?= $(PROJECT_VERSION)
+TRAIN_IMAGE = $(IMAGE_REGISTRY)/oaml:$(IMAGE_TAG)
+SERVE_IMAGE = $(IMAGE_REGISTRY)/oaml-serve:$(IMAGE_TAG)
+DOCKER ?= docker
+IMAGE_BUILD_ARGS = --build-arg VERSION=$(PROJECT_VERSION) \
+	--build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+	--build-arg CREATED="$$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+.PHONY: images push-images
+
+images:
+	$(DOCKER) build -f docker/Dockerfile $(IMAGE_BUILD_ARGS) -t $(TRAIN_IMAGE) .
+	$(DOCKER) build -f docker/Dockerfile.serve $(IMAGE_BUILD_ARGS) -t $(SERVE_IMAGE) .
+
+push-images:
+	$(DOCKER) push $(TRAIN_IMAGE)
+	$(DOCKER) push $(SERVE_IMAGE)

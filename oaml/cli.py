@@ -29,14 +29,28 @@ bench_app = typer.Typer(
     help="Benchmarks, each against its baseline in one run.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+pipeline_app = typer.Typer(
+    help="The Kubeflow pipeline: compile, submit, or run it here.", no_args_is_help=True
+)
+app.add_typer(pipeline_app, name="pipeline")
+registry_app = typer.Typer(
+    help="The MLflow model registry: promote, copy, list, history.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from oaml.config import ConfigError
     from oaml.data.imglist import ImglistError
     from oaml.serving.detector import DetectorError
+    from oaml.tracking.registry import PromotionError
 
-    own: tuple[type[BaseException], ...] = (ConfigError, ImglistError, DetectorError)
+    own: tuple[type[BaseException], ...] = (
+        ConfigError,
+        ImglistError,
+        DetectorError,
+        PromotionError,
+    )
     try:  # torch-free images (the serving one) have no checkpoints to complain about
         from oaml.models.checkpoint import CheckpointError
 
@@ -297,6 +311,15 @@ def score(
     )
 
 
+OverridesOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
+]
+TrackingOption = Annotated[
+    str | None,
+    typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else runs/mlflow)"),
+]
+
+
 @app.command()
 @friendly
 def demo(
@@ -307,20 +330,201 @@ def demo(
         Path | None, typer.Option(help="Data folder (default: OUT/data, prepared if needed)")
     ] = None,
     preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
-    ] = None,
+    set_: OverridesOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
-    method: Annotated[
-        str, typer.Option(help="Student method: oaml, oe_energy or ce (no fine-tuning)")
-    ] = "oaml",
+    method: Annotated[str, typer.Option(help="Student method: oaml, oe_energy or ce")] = "oaml",
+    tracking_uri: TrackingOption = None,
+    registered_model: Annotated[str, typer.Option(help="Registered model name")] = (
+        "oaml-detector"
+    ),
 ) -> None:
-    """Run the whole job on the embedded default and write OUT/summary.json."""
-    from oaml.demo import run_demo
+    """Run the whole pipeline locally on the embedded default and write OUT/summary.json."""
+    from pipelines.demo import run_demo
 
+    _check_method(method)
+    run_demo(out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model)
+
+
+def _check_method(method: str) -> None:
     if method not in {"oaml", "oe_energy", "ce"}:
         raise ValueError(f"--method must be oaml, oe_energy or ce, got {method!r}")
-    run_demo(out, data_root, preset, set_ or [], device, method)
+
+
+@pipeline_app.command("compile")
+@friendly
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="IR YAML file to write")] = Path("oaml-pipeline.yaml"),
+) -> None:
+    """Write the pipeline's Kubeflow Pipelines IR YAML (upload it in the UI or submit it)."""
+    from pipelines.runner import compile_pipeline
+
+    typer.echo(f"pipeline: {compile_pipeline(out)}")
+
+
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="Pipeline parameter key=value (see `oaml pipeline params`)"),
+]
+
+
+@pipeline_app.command("params")
+def pipeline_params() -> None:
+    """List the pipeline's parameters and their defaults."""
+    from pipelines.oaml_pipeline import oaml_pipeline
+
+    for name, spec in (oaml_pipeline.component_spec.inputs or {}).items():
+        typer.echo(f"{name:18s} {spec.default!r}")
+
+
+@pipeline_app.command("submit")
+@friendly
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API endpoint URL")],
+    experiment: Annotated[str, typer.Option(help="Experiment name")] = "oaml",
+    run_name: Annotated[str | None, typer.Option(help="Run name (default: oaml-TIME)")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace")] = None,
+    service_account: Annotated[
+        str | None, typer.Option(help="Kubernetes service account the run's pods use")
+    ] = None,
+    param: ParamOption = None,
+) -> None:
+    """Submit the pipeline to a Kubeflow Pipelines endpoint (kfp.Client) and print the run."""
+    from pipelines.runner import parse_params, submit
+
+    params = parse_params(param or [])
+    result = submit(host, params, experiment, run_name, namespace, service_account)
+    typer.echo(json.dumps(result))
+
+
+@pipeline_app.command("run")
+@friendly
+def pipeline_run(
+    local: Annotated[
+        bool, typer.Option("--local", help="Run here with kfp.local (required: no cluster)")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Folder for artifacts and stage folders")] = Path(
+        "runs/pipeline"
+    ),
+    preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
+    data_root: Annotated[Path | None, typer.Option(help="Data folder (default: OUT/data)")] = None,
+    set_: OverridesOption = None,
+    method: Annotated[str, typer.Option(help="Student method: oaml, oe_energy or ce")] = "oaml",
+    tracking_uri: TrackingOption = None,
+    registered_model: Annotated[str, typer.Option(help="Registered model name")] = (
+        "oaml-detector"
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """Run the very same pipeline on this machine (kfp.local) and write OUT/summary.json."""
+    if not local:
+        raise ValueError("give --local to run here, or use `oaml pipeline submit --host URL`")
+    from pipelines.demo import run_demo
+
+    _check_method(method)
+    run_demo(out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model)
+
+
+@registry_app.command("promote")
+@friendly
+def registry_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name")],
+    auroc_tolerance: Annotated[
+        float, typer.Option(help="Near/far AUROC may be at most this much lower")
+    ] = 0.0,
+    fpr95_tolerance: Annotated[
+        float, typer.Option(help="Near/far FPR95 may be at most this much higher")
+    ] = 0.01,
+    max_accuracy_drop: Annotated[
+        float, typer.Option(help="ID accuracy may drop at most this much")
+    ] = 0.005,
+    force: Annotated[bool, typer.Option(help="Promote even if the gate fails")] = False,
+    reason: Annotated[str, typer.Option(help="Why --force (recorded as a tag)")] = "",
+    source: Annotated[str, typer.Option(help="Alias to promote")] = "challenger",
+    target: Annotated[str, typer.Option(help="Alias to move")] = "champion",
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Move `champion` to the `challenger` version if its metrics pass the gate; exit 2 naming
+    the failing metrics otherwise."""
+    from oaml.tracking import registry
+    from oaml.tracking.store import resolve_tracking_uri
+
+    gate = registry.Gate(auroc_tolerance, fpr95_tolerance, max_accuracy_drop)
+    done = registry.promote(
+        name, gate, force, reason, source, target, resolve_tracking_uri(tracking_uri)
+    )
+    was = f"(was version {done.previous})" if done.previous else "(first champion)"
+    note = " FORCED past: " + "; ".join(done.gate.failures) if done.forced else ""
+    typer.echo(f"{name} version {done.version} is now {target} {was}{note}")
+
+
+@registry_app.command("copy")
+@friendly
+def registry_copy(
+    name: Annotated[str, typer.Argument(help="Registered model to copy from (e.g. dev)")],
+    to: Annotated[str, typer.Option(help="Registered model to copy into (e.g. prod)")],
+    version: Annotated[str, typer.Option(help="Version number or alias")] = "champion",
+    alias: Annotated[str, typer.Option(help="Alias to set on the copy")] = "challenger",
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Copy a version (with its tags) to another registered model, e.g. dev -> prod."""
+    import mlflow
+
+    from oaml.tracking import registry
+    from oaml.tracking.store import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    copied = registry.copy_version(name, version, to, alias)
+    typer.echo(f"{name}@{version} -> {copied.name} version {copied.version} (alias {alias})")
+
+
+@registry_app.command("list")
+@friendly
+def registry_list(tracking_uri: TrackingOption = None) -> None:
+    """Registered models, their aliases and newest version."""
+    import mlflow
+
+    from oaml.tracking import registry
+    from oaml.tracking.store import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    for row in registry.list_models():
+        aliases = ", ".join(f"{a}={v}" for a, v in row["aliases"].items()) or "-"
+        typer.echo(
+            f"{row['name']:24s} versions {row['versions']:3d}  latest {row['latest']}  {aliases}"
+        )
+
+
+@registry_app.command("history")
+@friendly
+def registry_history(
+    name: Annotated[str, typer.Argument(help="Registered model name")],
+    tracking_uri: TrackingOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Every version of NAME, newest first: aliases, gated metrics, promotion records."""
+    import mlflow
+
+    from oaml.tracking import registry
+    from oaml.tracking.store import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    rows = registry.history(name)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        m = row["metrics"]
+        numbers = " ".join(f"{k}={m[k]:.4f}" for k in sorted(m))
+        promoted = row["promotion"].get("at", "")
+        forced = (
+            " forced: " + row["promotion"]["forced_reason"]
+            if "forced_reason" in row["promotion"]
+            else ""
+        )
+        typer.echo(
+            f"v{row['version']:>3s} {row['created']} [{', '.join(row['aliases']) or '-'}] "
+            f"{numbers}{' promoted ' + promoted if promoted else ''}{forced}"
+        )
 
 
 @bench_app.command("serve")

@@ -273,3 +273,19 @@ def stage_of(preset: Preset, role: str) -> StageConfig:
     if role not in {"student", "teacher"}:
         raise ConfigError(f"role must be 'student' or 'teacher', got {role!r}")
     return getattr(preset, role)
+
+
+def merged_overrides(benchmark: str, overrides_json: str) -> str:
+    """A pipeline's preset overrides as one JSON list: the user's (checked to parse), then the
+    benchmark's when given."""
+    import json
+
+    try:
+        items = json.loads(overrides_json or "[]")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"overrides must be a JSON list of 'key=value' strings: {exc}") from None
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"overrides must be a JSON list of 'key=value' strings, got {items!r}")
+    for item in items:
+        parse_override(item)
+    return json.dumps([*items, f"benchmark={benchmark}"] if benchmark else items)

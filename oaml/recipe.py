@@ -22,8 +22,17 @@ def quoted(value: Any) -> str:
     return json.dumps(value)
 
 
-def trained(preset: Preset, role: str, root: Path, out: Path, device: str, method=None) -> Path:
-    """The stage's final checkpoint; trains (or resumes a killed run) only when it is missing."""
+def trained(
+    preset: Preset,
+    role: str,
+    root: Path,
+    out: Path,
+    device: str,
+    method: str | None = None,
+    callbacks: list | None = None,
+) -> Path:
+    """The stage's final checkpoint; trains (or resumes a killed run) only when it is missing.
+    `callbacks` get each epoch's log (experiment tracking)."""
     from oaml.training.stage import train_stage
 
     final = out / "checkpoint.pt"
@@ -36,7 +45,9 @@ def trained(preset: Preset, role: str, root: Path, out: Path, device: str, metho
             )
         return final
     resume = (out / "last.pt").is_file()
-    train_stage(preset, role, root, out, resume=resume, device=device, method=method)
+    train_stage(
+        preset, role, root, out, resume=resume, device=device, method=method, callbacks=callbacks
+    )
     return final
 
 

@@ -37,12 +37,14 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def run_oaml(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+def run_oaml(
+    *args: str, timeout: float = 600, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run the installed `oaml` command as a user would, capturing its output."""
     exe = Path(sys.executable).with_name("oaml")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env
+        [str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"oaml {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")

@@ -1,8 +1,10 @@
-"""`oaml demo` end to end: the main job writes the summary ACCEPTANCE.md describes."""
+"""`oaml demo` end to end: the local Kubeflow pipeline writes the summary ACCEPTANCE.md describes,
+tracked in the embedded MLflow store, the detector registered with alias challenger."""
 
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from oaml.models.checkpoint import read_checkpoint
@@ -11,24 +13,43 @@ from tests.conftest import TINY_RECIPE, run_oaml
 pytestmark = pytest.mark.slow
 
 
-def test_demo_writes_summary(tmp_path, data_root):
+def test_demo_runs_the_local_pipeline(tmp_path, data_root, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "demo"
     run_oaml(
         "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
+        timeout=900, cwd=tmp_path,
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("tracking_uri", "registered_model", "version", "alias", "checkpoint", "onnx",
-                "data_root", "metrics", "seconds"):  # fmt: skip
-        assert key in summary
-    assert Path(summary["checkpoint"]).is_file()
-    # The recipe ran: teacher, outliers, a CE start, the OAML student fine-tuned from it.
-    lineage = read_checkpoint(summary["checkpoint"])["lineage"]
-    assert lineage["method"] == "oaml" and lineage["init_checkpoint"] == summary["start_checkpoint"]
-    assert Path(lineage["teacher_checkpoint"]).is_file() and Path(lineage["outliers"]).is_dir()
+    # Every ACCEPTANCE field is filled; the embedded store lives under the working folder.
+    store = tmp_path / "runs" / "mlflow" / "mlflow.db"
+    assert summary["tracking_uri"] == f"sqlite:///{store}" and store.is_file()
+    assert (summary["registered_model"], summary["version"], summary["alias"]) == (
+        "oaml-detector", "1", "challenger",
+    )  # fmt: skip
+    assert Path(summary["checkpoint"]).is_file() and Path(summary["onnx"]).is_file()
     assert Path(summary["data_root"]) == data_root.resolve()
     assert summary["metrics"]["benchmark"] == "fmnist" and summary["seconds"] > 0
-    assert (out / "evaluation" / "roc_curves.png").is_file()
-    assert (out / "evaluation" / "scores" / "id.npy").is_file()
+    # The pipeline ran the recipe: the OAML student fine-tuned from a CE start with a teacher.
+    lineage = read_checkpoint(summary["checkpoint"])["lineage"]
+    assert lineage["method"] == "oaml" and lineage["init_checkpoint"]
+    assert Path(lineage["teacher_checkpoint"]).is_file() and Path(lineage["outliers"]).is_dir()
+    # Stage times come from the stage runs; the rest is orchestration.
+    stages = summary["stage_seconds"]
+    assert set(stages) >= {"data", "teacher", "student", "evaluate", "export", "register"}
+    assert summary["orchestration_seconds"] == pytest.approx(
+        summary["pipeline_seconds"] - sum(stages.values()), abs=1.0
+    )
+    evaluation = Path(summary["kfp_run_dir"]) / "evaluate"
+    assert (evaluation / "evaluation" / "roc_curves.png").is_file()
+    assert '<img src="data:image/png;base64,' in (evaluation / "report").read_text()
+    # Kubeflow's UI reads the ROC curve and the metrics from the executor output.
+    outputs = json.loads((evaluation / "executor_output.json").read_text())["artifacts"]
+    curve = outputs["roc"]["artifacts"][0]["metadata"]["confidenceMetrics"]
+    assert len(curve) > 10
+    assert {"falsePositiveRate", "recall", "confidenceThreshold"} <= set(curve[0])
+    shown = outputs["metrics"]["artifacts"][0]["metadata"]
+    assert shown["far_auroc"] == pytest.approx(summary["metrics"]["far"]["auroc"])
     # The exported detector is the evaluated model: same ID accuracy under onnxruntime.
     from oaml.evaluation.evaluate import evaluate
 
@@ -36,12 +57,33 @@ def test_demo_writes_summary(tmp_path, data_root):
     assert onnx_metrics["id"]["accuracy"] == pytest.approx(
         summary["metrics"]["id"]["accuracy"], abs=2e-4
     )
-    # Finished steps are reused only when their settings match: other settings are refused.
-    again = run_oaml(
+    # The registered version is that file.
+    client = mlflow.MlflowClient(summary["tracking_uri"])
+    version = client.get_model_version_by_alias("oaml-detector", "challenger")
+    assert (
+        version.tags["checkpoint_sha256"]
+        == json.loads(read_onnx_metadata(summary["onnx"])["lineage"])["checkpoint_sha256"]
+    )
+
+    # A second run reuses the finished stages (same folders, untouched) and registers version 2.
+    work = out / "work"
+    teacher_dirs = sorted(work.glob("teacher-*"))
+    stamp = (teacher_dirs[0] / "checkpoint.pt").stat().st_mtime_ns
+    run_oaml(
         "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
-        "--set", "bench.finetune_lr=0.5", check=False,
+        timeout=900, cwd=tmp_path,
     )  # fmt: skip
-    assert again.returncode == 2 and "other settings (optim)" in again.stderr
+    again = json.loads((out / "summary.json").read_text())
+    assert again["version"] == "2"
+    assert sorted(work.glob("teacher-*")) == teacher_dirs
+    assert (teacher_dirs[0] / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert again["stage_seconds"]["teacher"] < stages["teacher"]
+
+
+def read_onnx_metadata(path: str) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
 
 
 def test_data_prepare_command_verifies_a_prepared_root(data_root):

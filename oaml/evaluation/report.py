@@ -88,3 +88,38 @@ def plot_evaluation(
     paths.append(_save(fig, folder / "roc_curves.png"))
     plt.close(fig)
     return paths
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The evaluation's headline numbers, flat (id_accuracy, near_auroc, digits_fpr95, ...)."""
+    flat = {"id_accuracy": float(metrics["id"]["accuracy"])}
+    for group in ("near", "far"):
+        for key, value in (metrics.get(group) or {}).items():
+            flat[f"{group}_{key}"] = float(value)
+    for name, values in metrics["ood"].items():
+        for key in ("auroc", "fpr95"):
+            flat[f"{name}_{key}"] = float(values[key])
+    return flat
+
+
+def html_report(metrics: dict[str, Any], plots: list[Path]) -> str:
+    """A self-contained HTML page (table and plots inline) for the Kubeflow UI's HTML viewer."""
+    import base64
+    import html
+
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
+        for k, v in scalar_metrics(metrics).items()
+    )
+    images = "".join(
+        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"'
+        f' alt="{html.escape(p.stem)}"><figcaption>{html.escape(p.stem)}</figcaption></figure>'
+        for p in plots
+    )
+    title = f"{metrics['benchmark']}: {metrics['score']} score"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "</head><body style='font-family:sans-serif'>"
+        f"<h2>{html.escape(title)}</h2><table border='1' cellpadding='4'>"
+        f"<tr><th>metric</th><th>value</th></tr>{rows}</table>{images}</body></html>"
+    )

@@ -85,6 +85,7 @@ def train_stage(
     resume: bool = False,
     device: str = "auto",
     method: str | None = None,
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train the preset's `role` ('student' or 'teacher') and return the final checkpoint."""
     stage = stage_of(preset, role)
@@ -155,4 +156,5 @@ def train_stage(
         lineage=lineage,
         temperature=preset.evaluation.temperature,
         outliers=outliers,
+        callbacks=callbacks,
     )

@@ -1,0 +1,28 @@
+"""Export: the student with its energy head as one ONNX graph, parity-checked."""
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import component
+
+
+@component
+def export_onnx(
+    student: Input[Model],
+    data: Input[Dataset],
+    tracking_uri: str,
+    parent_run_id: str,
+    kfp_run_id: str,
+    detector: Output[Model],
+):
+    """uint8 NHWC pixels in, logits and energy out; metadata carries the calibrated threshold.
+    The artifact is a folder holding detector.onnx."""
+    from pathlib import Path
+
+    from oaml.stages import export_detector
+    from oaml.tracking.runs import Tracking
+
+    tracking = Tracking.resolve(tracking_uri, parent_run_id, kfp_run_id)
+    out = Path(detector.path) / "detector.onnx"
+    path = export_detector(student.path, data.path, out, tracking)
+    detector.metadata["format"] = "onnx"
+    detector.metadata["bytes"] = path.stat().st_size

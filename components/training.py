@@ -1,0 +1,84 @@
+"""Training: the teacher, the cross-entropy start, and the student fine-tuned with a method."""
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import component
+
+
+@component
+def train_teacher(
+    preset: str,
+    overrides: str,
+    data: Input[Dataset],
+    tracking_uri: str,
+    work_dir: str,
+    device: str,
+    teacher: Output[Model],
+):
+    """Train the preset's teacher (the frozen model the student distils from)."""
+    import json
+
+    from oaml.stages import train_teacher
+    from oaml.tracking.runs import Tracking, last_run_id
+
+    train_teacher(
+        preset, json.loads(overrides), data.path, teacher.path, Tracking.resolve(tracking_uri),
+        device, work_dir or None,
+    )  # fmt: skip
+    teacher.metadata.update({"role": "teacher", "mlflow_run_id": last_run_id()})
+
+
+@component
+def train_start(
+    preset: str,
+    overrides: str,
+    data: Input[Dataset],
+    tracking_uri: str,
+    work_dir: str,
+    device: str,
+    start: Output[Model],
+):
+    """Train the student with cross-entropy: the checkpoint every method fine-tunes from."""
+    import json
+
+    from oaml.stages import train_start
+    from oaml.tracking.runs import Tracking, last_run_id
+
+    train_start(
+        preset, json.loads(overrides), data.path, start.path, Tracking.resolve(tracking_uri),
+        device, work_dir or None,
+    )  # fmt: skip
+    start.metadata.update({"role": "start", "mlflow_run_id": last_run_id()})
+
+
+@component
+def train_student(
+    preset: str,
+    overrides: str,
+    method: str,
+    data: Input[Dataset],
+    start: Input[Model],
+    teacher: Input[Model],
+    outliers: Input[Dataset],
+    tracking_uri: str,
+    parent_run_id: str,
+    kfp_run_id: str,
+    work_dir: str,
+    device: str,
+    student: Output[Model],
+):
+    """Fine-tune the start with `method` (oaml: distillation, CLUB, energy margins); first nest
+    the runs of the cacheable stages it builds on under the pipeline's parent run."""
+    import json
+
+    from oaml.stages import train_student
+    from oaml.tracking.runs import Tracking, adopt_runs
+
+    tracking = Tracking.resolve(tracking_uri, parent_run_id, kfp_run_id)
+    upstream = [a.metadata.get("mlflow_run_id", "") for a in (data, outliers, teacher, start)]
+    adopt_runs(tracking, upstream)
+    train_student(
+        preset, json.loads(overrides), data.path, start.path, teacher.path, outliers.path,
+        student.path, tracking, method, device, work_dir or None,
+    )  # fmt: skip
+    student.metadata.update({"role": "student", "method": method})

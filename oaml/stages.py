@@ -1,0 +1,434 @@
+"""The pipeline's stages as plain functions: each does its work and tracks it in a child run.
+
+The Kubeflow components (components/) are one call into this module each, so a stage run by
+Kubeflow, by `kfp.local` or from a test is the same code. Paths in, small results out; no kfp.
+
+`work_dir` (local runs) keeps each stage's output in a folder named by a hash of its settings
+and inputs, so a re-run reuses finished stages and a killed training resumes from its last
+epoch; on a cluster Kubeflow's caching plays that role and stages write straight to artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oaml.io import atomic_write_json, atomic_write_text, sha256_file
+from oaml.tracking.runs import StageRun, Tracking, stage_run
+
+CHECKPOINT = "checkpoint.pt"
+DATA_POINTER = "data.json"
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _content_sha256(path: Path) -> str:
+    """A file's SHA-256, or a folder's (its manifest.json when present, else all its files)."""
+    if path.is_file():
+        return sha256_file(path)
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        return sha256_file(manifest)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return _digest([(str(p.relative_to(path)), sha256_file(p)) for p in files])
+
+
+def _copy(source: Path, target: Path) -> Path:
+    """Copy a file or folder to `target` through a temporary name (never half a copy)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    if source.is_dir():
+        shutil.copytree(source, tmp)
+    else:
+        shutil.copy2(source, tmp)
+    if target.is_dir():
+        shutil.rmtree(target)
+    tmp.replace(target)
+    return target
+
+
+def stable_input(work_dir: Path | None, name: str, path: Path) -> Path:
+    """An input artifact at a path that stays the same across local runs (named by its content),
+    so a training's recorded settings match when the run is repeated; as is without work_dir."""
+    if work_dir is None:
+        return path
+    target = work_dir / "inputs" / f"{name}-{_content_sha256(path)[:16]}" / path.name
+    return target if target.exists() else _copy(path, target)
+
+
+def _stage_dir(work_dir: Path | None, out: Path, stage: str, *settings: Any) -> Path:
+    return out if work_dir is None else work_dir / f"{stage}-{_digest(*settings)[:16]}"
+
+
+def _publish(folder: Path, out: Path, names: list[str]) -> None:
+    """Copy a stage's results from its work folder to its output artifact."""
+    if folder.resolve() == out.resolve():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        _copy(folder / name, out / name)
+
+
+def data_root_of(path: str | Path) -> Path:
+    """Where a data artifact's benchmark lives: the folder itself, or the root its pointer
+    file names (data kept on a volume, e.g. the cluster's PVC)."""
+    path = Path(path)
+    if path.is_file():
+        return Path(json.loads(path.read_text())["root"])
+    return path
+
+
+def _load(preset_name: str, overrides: list[str]):
+    from oaml.config import load_preset
+
+    return load_preset(preset_name, overrides)
+
+
+def _log_data(run: StageRun, benchmark: str, root: Path, context: str) -> None:
+    from oaml.data.prepare import manifest_sha256
+
+    digest = manifest_sha256(benchmark, root)
+    if digest:
+        run.dataset(benchmark, str(root), digest, context)
+
+
+def _log_preset(run: StageRun, preset, overrides: list[str], role: str | None = None) -> None:
+    import yaml
+
+    from oaml.config import stage_of, to_dict
+
+    run.params({"preset": preset.name, "overrides": " ".join(overrides)})
+    run.params(to_dict(stage_of(preset, role)) if role else {"benchmark": preset.benchmark})
+    run.tags({"preset": preset.name, "benchmark": preset.benchmark})
+    text = yaml.safe_dump(to_dict(preset), sort_keys=False)
+    import mlflow
+
+    mlflow.log_text(text, "config/preset.yaml")
+
+
+@dataclass(frozen=True)
+class DataResult:
+    root: Path
+    benchmark: str
+    manifest_sha256: str | None
+
+
+def prepare_data(benchmark: str, out: str | Path, data_root: str, tracking: Tracking) -> DataResult:
+    """Prepare (or verify) the benchmark. With `data_root` (a shared volume) the data stays
+    there and `out` becomes a pointer file to it; else the data is written into `out`."""
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.data.prepare import manifest_sha256, prepare
+
+    out = Path(out)
+    root = Path(data_root).expanduser().resolve() if data_root else out
+    with stage_run(tracking, "data") as run:
+        run.params({"benchmark": benchmark, "root": str(root)})
+        bench = get_benchmark(benchmark)
+        if bench.preparable:
+            result = prepare(benchmark, root)
+            run.artifact(result.manifest, "data")
+            run.tags({"reused": result.reused})
+        else:
+            bench.require(root)
+        digest = manifest_sha256(benchmark, root)
+        _log_data(run, benchmark, root, "prepared")
+        if data_root:
+            atomic_write_json(
+                out, {"root": str(root), "benchmark": benchmark, "manifest_sha256": digest}
+            )
+    return DataResult(root, benchmark, digest)
+
+
+def synthesize_outliers(
+    preset_name: str,
+    overrides: list[str],
+    data: str | Path,
+    out: str | Path,
+    tracking: Tracking,
+    work_dir: str | Path | None = None,
+) -> Path:
+    """Forward-diffused outlier images (the preset's count and timesteps) into `out`."""
+    from dataclasses import asdict
+
+    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
+
+    preset = _load(preset_name, overrides)
+    root, out = data_root_of(data), Path(out)
+    work = Path(work_dir) if work_dir else None
+    bench = preset.bench
+    cfg = ForwardDiffusionConfig(count=bench.outliers, t_min=bench.t_min, t_max=bench.t_max)
+    with stage_run(tracking, "outliers") as run:
+        _log_preset(run, preset, overrides)
+        run.params({"forward_diffusion": asdict(cfg)})
+        _log_data(run, preset.benchmark, root, "source")
+        folder = _stage_dir(
+            work, out, "outliers", preset.benchmark, asdict(cfg), _manifest(preset, root)
+        )
+        manifest = synthesize(preset.benchmark, root, folder, cfg)
+        names = ["manifest.json", *json.loads(manifest.read_text())["shards"]]
+        _publish(folder, out, names)
+        run.metrics({"outliers": cfg.count})
+        run.artifact(out / "manifest.json", "outliers")
+        run.artifact(_outlier_grid(out, out.parent / f"{out.name}_samples.png"), "plots")
+    return out
+
+
+def _manifest(preset, root: Path) -> str | None:
+    from oaml.data.prepare import manifest_sha256
+
+    return manifest_sha256(preset.benchmark, root)
+
+
+def _outlier_grid(folder: Path, path: Path, n: int = 64) -> Path:
+    """A PNG grid of the first outlier images (what the student is taught to reject)."""
+    import numpy as np
+    from PIL import Image
+
+    from oaml.synthesis.forward_diffusion import load_outlier_images
+
+    images = load_outlier_images(folder)[:n]
+    side = int(np.ceil(np.sqrt(len(images))))
+    h, w = images.shape[1:3]
+    grid = np.zeros((side * h, side * w, *images.shape[3:]), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, side)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
+    grid = grid.squeeze(-1) if grid.ndim == 3 and grid.shape[-1] == 1 else grid
+    Image.fromarray(grid).resize((side * w * 3, side * h * 3), Image.NEAREST).save(path)
+    return path
+
+
+def _train(
+    stage: str,
+    role: str,
+    method: str,
+    preset,
+    overrides: list[str],
+    root: Path,
+    out: Path,
+    tracking: Tracking,
+    device: str,
+    work: Path | None,
+    inputs: dict[str, str],
+) -> Path:
+    from oaml.recipe import trained
+
+    with stage_run(tracking, stage) as run:
+        _log_preset(run, preset, overrides, role)
+        run.params({"method": method, **{f"input.{k}": v for k, v in inputs.items()}})
+        _log_data(run, preset.benchmark, root, "training")
+        folder = _stage_dir(
+            work, out, stage, role, method, preset.name, overrides, _manifest(preset, root)
+        )
+        started = time.perf_counter()
+        checkpoint = trained(
+            preset, role, root, folder, device, method, callbacks=[run.epoch_callback()]
+        )
+        _publish(checkpoint.parent, out, [checkpoint.name])
+        run.metrics({"seconds": time.perf_counter() - started})
+        run.artifact(out / CHECKPOINT, "checkpoint")
+    return out / CHECKPOINT
+
+
+def train_teacher(
+    preset_name: str,
+    overrides: list[str],
+    data: str | Path,
+    out: str | Path,
+    tracking: Tracking,
+    device: str = "auto",
+    work_dir: str | Path | None = None,
+) -> Path:
+    """The frozen teacher the student distils from; returns its checkpoint under `out`."""
+    preset = _load(preset_name, overrides)
+    work = Path(work_dir) if work_dir else None
+    return _train(
+        "teacher", "teacher", "teacher", preset, overrides, data_root_of(data), Path(out),
+        tracking, device, work, {},
+    )  # fmt: skip
+
+
+def train_start(
+    preset_name: str,
+    overrides: list[str],
+    data: str | Path,
+    out: str | Path,
+    tracking: Tracking,
+    device: str = "auto",
+    work_dir: str | Path | None = None,
+) -> Path:
+    """The cross-entropy student every method fine-tunes from (the paper's starting point)."""
+    preset = _load(preset_name, overrides)
+    work = Path(work_dir) if work_dir else None
+    return _train(
+        "start", "student", "ce", preset, overrides, data_root_of(data), Path(out),
+        tracking, device, work, {},
+    )  # fmt: skip
+
+
+def train_student(
+    preset_name: str,
+    overrides: list[str],
+    data: str | Path,
+    start: str | Path,
+    teacher: str | Path,
+    outliers: str | Path,
+    out: str | Path,
+    tracking: Tracking,
+    method: str = "oaml",
+    device: str = "auto",
+    work_dir: str | Path | None = None,
+) -> Path:
+    """Fine-tune the start with `method` (OAML: KD from the teacher, CLUB against k-NN outlier
+    embeddings, energy margins on the outliers) for the preset's fine-tuning budget."""
+    from oaml.recipe import OUTLIER_METHODS, TEACHER_METHODS, finetune_overrides, quoted
+
+    work = Path(work_dir) if work_dir else None
+    base = _load(preset_name, overrides)
+    start_ckpt = stable_input(work, "start", _checkpoint_in(start))
+    extra = finetune_overrides(base, method, start_ckpt)
+    inputs = {"start": str(start_ckpt)}
+    if method in OUTLIER_METHODS:
+        folder = stable_input(work, "outliers", Path(outliers))
+        extra.append(f"student.train.outliers={quoted(str(folder))}")
+        inputs["outliers"] = str(folder)
+    if method in TEACHER_METHODS:
+        ckpt = stable_input(work, "teacher", _checkpoint_in(teacher))
+        extra.append(f"student.train.teacher_checkpoint={quoted(str(ckpt))}")
+        inputs["teacher"] = str(ckpt)
+    all_overrides = [*overrides, *extra]
+    preset = _load(preset_name, all_overrides)
+    return _train(
+        "student", "student", method, preset, all_overrides, data_root_of(data), Path(out),
+        tracking, device, work, inputs,
+    )  # fmt: skip
+
+
+def _checkpoint_in(path: str | Path) -> Path:
+    """A model artifact is a folder holding checkpoint.pt (or the file itself)."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    metrics: dict[str, Any]
+    roc: dict[str, list[float]]  # ID vs all OOD sets: fpr, tpr, threshold (for Kubeflow's UI)
+    plots: list[Path]
+
+
+def roc_points(confidences: dict[str, Any], points: int = 200) -> dict[str, list[float]]:
+    """The ROC of ID (positive) against every OOD set pooled, thinned to about `points`."""
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    id_conf = confidences["id"]
+    ood = np.concatenate([c for name, c in confidences.items() if name != "id"])
+    labels = np.concatenate([np.ones_like(id_conf), np.zeros_like(ood)])
+    fpr, tpr, thresholds = roc_curve(labels, np.concatenate([id_conf, ood]))
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
+    # Kubeflow rejects infinities; the first threshold is +inf by sklearn's convention.
+    finite = np.nan_to_num(thresholds[keep], posinf=float(np.max(id_conf)) + 1.0)
+    return {
+        "fpr": fpr[keep].tolist(),
+        "tpr": tpr[keep].tolist(),
+        "threshold": finite.tolist(),
+    }
+
+
+def evaluate_detector(
+    preset_name: str,
+    overrides: list[str],
+    data: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    tracking: Tracking,
+    device: str = "auto",
+) -> EvaluationResult:
+    """ID accuracy and OOD metrics on the benchmark; metrics.json, metrics.md, scores and plots
+    into `out`, all logged to the stage's run."""
+    from oaml.evaluation.evaluate import save_scores
+    from oaml.evaluation.report import markdown_table, plot_evaluation
+    from oaml.recipe import evaluate_student
+
+    preset = _load(preset_name, overrides)
+    root, out = data_root_of(data), Path(out)
+    ckpt = _checkpoint_in(checkpoint)
+    with stage_run(tracking, "evaluate") as run:
+        run.params(
+            {"checkpoint": str(ckpt), "score": preset.evaluation.score,
+             "temperature": preset.evaluation.temperature}
+        )  # fmt: skip
+        _log_data(run, preset.benchmark, root, "evaluation")
+        evaluation = evaluate_student(preset, ckpt, root, device)
+        metrics = evaluation.metrics
+        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_text(out / "metrics.md", markdown_table(metrics))
+        save_scores(evaluation, out / "scores")
+        plots = plot_evaluation(evaluation.confidences, evaluation.groups, metrics["score"], out)
+        run.metrics({k: metrics[k] for k in ("id", "near", "far", "ood") if metrics.get(k)})
+        run.artifact(out / "metrics.json", "evaluation")
+        run.artifact(out / "metrics.md", "evaluation")
+        for plot in plots:
+            run.artifact(plot, "plots")
+    return EvaluationResult(metrics, roc_points(evaluation.confidences), plots)
+
+
+def export_detector(
+    checkpoint: str | Path, data: str | Path, out: str | Path, tracking: Tracking
+) -> Path:
+    """The ONNX detector (uint8 pixels in, logits and energy out), parity-checked."""
+    from oaml.export.onnx import export_onnx
+
+    ckpt = _checkpoint_in(checkpoint)
+    with stage_run(tracking, "export") as run:
+        run.params({"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt)})
+        exported = export_onnx(ckpt, out, data_root=data_root_of(data))
+        run.metrics({f"parity_max_abs_diff.{k}": v for k, v in exported.parity.items()})
+        run.metrics({"onnx_bytes": Path(exported.path).stat().st_size})
+    return Path(exported.path)
+
+
+def register_detector(
+    onnx_path: str | Path,
+    metrics: dict[str, Any],
+    registered_model: str,
+    tracking: Tracking,
+    tags: dict[str, str],
+    alias: str = "challenger",
+):
+    """Log and register the detector, tag the version (metrics, Kubeflow run, commit, data,
+    preset), point `alias` at it; the headline metrics go to the parent run too."""
+    from oaml.tracking import registry
+    from oaml.tracking.runs import git_commit
+
+    version_tags = {
+        "kfp.run_id": tracking.kfp_run_id,
+        "git_commit": git_commit(),
+        "mlflow.parent_run_id": tracking.parent_run_id,
+        **tags,
+    }
+    with stage_run(tracking, "register") as run:
+        run.params({"registered_model": registered_model, "alias": alias})
+        result = registry.register_detector(
+            onnx_path, registered_model, metrics, version_tags, alias
+        )
+        run.tags({"registered_version": result.version})
+        run.metrics(registry.gated_metrics(metrics))
+    if tracking.parent_run_id:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking.tracking_uri)
+        for key, value in registry.gated_metrics(metrics).items():
+            client.log_metric(tracking.parent_run_id, key, value)
+        client.set_tag(tracking.parent_run_id, "registered_version", result.version)
+    return result

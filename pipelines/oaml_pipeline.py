@@ -1,0 +1,160 @@
+"""The whole OAML pipeline: which stage feeds which, and where each runs on the cluster.
+
+data -> {outliers, teacher, cross-entropy start} -> student (OAML fine-tuning) -> evaluate
+-> ONNX export -> register (alias challenger), inside an exit handler that closes the MLflow
+parent run either way. Kubernetes settings (GPUs, node selection, volumes, Secrets) are ignored
+by kfp.local, so the same function runs on a laptop.
+"""
+
+from kfp import dsl, kubernetes
+
+from components import DEFAULT_IMAGE
+from components.config import merged_overrides
+from components.data import prepare_data
+from components.evaluation import evaluate
+from components.export import export_onnx
+from components.registration import register
+from components.synthesis import synthesize_outliers
+from components.tracking import close_tracking, open_tracking
+from components.training import train_start, train_student, train_teacher
+
+PIPELINE_NAME = "oaml"
+DATA_PVC = "oaml-data"
+DATA_MOUNT = "/data"
+S3_SECRET = "oaml-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (k8s/secrets/)
+MLFLOW_AUTH_SECRET = "oaml-mlflow-auth"  # MLFLOW_TRACKING_USERNAME/PASSWORD, optional
+S3_CONFIG = "oaml-s3-config"  # MLFLOW_S3_ENDPOINT_URL
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+
+
+def with_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """S3 and MLflow credentials from Kubernetes Secrets, the S3 endpoint from a ConfigMap."""
+    keys = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    kubernetes.use_secret_as_env(task, S3_SECRET, {k: k for k in keys})
+    auth = ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
+    kubernetes.use_secret_as_env(task, MLFLOW_AUTH_SECRET, {k: k for k in auth}, optional=True)
+    kubernetes.use_config_map_as_env(
+        task, S3_CONFIG, {"MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL"}, optional=True
+    )
+    return task
+
+
+def on_cluster(
+    task: dsl.PipelineTask, image, cpu: str = "2", memory: str = "8Gi", data: bool = True
+) -> dsl.PipelineTask:
+    """Every stage: the project image, credentials, and the data volume where it reads data."""
+    task.set_container_image(image)
+    task.set_cpu_limit(cpu).set_memory_limit(memory)
+    with_credentials(task)
+    if data:
+        kubernetes.mount_pvc(task, pvc_name=DATA_PVC, mount_path=DATA_MOUNT)
+    return task
+
+
+def on_gpu(task: dsl.PipelineTask, cpu: str = "8", memory: str = "32Gi") -> dsl.PipelineTask:
+    """A GPU stage: one nvidia.com/gpu on a GPU node (selector and taint toleration), CPU and
+    memory limits for the data loaders, and a memory-backed /dev/shm (PyTorch's workers)."""
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    task.set_cpu_limit(cpu).set_memory_limit(memory)
+    kubernetes.add_node_selector(task, *GPU_NODE_LABEL)
+    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+    return task
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="OAML: outliers, teacher, OAML student, evaluation, ONNX export, registration.",
+)
+def oaml_pipeline(
+    preset: str = "quick",
+    benchmark: str = "fmnist",
+    overrides: str = "[]",
+    method: str = "oaml",
+    data_root: str = DATA_MOUNT,
+    tracking_uri: str = "http://mlflow.oaml.svc.cluster.local:5000",
+    registered_model: str = "oaml-detector",
+    image: str = DEFAULT_IMAGE,
+    device: str = "auto",
+    work_dir: str = "",
+):
+    """`overrides` is a JSON list of preset overrides ("a.b=value"); the benchmark override is
+    added from `benchmark`. `work_dir` is for local runs (resumable stage folders)."""
+    settings = merged_overrides(benchmark=benchmark, overrides=overrides)
+    settings.set_caching_options(True)
+    on_cluster(settings, image, cpu="1", memory="1Gi", data=False)
+    closing = close_tracking(tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    closing.set_caching_options(False)
+    on_cluster(closing, image, cpu="1", memory="1Gi", data=False)
+
+    with dsl.ExitHandler(closing, name="tracked-stages"):
+        opened = open_tracking(
+            tracking_uri=tracking_uri,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            preset=preset,
+            benchmark=benchmark,
+        )
+        opened.set_caching_options(False)
+        on_cluster(opened, image, cpu="1", memory="1Gi", data=False)
+        tracked = {
+            "tracking_uri": tracking_uri,
+            "parent_run_id": opened.output,
+            "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        }
+        common = {"preset": preset, "overrides": settings.output}
+        data = prepare_data(benchmark=benchmark, data_root=data_root, tracking_uri=tracking_uri)
+        data.set_caching_options(True)
+        on_cluster(data, image, cpu="2", memory="8Gi")
+        cached = {"tracking_uri": tracking_uri, "work_dir": work_dir}
+        data_in = data.outputs["data"]
+
+        outliers = synthesize_outliers(**common, data=data_in, **cached)
+        outliers.set_caching_options(True)
+        on_gpu(on_cluster(outliers, image))
+
+        teacher = train_teacher(**common, data=data_in, **cached, device=device)
+        teacher.set_caching_options(True)
+        on_gpu(on_cluster(teacher, image))
+
+        start = train_start(**common, data=data_in, **cached, device=device)
+        start.set_caching_options(True)
+        on_gpu(on_cluster(start, image))
+
+        student = train_student(
+            **common,
+            method=method,
+            data=data_in,
+            start=start.outputs["start"],
+            teacher=teacher.outputs["teacher"],
+            outliers=outliers.outputs["outliers"],
+            **tracked,
+            work_dir=work_dir,
+            device=device,
+        )
+        student.set_caching_options(False)
+        on_gpu(on_cluster(student, image))
+
+        evaluated = evaluate(
+            **common,
+            data=data_in,
+            student=student.outputs["student"],
+            **tracked,
+            device=device,
+        )
+        evaluated.set_caching_options(False)
+        on_gpu(on_cluster(evaluated, image))
+
+        exported = export_onnx(student=student.outputs["student"], data=data_in, **tracked)
+        exported.set_caching_options(False)
+        on_cluster(exported, image, cpu="4", memory="8Gi")
+
+        registered = register(
+            detector=exported.outputs["detector"],
+            evaluation=evaluated.outputs["evaluation"],
+            registered_model=registered_model,
+            preset=preset,
+            **tracked,
+        )
+        registered.set_caching_options(False)
+        on_cluster(registered, image, cpu="1", memory="2Gi", data=False)

@@ -1,0 +1,427 @@
+"""Static checks of the two images' recipes (no Docker engine runs here: nothing is built).
+
+They hold the Dockerfiles to what the rest of the project assumes: a non-root user, a CUDA base
+that matches torch's build, a serving image without torch whose pinned packages cover every import
+of the serving code, and tags that agree with pyproject.toml, the Makefile and the pipeline.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import importlib.metadata
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+TRAIN = DOCKER / "Dockerfile"
+SERVE = DOCKER / "Dockerfile.serve"
+SERVE_REQUIREMENTS = DOCKER / "requirements-serve.txt"
+CUDA_BASE = re.compile(r"nvidia/cuda:(\d+)\.(\d+)\.(\d+)-cudnn-runtime-ubuntu22\.04")
+TORCH_STACK = {"torch", "torchvision", "torchaudio", "timm", "diffusers", "triton"}
+# Import name -> the distribution requirements-serve.txt installs for it, where they differ.
+SERVE_DISTRIBUTIONS = {
+    "onnxruntime": "onnxruntime-gpu",
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "multipart": "python-multipart",
+    "mlflow": "mlflow-skinny",
+}
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in dockerfile.read_text().splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and stripped.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        logical.append(current + stripped)
+        current = ""
+    assert not current, f"{dockerfile.name} ends inside a continued line"
+    pairs = []
+    for text in logical:
+        keyword, _, rest = text.partition(" ")
+        pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def final_stage(dockerfile: Path) -> list[tuple[str, str]]:
+    steps = instructions(dockerfile)
+    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    return steps[last_from:]
+
+
+def global_arg(dockerfile: Path, name: str) -> str:
+    for keyword, rest in instructions(dockerfile):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG" and rest.startswith(f"{name}="):
+            return rest.split("=", 1)[1]
+    raise AssertionError(f"{dockerfile.name} has no global ARG {name}=...")
+
+
+def cuda_of(dockerfile: Path) -> tuple[int, int]:
+    image = global_arg(dockerfile, "CUDA_IMAGE")
+    match = CUDA_BASE.fullmatch(image)
+    assert match, f"{dockerfile.name}: {image} is not an nvidia/cuda cudnn-runtime Ubuntu 22.04 tag"
+    return int(match[1]), int(match[2])
+
+
+def run_commands(dockerfile: Path) -> list[str]:
+    return [rest for keyword, rest in instructions(dockerfile) if keyword == "RUN"]
+
+
+def serve_requirements() -> dict[str, str]:
+    """requirements-serve.txt as {normalized name: pinned version}."""
+    pins = {}
+    for line in SERVE_REQUIREMENTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[\w,-]+\])?==([\w.]+)", line)
+        assert match, f"requirements-serve.txt: {line!r} is not pinned as NAME==VERSION"
+        pins[normalize(match[1])] = match[2]
+    return pins
+
+
+# ---- Both images ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dockerfile", [TRAIN, SERVE], ids=lambda p: p.name)
+def test_runs_as_a_numeric_non_root_user(dockerfile):
+    users = [rest for keyword, rest in final_stage(dockerfile) if keyword == "USER"]
+    assert users, f"{dockerfile.name}: the final stage sets no USER (it would run as root)"
+    uid, _, gid = users[-1].partition(":")
+    # Numeric, so that Kubernetes can enforce runAsNonRoot without a runAsUser.
+    assert uid.isdigit() and int(uid) != 0, users[-1]
+    assert not gid or (gid.isdigit() and int(gid) != 0), users[-1]
+    created = " ".join(run_commands(dockerfile))
+    assert f"--uid {uid}" in created, "the user must exist in /etc/passwd (home directory)"
+    workdirs = [rest for keyword, rest in final_stage(dockerfile) if keyword == "WORKDIR"]
+    assert workdirs and workdirs[-1].startswith("/home/")
+
+
+@pytest.mark.parametrize("dockerfile", [TRAIN, SERVE], ids=lambda p: p.name)
+def test_final_stage_is_lean_and_labelled(dockerfile):
+    steps = instructions(dockerfile)
+    assert sum(keyword == "FROM" for keyword, _ in steps) >= 2, "multi-stage build expected"
+    final = final_stage(dockerfile)
+    # The runtime stage copies the built virtual environment; it installs no Python packages.
+    assert not [rest for keyword, rest in final if keyword == "RUN" and "pip " in rest]
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in final
+    env = " ".join(rest for keyword, rest in final if keyword == "ENV")
+    assert "PYTHONUNBUFFERED=1" in env
+    assert "PATH=/opt/venv/bin:$PATH" in env
+    labels = " ".join(rest for keyword, rest in final if keyword == "LABEL")
+    for key in ("title", "description", "version", "revision", "source", "created"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    # apt lists never stay in a layer
+    for command in run_commands(dockerfile):
+        if "apt-get install" in command:
+            assert "rm -rf /var/lib/apt/lists/*" in command
+            assert "--no-install-recommends" in command
+    python = [c for c in run_commands(dockerfile) if "apt-get install" in c and "python3" in c]
+    assert python and "python3.11" in python[0] and "python3.11-venv" in python[0]
+
+
+# ---- Training image ---------------------------------------------------------------------------
+
+
+def test_training_base_matches_torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.version.cuda:
+        pytest.skip(f"torch {torch.__version__} is a CPU build: no CUDA version to match")
+    major, minor = (int(part) for part in torch.version.cuda.split(".")[:2])
+    assert cuda_of(TRAIN) == (major, minor), (
+        f"docker/Dockerfile's base has CUDA {cuda_of(TRAIN)}, torch is built for {major}.{minor}"
+    )
+
+
+def test_serving_base_has_the_training_cuda_major():
+    assert cuda_of(SERVE)[0] == cuda_of(TRAIN)[0]
+
+
+def test_training_image_installs_the_project_with_the_gpu_extra():
+    assert "gpu" in pyproject()["project"]["optional-dependencies"]
+    commands = run_commands(TRAIN)
+    assert any("pip install '.[gpu]'" in c for c in commands)
+    assert any(re.search(r"pip install --no-deps \.(\s|$)", c) for c in commands)
+    # The CPU twins of the gpu extra are removed (they install the same Python packages).
+    twins = " ".join(c for c in commands if "pip uninstall" in c)
+    assert "faiss-cpu faiss-gpu-cu12" in twins and "onnxruntime onnxruntime-gpu" in twins
+    # MLflow's server (k8s/base runs it from this image) needs PostgreSQL's driver.
+    assert any("psycopg2" in c for c in commands)
+    # KFP runs `sh -c ...` in the container: an ENTRYPOINT would swallow it.
+    assert not [rest for keyword, rest in instructions(TRAIN) if keyword == "ENTRYPOINT"]
+
+
+def test_training_image_carries_fashion_mnist_where_oaml_reads_it():
+    from oaml.data.fashion_mnist import DEBIAN_DIR
+
+    assert any("dataset-fashion-mnist" in c for c in run_commands(TRAIN))
+    copies = [rest.split() for keyword, rest in final_stage(TRAIN) if keyword == "COPY"]
+    fmnist = [c for c in copies if c[0] == "--from=fmnist"]
+    assert len(fmnist) == 1
+    assert Path(fmnist[0][1]) == DEBIAN_DIR and Path(fmnist[0][2]) == DEBIAN_DIR
+
+
+# ---- Serving image ----------------------------------------------------------------------------
+
+
+def test_serving_image_installs_no_torch():
+    pins = serve_requirements()
+    assert not TORCH_STACK & pins.keys()
+    commands = [c for c in run_commands(SERVE) if "pip install" in c]
+    project = [c for c in commands if re.search(r"pip install (--\S+ )*\.(\s|$)", c)]
+    assert project, "Dockerfile.serve does not install the project"
+    assert all("--no-deps" in c for c in project), "the project's own dependencies pull torch"
+    assert not any("[" in c for c in commands), "no extras in the serving image"
+    for command in commands:
+        for words in shell_commands(command):
+            if words[:2] == ["pip", "install"]:
+                for word in words[2:]:
+                    assert normalize(re.split(r"[=<>~\[]", word)[0]) not in TORCH_STACK, words
+
+
+def shell_commands(script: str) -> list[list[str]]:
+    """The simple commands of a RUN line, split at `&&`, `||`, `;` and `|` outside quotes."""
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands: list[list[str]] = [[]]
+    for token in lexer:
+        if token in ("&&", "||", ";", "|"):
+            commands.append([])
+        else:
+            commands[-1].append(token)
+    return [words for words in commands if words]
+
+
+def test_serving_requirements_are_pinned_and_match_the_project():
+    pins = serve_requirements()
+    mlflow = [d for d in pyproject()["project"]["dependencies"] if re.match(r"mlflow\s*==", d)]
+    assert len(mlflow) == 1, "pyproject.toml pins mlflow==X"
+    assert pins["mlflow-skinny"] == mlflow[0].split("==")[1].strip()
+    assert "mlflow" not in pins, "the full mlflow package brings the server and its stack"
+    assert "onnxruntime-gpu" in pins and "onnxruntime" not in pins, "one onnxruntime build only"
+
+
+def serving_modules() -> set[str]:
+    """Top-level names of the third-party modules the serving image's code can import.
+
+    Starting points: oaml.serving.* (every import, also inside functions: that code runs) and
+    `oaml`'s CLI module (module level, plus `_user_errors`, which every command runs on failure).
+    Other oaml modules they reach count with their module-level imports; optional imports
+    (`try: import x / except ImportError`) never count.
+    """
+    third_party: set[str] = set()
+    seen: set[str] = set()
+    todo = [f"oaml.serving.{p.stem}" for p in (ROOT / "oaml" / "serving").glob("*.py")]
+    todo.append("oaml.cli")
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = ROOT / Path(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if module.startswith("oaml.serving."):
+            scope = "all"
+        elif module == "oaml.cli":
+            scope = "cli"
+        else:
+            scope = "module"
+        for name in imported_names(ast.parse(path.read_text()), scope):
+            if name == "oaml" or name.startswith("oaml."):
+                parts = name.split(".")
+                todo += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            else:
+                third_party.add(name.split(".")[0])
+    return third_party
+
+
+def imported_names(tree: ast.AST, scope: str) -> list[str]:
+    """Imported module names: scope "all" = everywhere, "module" = outside functions, "cli" =
+    outside functions but inside `_user_errors`. Optional imports are skipped."""
+    names: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+            for h in node.handlers
+        ):
+            return
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and (
+            scope == "module" or (scope == "cli" and node.name != "_user_errors")
+        ):
+            return
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return names
+
+
+def test_serving_requirements_cover_every_serving_import():
+    modules = serving_modules() - set(sys.stdlib_module_names) - {"__future__"}
+    assert "onnxruntime" in modules and "fastapi" in modules  # the walk found the serving code
+    assert not TORCH_STACK & modules, f"serving code imports {TORCH_STACK & modules}"
+    pins = serve_requirements()
+    owners = importlib.metadata.packages_distributions()
+    for module in sorted(modules):
+        wanted = SERVE_DISTRIBUTIONS.get(module)
+        candidates = {normalize(wanted)} if wanted else {normalize(d) for d in owners[module]}
+        assert candidates & pins.keys(), f"{module} is imported; requirements-serve.txt lacks it"
+
+
+def test_serving_image_entrypoint_and_port():
+    final = final_stage(SERVE)
+    (entrypoint,) = [rest for keyword, rest in final if keyword == "ENTRYPOINT"]
+    assert json.loads(entrypoint) == ["oaml", "serve"]
+    (cmd,) = [rest for keyword, rest in final if keyword == "CMD"]
+    args = json.loads(cmd)
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    port = args[args.index("--port") + 1]
+    assert ("EXPOSE", port) in final and port == "8080"
+
+
+# ---- Build context and tags -------------------------------------------------------------------
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Approximately Docker's rule (last match wins, `!` re-includes; a folder's pattern covers
+    what is inside it). fnmatch's `*` also crosses `/`, so this errs towards "ignored"."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    result = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        glob = pattern.removeprefix("!").rstrip("/")
+        alternatives = {glob, glob.removeprefix("**/")}
+        if any(fnmatch.fnmatchcase(p, g) for p in prefixes for g in alternatives):
+            result = not negate
+    return result
+
+
+def packaged_folders() -> list[str]:
+    """The top-level packages pyproject.toml's setuptools configuration ships."""
+    include = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    return sorted(
+        path.name
+        for path in ROOT.iterdir()
+        if (path / "__init__.py").is_file() and any(fnmatch.fnmatch(path.name, p) for p in include)
+    )
+
+
+def test_training_image_copies_every_packaged_folder():
+    folders = packaged_folders()
+    assert "oaml" in folders
+    copies = [rest.split() for keyword, rest in instructions(TRAIN) if keyword == "COPY"]
+    for folder in folders:
+        assert [folder, f"./{folder}"] in copies, f"docker/Dockerfile does not COPY {folder}/"
+
+
+def test_dockerignore_keeps_local_state_out_and_the_build_inputs_in():
+    patterns = dockerignore_patterns()
+    for path in (".venv", ".venv/bin/python", "runs/demo/summary.json", ".git/HEAD", "data"):
+        assert ignored(path, patterns), path
+    for path in ("model.onnx", "runs/x/detector.onnx", "ckpt.pt", "tests/test_io.py"):
+        assert ignored(path, patterns), path
+    needed = ["pyproject.toml", "README.md", "docker/requirements-serve.txt", "oaml/cli.py"]
+    for package in packaged_folders():
+        needed += [str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*") if p.is_file()]
+    for path in needed:
+        if "__pycache__" in path:
+            continue
+        assert not ignored(path, patterns), f".dockerignore drops {path}, which the build needs"
+
+
+def make_dry_run(*variables: str) -> list[str]:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    done = subprocess.run(
+        [make, "-n", "images", "push-images", *variables],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_makefile_tags_images_with_the_project_version():
+    version = pyproject()["project"]["version"]
+    lines = make_dry_run()
+    builds = [shlex.split(line) for line in lines if line.startswith("docker build")]
+    tags = {words[words.index("-f") + 1]: words[words.index("-t") + 1] for words in builds}
+    assert tags == {
+        "docker/Dockerfile": f"ghcr.io/oaml/oaml:{version}",
+        "docker/Dockerfile.serve": f"ghcr.io/oaml/oaml-serve:{version}",
+    }
+    for words in builds:
+        assert words[-1] == ".", "the build context is the repository root"
+        assert f"VERSION={version}" in words
+    pushes = [line.split()[-1] for line in lines if line.startswith("docker push")]
+    assert sorted(pushes) == sorted(tags.values())
+
+
+def test_makefile_registry_and_tag_can_be_overridden():
+    lines = make_dry_run("IMAGE_REGISTRY=registry.example.com/ml", "IMAGE_TAG=dev")
+    pushes = sorted(line.split()[-1] for line in lines if line.startswith("docker push"))
+    assert pushes == ["registry.example.com/ml/oaml-serve:dev", "registry.example.com/ml/oaml:dev"]
+
+
+def test_components_default_image_is_what_make_builds():
+    components = pytest.importorskip("components", reason="the Kubeflow components package")
+    image = getattr(components, "DEFAULT_IMAGE", None)
+    if image is None:
+        pytest.skip("components.DEFAULT_IMAGE is not defined")
+    builds = [shlex.split(line) for line in make_dry_run() if line.startswith("docker build")]
+    tags = {words[words.index("-f") + 1]: words[words.index("-t") + 1] for words in builds}
+    assert image == tags["docker/Dockerfile"]
+
+
+def test_pipeline_default_image_uses_the_same_tag():
+    """Wherever the pipeline or its components name the project image literally, the tag is the
+    project version, i.e. what `make images` builds by default."""
+    version = pyproject()["project"]["version"]
+    found = []
+    for folder in ("pipelines", "components", "oaml"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for image in re.findall(r"ghcr\.io/oaml/oaml(?:-serve)?:[\w.-]+", path.read_text()):
+                found.append((path.relative_to(ROOT), image))
+    for path, image in found:
+        assert image.rsplit(":", 1)[1] == version, f"{path}: {image}"

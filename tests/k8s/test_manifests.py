@@ -1,0 +1,607 @@
+"""The Kubernetes manifests as `kubectl apply -k` would send them.
+
+Each kustomization is rendered offline by kubectl's built-in kustomize, every object of a built-in
+kind is validated against the Kubernetes API schema (kubernetes-validate, strict: unknown fields
+fail), KServe's InferenceService is checked structurally, and the properties users rely on are
+asserted: GPU scheduling, probes, autoscaling, no secret values, network policies, RBAC.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+TARGETS = ("base", "overlays/dev", "overlays/prod", "kserve")
+PLAIN_DETECTOR = ("base", "overlays/dev", "overlays/prod")  # the detector as a Deployment
+NAMESPACE = "oaml"
+# The oldest Kubernetes the manifests are meant for, and the newest schema bundled.
+K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+KSERVE_API = "serving.kserve.io/v1beta1"
+SERVE_IMAGE = "ghcr.io/oaml/oaml-serve"
+TRAIN_IMAGE = "ghcr.io/oaml/oaml"
+CREDENTIAL_HINTS = ("PASSWORD", "SECRET", "TOKEN", "ACCESS_KEY", "CREDENTIAL")
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(
+    KUBECTL is None, reason="kubectl is not on PATH: it renders the kustomizations offline"
+)
+
+
+def project_version() -> str:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+@functools.cache
+def render(target: str) -> tuple[dict, ...]:
+    """`kubectl kustomize k8s/TARGET` parsed into objects."""
+    done = subprocess.run(
+        [KUBECTL, "kustomize", str(K8S / target)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"kubectl kustomize k8s/{target} failed:\n{done.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+
+
+@functools.cache
+def rendered_text(target: str) -> str:
+    return yaml.safe_dump_all(render(target))
+
+
+def objects(target: str, kind: str) -> list[dict]:
+    return [obj for obj in render(target) if obj["kind"] == kind]
+
+
+def get(target: str, kind: str, name: str) -> dict:
+    found = [obj for obj in objects(target, kind) if obj["metadata"]["name"] == name]
+    assert len(found) == 1, f"k8s/{target} renders {len(found)} {kind} named {name!r}"
+    return found[0]
+
+
+def only_container(pod_spec: dict) -> dict:
+    assert len(pod_spec["containers"]) == 1
+    return pod_spec["containers"][0]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def expand(value: str, env: dict[str, dict]) -> str:
+    """Kubernetes' $(VAR) expansion of command/args, for variables with literal values."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env[m[1]].get("value", m[0]), value)
+
+
+def port_number(container: dict, port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    named = {p["name"]: p["containerPort"] for p in container["ports"] if "name" in p}
+    return named[port]
+
+
+def http_probe(container: dict, kind: str) -> tuple[str, int]:
+    probe = container[kind]["httpGet"]
+    return probe["path"], port_number(container, probe["port"])
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes quantity (cpu or memory) as a number: "500m" -> 0.5, "4Gi" -> 4 * 2**30."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6}
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value)).groups()
+    return float(number) * units.get(unit, 1)
+
+
+def arg_value(args: list[str], flag: str) -> str:
+    assert flag in args, f"{flag} missing from {args}"
+    return args[args.index(flag) + 1]
+
+
+def detector_pod(target: str) -> dict:
+    if target == "kserve":
+        return get(target, "InferenceService", "oaml-detector")["spec"]["predictor"]
+    return get(target, "Deployment", "oaml-detector")["spec"]["template"]["spec"]
+
+
+def detector_pod_labels(target: str) -> dict[str, str]:
+    if target == "kserve":  # KServe labels the predictor pods with the InferenceService's name
+        return {"serving.kserve.io/inferenceservice": "oaml-detector"}
+    return get(target, "Deployment", "oaml-detector")["spec"]["template"]["metadata"]["labels"]
+
+
+# ---- Rendering and schema validation ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_renders_in_namespace_oaml(target):
+    rendered = render(target)
+    assert rendered, f"k8s/{target} renders nothing"
+    for obj in rendered:
+        assert obj["metadata"].get("namespace") == NAMESPACE, (obj["kind"], obj["metadata"])
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("target", TARGETS)
+def test_builtin_kinds_validate_against_the_api_schema(target, version):
+    checked = 0
+    for obj in render(target):
+        if obj["apiVersion"] == KSERVE_API:
+            continue  # a CRD: no bundled schema (test_kserve_inference_service checks it)
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"k8s/{target} {name} is invalid for Kubernetes {version}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            pytest.fail(f"k8s/{target} {name}: {exc.message}")
+        checked += 1
+    assert checked >= 10
+
+
+# ---- The detector -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_detector_runs_the_serving_image_on_a_gpu_node(target):
+    pod = detector_pod(target)
+    container = only_container(pod)
+    assert container["image"].startswith(SERVE_IMAGE + ":")
+    args = container["args"]
+    assert arg_value(args, "--model") == "models:/oaml-detector@champion"
+    assert arg_value(args, "--name") == "oaml-detector"
+    assert arg_value(args, "--host") == "0.0.0.0"
+    assert arg_value(args, "--device") == "cuda"
+    port = int(arg_value(args, "--port"))
+    assert port == 8080
+    assert port in [p["containerPort"] for p in container["ports"]]
+
+    resources = container["resources"]
+    assert str(resources["limits"]["nvidia.com/gpu"]) == "1"
+    for bound in ("requests", "limits"):
+        assert {"cpu", "memory"} <= resources[bound].keys(), bound
+    assert pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+
+    assert http_probe(container, "readinessProbe") == ("/v2/health/ready", port)
+    assert http_probe(container, "livenessProbe") == ("/v2/health/live", port)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_detector_is_locked_down(target):
+    pod = detector_pod(target)
+    container = only_container(pod)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    # The model download (tempfile) and caches need a writable /tmp on a read-only root.
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    env = env_of(container)
+    assert env["TMPDIR"]["value"] == "/tmp"
+    assert env["HOME"]["value"].startswith("/tmp")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_detector_credentials_come_from_secrets_and_config(target):
+    env = env_of(only_container(detector_pod(target)))
+    assert env["OAML_SERVE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "oaml-serve-token",
+        "key": "token",
+    }
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "oaml-s3", "key": key}
+    ref = env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["configMapKeyRef"]
+    config = get(target, "ConfigMap", ref["name"])
+    assert urlparse(config["data"][ref["key"]]).scheme in ("http", "https")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_detector_reaches_the_mlflow_service(target):
+    """MLFLOW_TRACKING_URI names the rendered MLflow Service, its namespace and port."""
+    uri = urlparse(env_of(only_container(detector_pod(target)))["MLFLOW_TRACKING_URI"]["value"])
+    service = get(target, "Service", "mlflow")
+    assert uri.hostname in (
+        "mlflow",
+        f"mlflow.{NAMESPACE}",
+        f"mlflow.{NAMESPACE}.svc",
+        f"mlflow.{NAMESPACE}.svc.cluster.local",
+    )
+    assert uri.port in [p["port"] for p in service["spec"]["ports"]]
+
+
+@pytest.mark.parametrize("target", PLAIN_DETECTOR)
+def test_detector_service_and_metrics_scraping(target):
+    deployment = get(target, "Deployment", "oaml-detector")
+    template = deployment["spec"]["template"]
+    service = get(target, "Service", "oaml-detector")
+    selector = service["spec"]["selector"]
+    assert selector.items() <= template["metadata"]["labels"].items()
+    assert selector.items() <= deployment["spec"]["selector"]["matchLabels"].items()
+    container = only_container(template["spec"])
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 8080
+    assert port_number(container, port["targetPort"]) == 8080
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == 8080
+
+
+@pytest.mark.parametrize("target", PLAIN_DETECTOR)
+def test_hpa_scales_the_detector_on_cpu(target):
+    hpa = get(target, "HorizontalPodAutoscaler", "oaml-detector")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"]) == ("apps/v1", "Deployment")
+    deployment = get(target, "Deployment", ref["name"])
+    assert only_container(deployment["spec"]["template"]["spec"])["name"] == "detector"
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource"
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    assert 0 < metric["resource"]["target"]["averageUtilization"] <= 100
+    low, high = hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]
+    assert 1 <= low <= high
+    # `kubectl apply` must not scale the Deployment below what the HPA keeps.
+    assert deployment["spec"]["replicas"] == low
+
+
+def test_dev_overlay_is_small_and_pulls_dev_images():
+    deployment = get("overlays/dev", "Deployment", "oaml-detector")
+    hpa = get("overlays/dev", "HorizontalPodAutoscaler", "oaml-detector")
+    assert deployment["spec"]["replicas"] == 1
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 2)
+    for kind_name in (("Deployment", "oaml-detector"), ("Deployment", "mlflow")):
+        obj = get("overlays/dev", *kind_name)
+        container = only_container(obj["spec"]["template"]["spec"])
+        assert container["image"].endswith(":dev")
+        assert container["imagePullPolicy"] == "Always"  # a moving tag
+        assert obj["metadata"]["labels"]["env"] == "dev"
+    base = only_container(get("base", "Deployment", "oaml-detector")["spec"]["template"]["spec"])
+    dev = only_container(deployment["spec"]["template"]["spec"])
+    for bound in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            smaller = quantity(dev["resources"][bound][resource])
+            assert smaller <= quantity(base["resources"][bound][resource]), (bound, resource)
+    assert quantity(dev["resources"]["requests"]["cpu"]) < quantity(
+        base["resources"]["requests"]["cpu"]
+    )
+
+
+def test_prod_overlay_is_redundant_and_guaranteed():
+    deployment = get("overlays/prod", "Deployment", "oaml-detector")
+    hpa = get("overlays/prod", "HorizontalPodAutoscaler", "oaml-detector")
+    replicas = deployment["spec"]["replicas"]
+    assert replicas >= 2
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert hpa["spec"]["maxReplicas"] == 10
+    assert deployment["metadata"]["labels"]["env"] == "prod"
+    pdbs = objects("overlays/prod", "PodDisruptionBudget")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    covering = [
+        pdb for pdb in pdbs if pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ]
+    assert len(covering) == 1, "one PodDisruptionBudget must select the detector pods"
+    # At least one pod stays up, and a drain can still evict one.
+    assert 1 <= covering[0]["spec"]["minAvailable"] < replicas
+    # Guaranteed QoS: requests equal limits for cpu and memory, in both Deployments.
+    for name in ("oaml-detector", "mlflow"):
+        container = only_container(
+            get("overlays/prod", "Deployment", name)["spec"]["template"]["spec"]
+        )
+        resources = container["resources"]
+        for resource in ("cpu", "memory"):
+            assert resources["requests"][resource] == resources["limits"][resource], name
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/prod", "kserve"])
+def test_release_image_tags_are_the_project_version(target):
+    """The same tag `make images` builds by default and the pipeline uses by default."""
+    version = project_version()
+    images = re.findall(r"image: (\S+)", rendered_text(target))
+    assert images
+    for image in images:
+        repository, tag = image.rsplit(":", 1)
+        assert repository in (TRAIN_IMAGE, SERVE_IMAGE)
+        assert tag == version, image
+
+
+# ---- MLflow -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_mlflow_server_command(target):
+    deployment = get(target, "Deployment", "mlflow")
+    container = only_container(deployment["spec"]["template"]["spec"])
+    assert container["image"].startswith(TRAIN_IMAGE + ":")
+    env = env_of(container)
+    command = [expand(word, env) for word in container["command"] + container["args"]]
+    assert command[:2] == ["mlflow", "server"]
+    assert arg_value(command, "--host") == "0.0.0.0"
+    port = int(arg_value(command, "--port"))
+    assert port == 5000
+    assert arg_value(command, "--artifacts-destination") == "s3://oaml-mlflow"
+    assert http_probe(container, "readinessProbe") == ("/health", port)
+    assert http_probe(container, "livenessProbe") == ("/health", port)
+    service = get(target, "Service", "mlflow")
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert port_number(container, service["spec"]["ports"][0]["targetPort"]) == port
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_mlflow_backend_store_and_s3_come_from_secrets(target):
+    container = only_container(get(target, "Deployment", "mlflow")["spec"]["template"]["spec"])
+    env = env_of(container)
+    backend = arg_value(container["args"], "--backend-store-uri")
+    variable = re.fullmatch(r"\$\((\w+)\)", backend)
+    assert variable, f"--backend-store-uri must be a $(VAR) reference, not {backend!r}"
+    assert env[variable[1]]["valueFrom"]["secretKeyRef"] == {"name": "oaml-mlflow-db", "key": "uri"}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "oaml-s3", "key": key}
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["configMapKeyRef"] == {
+        "name": "oaml-s3-config",
+        "key": "MLFLOW_S3_ENDPOINT_URL",
+    }
+    assert "postgresql://" not in rendered_text(target)
+    assert "sqlite://" not in rendered_text(target)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy's, on importing mlflow
+@pytest.mark.parametrize("target", TARGETS)
+def test_mlflow_allowed_hosts_admit_in_cluster_clients(target):
+    """MLflow's own host check accepts the Host header the detector (and pipeline steps) send."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    container = only_container(get(target, "Deployment", "mlflow")["spec"]["template"]["spec"])
+    env = env_of(container)
+    allowed = expand(arg_value(container["args"], "--allowed-hosts"), env).split(",")
+    assert "*" not in allowed  # DNS rebinding protection stays on
+    detector_uri = env_of(only_container(detector_pod(target)))["MLFLOW_TRACKING_URI"]["value"]
+    service = f"mlflow.{NAMESPACE}.svc.cluster.local"
+    for host in (urlparse(detector_uri).netloc, f"{service}:5000", f"mlflow.{NAMESPACE}:5000"):
+        assert is_allowed_host_header(allowed, host), host
+    assert not is_allowed_host_header(allowed, "evil.example.com:5000")
+    if target == "overlays/dev":  # kubectl port-forward svc/mlflow PORT:5000
+        assert is_allowed_host_header(allowed, "localhost:5000")
+        assert is_allowed_host_header(allowed, "127.0.0.1:15000")
+
+
+# ---- No secrets in the manifests --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_secret_values_are_rendered(target):
+    secrets = objects(target, "Secret")
+    for secret in secrets:  # only placeholders could ever be acceptable here
+        for value in (secret.get("stringData") or {}).values():
+            assert "REPLACE_ME" in value
+        assert not secret.get("data"), f"Secret {secret['metadata']['name']} carries data"
+    assert not secrets, "Secrets are created by hand (k8s/README.md), never rendered"
+    for pod in pod_specs(target):
+        for container in pod["containers"]:
+            for item in container.get("env", []):
+                if "value" not in item:
+                    continue  # valueFrom: a Secret or ConfigMap reference
+                name, value = item["name"], item["value"]
+                assert not any(hint in name for hint in CREDENTIAL_HINTS), f"literal {name}"
+                if "://" in value:  # e.g. MLFLOW_TRACKING_URI: no user:password@ in it
+                    assert urlparse(value).password is None, f"credentials in {name}"
+
+
+def pod_specs(target: str) -> list[dict]:
+    specs = [obj["spec"]["template"]["spec"] for obj in objects(target, "Deployment")]
+    specs += [isvc["spec"]["predictor"] for isvc in objects(target, "InferenceService")]
+    return specs
+
+
+# ---- Secret templates -------------------------------------------------------------------------
+
+
+def secret_templates() -> dict[str, dict]:
+    templates = {}
+    for path in sorted((K8S / "secrets").glob("*.example.yaml")):
+        (doc,) = list(yaml.safe_load_all(path.read_text()))
+        templates[doc["metadata"]["name"]] = doc
+    return templates
+
+
+def test_secret_templates_hold_placeholders_only():
+    templates = secret_templates()
+    assert templates
+    for name, secret in templates.items():
+        assert secret["kind"] == "Secret"
+        assert "data" not in secret, f"{name}: use stringData placeholders, not data"
+        assert secret["stringData"]
+        for key, value in secret["stringData"].items():
+            assert value == "REPLACE_ME", f"{name}.{key} must be the placeholder REPLACE_ME"
+        kubernetes_validate.validate(secret, K8S_VERSIONS[-1], strict=True)
+
+
+def test_secret_templates_are_not_part_of_any_kustomization():
+    kustomizations = sorted(K8S.rglob("kustomization.yaml"))
+    assert len(kustomizations) == len(TARGETS)
+    for path in kustomizations:
+        spec = yaml.safe_load(path.read_text())
+        files = [*spec.get("resources", []), *spec.get("components", [])]
+        files += [patch["path"] for patch in spec.get("patches", []) if "path" in patch]
+        for file in files:
+            assert not (path.parent / file).resolve().is_relative_to(K8S / "secrets"), path
+    for target in TARGETS:  # and, rendered, nothing of kind Secret appears
+        assert not objects(target, "Secret")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_referenced_secret_key_has_a_template(target):
+    """What the manifests read from Secrets is exactly what the templates tell users to create."""
+    templates = secret_templates()
+    for pod in pod_specs(target):
+        for container in pod["containers"]:
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] in templates, f"no k8s/secrets/{ref['name']}.example.yaml"
+                    assert ref["key"] in templates[ref["name"]]["stringData"], ref
+
+
+# ---- Network policies -------------------------------------------------------------------------
+
+
+def selects(policy: dict, labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    assert not selector.get("matchExpressions")  # keep the policies simple to audit
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def ingress_rules(target: str, labels: dict[str, str]) -> list[dict]:
+    rules = []
+    for policy in objects(target, "NetworkPolicy"):
+        if selects(policy, labels) and "Ingress" in policy["spec"]["policyTypes"]:
+            rules += policy["spec"].get("ingress", [])
+    return rules
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_ingress_is_denied_by_default(target):
+    deny = [
+        p
+        for p in objects(target, "NetworkPolicy")
+        if p["spec"]["podSelector"] == {}
+        and p["spec"]["policyTypes"] == ["Ingress"]
+        and not p["spec"].get("ingress")
+    ]
+    assert len(deny) == 1
+    # Pods nobody opened a door for (e.g. PVC helpers, debug pods) get no ingress at all.
+    assert ingress_rules(target, {"app.kubernetes.io/name": "something-else"}) == []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_detector_accepts_ingress_on_8080_only(target):
+    rules = ingress_rules(target, detector_pod_labels(target))
+    assert rules, "no NetworkPolicy opens the detector"
+    ports = {(p["protocol"], p["port"]) for rule in rules for p in rule["ports"]}
+    assert ports == {("TCP", 8080)}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_mlflow_accepts_ingress_from_oaml_and_kubeflow_namespaces_only(target):
+    labels = get(target, "Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"]
+    rules = ingress_rules(target, labels)
+    assert rules
+    namespaces = set()
+    for rule in rules:
+        assert [(p["protocol"], p["port"]) for p in rule["ports"]] == [("TCP", 5000)]
+        assert rule.get("from"), "MLflow must not accept ingress from everywhere"
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector"}, peer
+            (expression,) = peer["namespaceSelector"]["matchExpressions"]
+            assert expression["key"] == "kubernetes.io/metadata.name"
+            assert expression["operator"] == "In"
+            namespaces |= set(expression["values"])
+    assert namespaces == {NAMESPACE, "kubeflow"}
+
+
+# ---- Pipeline runner, data volume -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pipeline_runner_has_least_privilege(target):
+    get(target, "ServiceAccount", "oaml-pipeline-runner")
+    role = get(target, "Role", "oaml-pipeline-runner")
+    binding = get(target, "RoleBinding", "oaml-pipeline-runner")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "oaml-pipeline-runner",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "oaml-pipeline-runner", "namespace": NAMESPACE}
+    ]
+    assert not objects(target, "ClusterRole") and not objects(target, "ClusterRoleBinding")
+    secret_names = set()
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        if "secrets" in rule["resources"]:
+            assert rule["verbs"] == ["get"], "secrets: get by name only (no list/watch)"
+            assert rule["resourceNames"], "secrets must be named"
+            secret_names |= set(rule["resourceNames"])
+        writes = set(rule["verbs"]) - {"get", "list", "watch"}
+        if writes:  # the only write: Argo's executor reporting a step's outputs
+            assert rule["apiGroups"] == ["argoproj.io"]
+            assert rule["resources"] == ["workflowtaskresults"]
+            assert writes <= {"create", "patch"}
+    assert {"oaml-s3", "oaml-mlflow-auth"} <= secret_names
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_data_volume_is_shared(target):
+    pvc = get(target, "PersistentVolumeClaim", "oaml-data")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["resources"]["requests"]["storage"]
+
+
+# ---- KServe alternative -----------------------------------------------------------------------
+
+
+def test_kserve_inference_service():
+    """Structural check of the CRD object, and parity with the plain detector Deployment."""
+    isvc = get("kserve", "InferenceService", "oaml-detector")
+    assert isvc["apiVersion"] == KSERVE_API
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    predictor = isvc["spec"]["predictor"]
+    assert set(predictor) <= {
+        # ComponentExtensionSpec + the PodSpec fields KServe inlines into the predictor
+        "minReplicas",
+        "maxReplicas",
+        "scaleMetric",
+        "scaleTarget",
+        "containers",
+        "volumes",
+        "nodeSelector",
+        "tolerations",
+        "securityContext",
+        "serviceAccountName",
+        "automountServiceAccountToken",
+        "enableServiceLinks",
+        "terminationGracePeriodSeconds",
+    }
+    assert predictor["scaleMetric"] == "cpu"
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+    container = only_container(predictor)
+    assert container["name"] == "kserve-container"
+    assert container["ports"][0]["containerPort"] == 8080
+
+    base_pod = detector_pod("base")
+    base = only_container(base_pod)
+    assert container["image"] == base["image"]
+    assert container["args"] == base["args"]
+    assert env_of(container) == env_of(base)
+    assert container["resources"] == base["resources"]
+    assert container["securityContext"] == base["securityContext"]
+    for field in ("nodeSelector", "tolerations", "securityContext", "volumes"):
+        assert predictor[field] == base_pod[field], field
+
+    # The plain detector is replaced, not duplicated: one GPU consumer per replica.
+    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler"):
+        names = [obj["metadata"]["name"] for obj in objects("kserve", kind)]
+        assert "oaml-detector" not in names, kind
+    # The rest of the platform is there.
+    get("kserve", "Deployment", "mlflow")
+    get("kserve", "ConfigMap", "oaml-s3-config")

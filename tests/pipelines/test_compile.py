@@ -1,0 +1,96 @@
+"""The compiled IR: every stage, GPU requests, node selection, volumes, Secrets and caching."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.conftest import run_oaml
+
+STAGES = {
+    "prepare-data", "synthesize-outliers", "train-teacher", "train-start", "train-student",
+    "evaluate", "export-onnx", "register", "open-tracking", "close-tracking", "merged-overrides",
+}  # fmt: skip
+GPU_STAGES = {"synthesize-outliers", "train-teacher", "train-start", "train-student", "evaluate"}
+CACHED = {"prepare-data", "synthesize-outliers", "train-teacher", "train-start"}
+
+
+def compiled(tmp_path) -> dict:
+    out = tmp_path / "pipeline.yaml"
+    proc = run_oaml("pipeline", "compile", "--out", str(out))
+    assert str(out) in proc.stdout
+    # Two documents: the pipeline spec, then the Kubernetes platform spec (kfp-kubernetes).
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return {**spec, **platform}
+
+
+def tasks(ir: dict) -> dict[str, dict]:
+    """Every task of the pipeline, nested DAGs (the exit handler's) included."""
+    found = dict(ir["root"]["dag"]["tasks"])
+    for component in ir["components"].values():
+        found.update(component.get("dag", {}).get("tasks", {}))
+    return found
+
+
+def test_ir_has_every_stage_with_its_inputs(tmp_path):
+    ir = compiled(tmp_path)
+    every = tasks(ir)
+    assert set(every) >= STAGES
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    for name in ("preset", "benchmark", "data_root", "tracking_uri", "registered_model", "image"):
+        assert name in params
+    assert params["registered_model"]["defaultValue"] == "oaml-detector"
+    student = every["train-student"]["inputs"]["artifacts"]
+    assert {"start", "teacher", "outliers", "data"} <= set(student)
+    # The exit handler closes the MLflow parent run whatever happens.
+    assert every["close-tracking"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+
+
+def test_gpu_stages_request_gpus_and_run_on_gpu_nodes(tmp_path):
+    ir = compiled(tmp_path)
+    executors = ir["deploymentSpec"]["executors"]
+    platform = ir["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    every = tasks(ir)
+    for stage in STAGES:
+        executor = every[stage]["componentRef"]["name"].replace("comp-", "exec-")
+        container = executors[executor]["container"]
+        resources = container.get("resources", {})
+        k8s = platform.get(executor, {})
+        # Every stage: the image parameter, credentials from Secrets, nothing inline.
+        assert container["image"] == "{{$.inputs.parameters['pipelinechannel--image']}}"
+        secrets = {s["secretName"] for s in k8s.get("secretAsEnv", [])}
+        assert {"oaml-s3", "oaml-mlflow-auth"} <= secrets, stage
+        assert "AWS_SECRET_ACCESS_KEY" not in str(container.get("env", ""))
+        if stage in GPU_STAGES:
+            accel = resources["accelerator"]
+            assert accel["resourceType"] == "nvidia.com/gpu" and int(accel["resourceCount"]) == 1
+            assert resources["resourceCpuLimit"] and resources["resourceMemoryLimit"]
+            assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+            assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+            shm = k8s["emptyDirMounts"][0]
+            assert (shm["mountPath"], shm["medium"]) == ("/dev/shm", "Memory")
+            assert k8s["pvcMount"][0]["mountPath"] == "/data"
+        else:
+            assert "accelerator" not in resources, stage
+
+
+def test_deterministic_stages_are_cached(tmp_path):
+    every = tasks(compiled(tmp_path))
+    for stage in STAGES:
+        enabled = every[stage].get("cachingOptions", {}).get("enableCache", False)
+        assert enabled == (stage in CACHED | {"merged-overrides"}), stage
+        if enabled:  # a run id in its inputs would change the cache key every run
+            assert "parent_run_id" not in every[stage]["inputs"].get("parameters", {}), stage
+
+
+def test_params_and_bad_param_errors():
+    listed = run_oaml("pipeline", "params").stdout
+    assert "registered_model" in listed and "'oaml-detector'" in listed
+    bad = run_oaml("pipeline", "submit", "--host", "http://127.0.0.1:9", "--param", "nope=1",
+                   check=False)  # fmt: skip
+    assert bad.returncode == 2 and "unknown pipeline parameter 'nope'" in bad.stderr
+    # No Kubeflow here: submitting to a closed port fails with one line naming the host.
+    closed = run_oaml("pipeline", "submit", "--host", "http://127.0.0.1:9", check=False)
+    assert closed.returncode == 2 and "no Kubeflow Pipelines API answers at" in closed.stderr
+    assert "Traceback" not in closed.stderr
+    no_local = run_oaml("pipeline", "run", check=False)
+    assert no_local.returncode == 2 and "--local" in no_local.stderr
