@@ -18,12 +18,12 @@ def train_teacher(
     """Train the preset's teacher (the frozen model the student distils from)."""
     import json
 
-    from oaml.stages import train_teacher
+    from oaml.stages import train_from_scratch
     from oaml.tracking.runs import Tracking, last_run_id
 
-    train_teacher(
-        preset, json.loads(overrides), data.path, teacher.path, Tracking.resolve(tracking_uri),
-        device, work_dir or None,
+    train_from_scratch(
+        "teacher", preset, json.loads(overrides), data.path, teacher.path,
+        Tracking.resolve(tracking_uri), device, work_dir or None,
     )  # fmt: skip
     teacher.metadata.update({"role": "teacher", "mlflow_run_id": last_run_id()})
 
@@ -41,12 +41,12 @@ def train_start(
     """Train the student with cross-entropy: the checkpoint every method fine-tunes from."""
     import json
 
-    from oaml.stages import train_start
+    from oaml.stages import train_from_scratch
     from oaml.tracking.runs import Tracking, last_run_id
 
-    train_start(
-        preset, json.loads(overrides), data.path, start.path, Tracking.resolve(tracking_uri),
-        device, work_dir or None,
+    train_from_scratch(
+        "start", preset, json.loads(overrides), data.path, start.path,
+        Tracking.resolve(tracking_uri), device, work_dir or None,
     )  # fmt: skip
     start.metadata.update({"role": "start", "mlflow_run_id": last_run_id()})
 

@@ -73,3 +73,23 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def atomic_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Copy a file or a folder to `target` through a temporary name: a reader sees the old
+    copy or the new one, never half of one."""
+    import shutil
+
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    if source.is_dir():
+        shutil.copytree(source, tmp)
+    else:
+        shutil.copy2(source, tmp)
+    if target.is_dir():
+        shutil.rmtree(target)
+    tmp.replace(target)
+    return target

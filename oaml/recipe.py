@@ -1,4 +1,4 @@
-"""The OAML recipe as steps shared by `oaml demo` and `oaml bench quality`.
+"""The OAML recipe as steps shared by the pipeline's stages and `oaml bench quality`.
 
 Shared inputs (the frozen teacher, the forward-diffused outliers) are built once per benchmark;
 a student starts from cross-entropy and is fine-tuned by a method, as the paper does. Every step

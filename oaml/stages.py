@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oaml.io import atomic_write_json, atomic_write_text, sha256_file
+from oaml.io import atomic_copy, atomic_write_json, atomic_write_text, sha256_file
 from oaml.tracking.runs import StageRun, Tracking, stage_run
 
 CHECKPOINT = "checkpoint.pt"
@@ -40,29 +39,13 @@ def _content_sha256(path: Path) -> str:
     return _digest([(str(p.relative_to(path)), sha256_file(p)) for p in files])
 
 
-def _copy(source: Path, target: Path) -> Path:
-    """Copy a file or folder to `target` through a temporary name (never half a copy)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    if tmp.is_dir():
-        shutil.rmtree(tmp)
-    if source.is_dir():
-        shutil.copytree(source, tmp)
-    else:
-        shutil.copy2(source, tmp)
-    if target.is_dir():
-        shutil.rmtree(target)
-    tmp.replace(target)
-    return target
-
-
 def stable_input(work_dir: Path | None, name: str, path: Path) -> Path:
     """An input artifact at a path that stays the same across local runs (named by its content),
     so a training's recorded settings match when the run is repeated; as is without work_dir."""
     if work_dir is None:
         return path
     target = work_dir / "inputs" / f"{name}-{_content_sha256(path)[:16]}" / path.name
-    return target if target.exists() else _copy(path, target)
+    return target if target.exists() else atomic_copy(path, target)
 
 
 def _stage_dir(work_dir: Path | None, out: Path, stage: str, *settings: Any) -> Path:
@@ -75,7 +58,7 @@ def _publish(folder: Path, out: Path, names: list[str]) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
-        _copy(folder / name, out / name)
+        atomic_copy(folder / name, out / name)
 
 
 def data_root_of(path: str | Path) -> Path:
@@ -239,7 +222,12 @@ def _train(
     return out / CHECKPOINT
 
 
-def train_teacher(
+# Stages trained from scratch: the stage name -> (preset role, method).
+FROM_SCRATCH = {"teacher": ("teacher", "teacher"), "start": ("student", "ce")}
+
+
+def train_from_scratch(
+    stage: str,
     preset_name: str,
     overrides: list[str],
     data: str | Path,
@@ -248,29 +236,15 @@ def train_teacher(
     device: str = "auto",
     work_dir: str | Path | None = None,
 ) -> Path:
-    """The frozen teacher the student distils from; returns its checkpoint under `out`."""
+    """`teacher`: the frozen model the student distils from; `start`: the cross-entropy student
+    every method fine-tunes from (the paper's starting point). Returns the checkpoint in `out`."""
+    if stage not in FROM_SCRATCH:
+        raise ValueError(f"stage must be one of {sorted(FROM_SCRATCH)}, got {stage!r}")
+    role, method = FROM_SCRATCH[stage]
     preset = _load(preset_name, overrides)
     work = Path(work_dir) if work_dir else None
     return _train(
-        "teacher", "teacher", "teacher", preset, overrides, data_root_of(data), Path(out),
-        tracking, device, work, {},
-    )  # fmt: skip
-
-
-def train_start(
-    preset_name: str,
-    overrides: list[str],
-    data: str | Path,
-    out: str | Path,
-    tracking: Tracking,
-    device: str = "auto",
-    work_dir: str | Path | None = None,
-) -> Path:
-    """The cross-entropy student every method fine-tunes from (the paper's starting point)."""
-    preset = _load(preset_name, overrides)
-    work = Path(work_dir) if work_dir else None
-    return _train(
-        "start", "student", "ce", preset, overrides, data_root_of(data), Path(out),
+        stage, role, method, preset, overrides, data_root_of(data), Path(out),
         tracking, device, work, {},
     )  # fmt: skip
 

@@ -3,7 +3,8 @@
 It is `oaml pipeline run --local`: the Kubeflow pipeline run by kfp.local (data, outliers,
 teacher, cross-entropy start, OAML student, evaluation, ONNX export, registration with alias
 challenger), tracked in MLflow (MLFLOW_TRACKING_URI, else the embedded sqlite store), then
-`OUT/summary.json` in ACCEPTANCE.md's shape.
+`OUT/summary.json` in ACCEPTANCE.md's shape, with the newest student, detector and evaluation
+copied to OUT/checkpoint.pt, OUT/detector.onnx and OUT/evaluation/.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oaml.io import atomic_write_json
+from oaml.io import atomic_copy, atomic_write_json
 
 
 def run_demo(
@@ -47,15 +48,19 @@ def run_demo(
     if data_root or preset.data_root:
         params["data_root"] = str(Path(data_root or preset.data_root).expanduser().resolve())
     result = run_local(out, params, tracking_uri)
-    metrics = json.loads((Path(result["evaluation"]) / "metrics.json").read_text())
+    # Stable paths for the newest run's results (the artifacts stay under OUT/pipeline_root).
+    checkpoint = atomic_copy(result["checkpoint"], out / "checkpoint.pt")
+    onnx = atomic_copy(result["onnx"], out / "detector.onnx")
+    evaluation = atomic_copy(result["evaluation"], out / "evaluation")
+    metrics = json.loads((evaluation / "metrics.json").read_text())
     summary = {
         "tracking_uri": result["tracking_uri"],
         "registered_model": result["registered_model"],
         "version": result["version"],
         "alias": result["alias"],
         "model_uri": result["model_uri"],
-        "checkpoint": result["checkpoint"],
-        "onnx": result["onnx"],
+        "checkpoint": str(checkpoint),
+        "onnx": str(onnx),
         "data_root": result["data_root"],
         "preset": preset.name,
         "method": method,

@@ -27,7 +27,13 @@ def test_demo_runs_the_local_pipeline(tmp_path, data_root, monkeypatch):
     assert (summary["registered_model"], summary["version"], summary["alias"]) == (
         "oaml-detector", "1", "challenger",
     )  # fmt: skip
-    assert Path(summary["checkpoint"]).is_file() and Path(summary["onnx"]).is_file()
+    # The newest results at stable paths (the artifacts stay under the run's pipeline_root).
+    assert (
+        summary["checkpoint"] == str(out / "checkpoint.pt")
+        and Path(summary["checkpoint"]).is_file()
+    )
+    assert summary["onnx"] == str(out / "detector.onnx") and Path(summary["onnx"]).is_file()
+    assert (out / "evaluation" / "roc_curves.png").is_file()
     assert Path(summary["data_root"]) == data_root.resolve()
     assert summary["metrics"]["benchmark"] == "fmnist" and summary["seconds"] > 0
     # The pipeline ran the recipe: the OAML student fine-tuned from a CE start with a teacher.
@@ -41,7 +47,6 @@ def test_demo_runs_the_local_pipeline(tmp_path, data_root, monkeypatch):
         summary["pipeline_seconds"] - sum(stages.values()), abs=1.0
     )
     evaluation = Path(summary["kfp_run_dir"]) / "evaluate"
-    assert (evaluation / "evaluation" / "roc_curves.png").is_file()
     assert '<img src="data:image/png;base64,' in (evaluation / "report").read_text()
     # Kubeflow's UI reads the ROC curve and the metrics from the executor output.
     outputs = json.loads((evaluation / "executor_output.json").read_text())["artifacts"]

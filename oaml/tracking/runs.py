@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,7 +136,11 @@ class StageRun:
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
 
-        dataset = MetaDataset(source=resolve_dataset_source(source), name=name, digest=digest[:36])
+        with warnings.catch_warnings():
+            # A local path matches several source kinds equally well; any of them records it.
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+            resolved = resolve_dataset_source(source)
+        dataset = MetaDataset(source=resolved, name=name, digest=digest[:36])
         mlflow.log_input(dataset, context=context, tags={"sha256": digest})
 
     def tags(self, values: dict[str, Any]) -> None:
