@@ -60,6 +60,6 @@ images:
 	$(DOCKER) build -f docker/Dockerfile $(IMAGE_BUILD_ARGS) -t $(TRAIN_IMAGE) .
 	$(DOCKER) build -f docker/Dockerfile.serve $(IMAGE_BUILD_ARGS) -t $(SERVE_IMAGE) .
 
-push-images:
+push-images: images
 	$(DOCKER) push $(TRAIN_IMAGE)
 	$(DOCKER) push $(SERVE_IMAGE)

@@ -203,15 +203,19 @@ def _train(
     work: Path | None,
     inputs: dict[str, str],
 ) -> Path:
+    from oaml.config import stage_of, to_dict
     from oaml.recipe import trained
 
     with stage_run(tracking, stage) as run:
         _log_preset(run, preset, overrides, role)
         run.params({"method": method, **{f"input.{k}": v for k, v in inputs.items()}})
         _log_data(run, preset.benchmark, root, "training")
+        # Named by what the stage trains with (not by every override of the run), so a setting
+        # for another stage never invalidates this one.
         folder = _stage_dir(
-            work, out, stage, role, method, preset.name, overrides, _manifest(preset, root)
-        )
+            work, out, stage, role, method, preset.benchmark, to_dict(stage_of(preset, role)),
+            _manifest(preset, root),
+        )  # fmt: skip
         started = time.perf_counter()
         checkpoint = trained(
             preset, role, root, folder, device, method, callbacks=[run.epoch_callback()]

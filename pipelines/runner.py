@@ -4,6 +4,7 @@ the very same pipeline on this machine with kfp.local's subprocess runner."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from pipelines.oaml_pipeline import oaml_pipeline
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DEFAULT_MODEL = oaml_pipeline.component_spec.inputs["registered_model"].default
 # Parameters a user may pass with --param, from the pipeline's signature (typed: all strings).
 PARAMETERS = tuple(oaml_pipeline.component_spec.inputs or {})
@@ -104,7 +106,17 @@ def run_local(out: str | Path, params: dict[str, str], tracking_uri: str | None 
     with warnings.catch_warnings():
         # The project image has no "python" in its name; locally this interpreter runs stages.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        oaml_pipeline(**arguments)
+        try:
+            oaml_pipeline(**arguments)
+        except RuntimeError as exc:
+            # kfp.local names the innermost failed task first, after "Inner task failed:".
+            inner = ANSI.sub("", str(exc)).partition("Inner task failed:")[2]
+            failed = re.findall(r"'([^']+)'", inner)
+            raise ChildProcessError(
+                f"the local pipeline failed in stage {failed[0] if failed else '?'} (its log is "
+                f"above); finished stages are kept in {arguments['work_dir']} and a re-run "
+                "resumes from them"
+            ) from None
     seconds = time.perf_counter() - started
     outputs = _local_outputs(root)
     stages = stage_seconds(arguments["tracking_uri"], outputs["parent_run_id"])

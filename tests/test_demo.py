@@ -84,6 +84,34 @@ def test_demo_runs_the_local_pipeline(tmp_path, data_root, monkeypatch):
     assert (teacher_dirs[0] / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert again["stage_seconds"]["teacher"] < stages["teacher"]
 
+    # A stage that fails: a one-line error naming it, its run and the parent run FAILED, the
+    # trained stages kept (an evaluation setting does not invalidate them).
+    failed = run_oaml(
+        "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
+        "--set", "evaluation.score=bogus", timeout=900, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert failed.returncode == 2, failed.stderr
+    assert "the local pipeline failed in stage evaluate" in failed.stderr
+    assert "Traceback" not in failed.stderr.split("error:")[-1]
+    assert sorted(work.glob("teacher-*")) == teacher_dirs
+    parents = client.search_runs(
+        [version_experiment(client, version)],
+        filter_string="tags.`oaml.pipeline_run` = 'true'",
+        order_by=["attributes.start_time DESC"],
+    )
+    assert [p.info.status for p in parents[:3]] == ["FAILED", "FINISHED", "FINISHED"]
+    children = client.search_runs(
+        [parents[0].info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
+    )
+    statuses = {r.data.tags["oaml.stage"]: r.info.status for r in children}
+    assert statuses["evaluate"] == "FAILED" and statuses["student"] == "FINISHED"
+    assert "register" not in statuses
+
+
+def version_experiment(client, version) -> str:
+    return client.get_run(version.run_id).info.experiment_id
+
 
 def read_onnx_metadata(path: str) -> dict[str, str]:
     import onnx
