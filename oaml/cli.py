@@ -196,24 +196,74 @@ def evaluate(
 @friendly
 def synthesize(
     out: Annotated[Path, typer.Option(help="Output folder: shards and manifest.json")],
-    backend: Annotated[str, typer.Option(help="forward-diffusion")] = "forward-diffusion",
+    backend: Annotated[
+        str, typer.Option(help="forward-diffusion or stable-diffusion")
+    ] = "forward-diffusion",
     benchmark: Annotated[str, typer.Option(help="Benchmark whose ID images are used")] = "fmnist",
     data_root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout)")] = Path("data"),
-    count: Annotated[int, typer.Option(help="How many outlier images")] = 10000,
+    count: Annotated[int, typer.Option(help="How many outlier images (forward-diffusion)")] = 10000,
     t_min: Annotated[int, typer.Option(help="Smallest diffusion timestep")] = 300,
     t_max: Annotated[int, typer.Option(help="Largest diffusion timestep")] = 700,
     shard_size: Annotated[int, typer.Option(help="Images per shard file")] = 2048,
-    seed: Annotated[int, typer.Option(help="Seed of image choice, timesteps and noise")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed (default: 0; stable-diffusion: 42, the paper's)")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Stable Diffusion: a local diffusers folder or a .ckpt/.safetensors"),
+    ] = None,
+    teacher: Annotated[
+        Path | None, typer.Option(help="Teacher checkpoint for the text-conditioned space")
+    ] = None,
+    n_per_class: Annotated[int, typer.Option(help="Stable Diffusion outliers per class")] = 100,
+    steps: Annotated[int, typer.Option(help="Sampler steps")] = 50,
+    size: Annotated[int, typer.Option(help="Image side in pixels")] = 512,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale")] = 7.5,
+    scheduler: Annotated[str, typer.Option(help="pndm (PLMS) or ddim")] = "pndm",
+    eta: Annotated[float, typer.Option(help="DDIM eta")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Images per sampler call")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
 ) -> None:
-    """Synthesize outlier images; a killed run resumes where it stopped when run again."""
+    """Synthesize outliers; a killed run resumes where it stopped when run again."""
+    if backend == "stable-diffusion":
+        _synthesize_sd(
+            out, benchmark, checkpoint, teacher, n_per_class, steps, size, guidance,
+            scheduler, eta, batch_size, 42 if seed is None else seed, device,
+        )  # fmt: skip
+        return
     if backend != "forward-diffusion":
-        raise ValueError(f"unknown backend {backend!r}; available: forward-diffusion")
+        raise ValueError(
+            f"unknown backend {backend!r}; available: forward-diffusion, stable-diffusion"
+        )
     from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
 
     cfg = ForwardDiffusionConfig(
-        count=count, t_min=t_min, t_max=t_max, shard_size=shard_size, seed=seed
+        count=count, t_min=t_min, t_max=t_max, shard_size=shard_size, seed=seed or 0
     )
     typer.echo(f"manifest: {synthesize(benchmark, data_root, out, cfg)}")
+
+
+def _synthesize_sd(
+    out, benchmark, checkpoint, teacher, n_per_class, steps, size, guidance, scheduler, eta,
+    batch_size, seed, device,
+) -> None:  # fmt: skip
+    if checkpoint is None:
+        raise ValueError("--backend stable-diffusion needs --checkpoint SD_DIR (or a .ckpt file)")
+    if teacher is not None:
+        raise ValueError(
+            "--teacher (outlier embeddings from a text-conditioned feature space) is not built "
+            "yet; omit it to sample around the class token embeddings"
+        )
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.synthesis.stable_diffusion import GenerationConfig, check_config, synthesize_sd
+
+    cfg = GenerationConfig(
+        n_per_class=n_per_class, steps=steps, size=size, guidance=guidance,
+        scheduler=scheduler, eta=eta, batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    check_config(cfg)  # before loading a multi-GB checkpoint
+    names = list(get_benchmark(benchmark).class_names)
+    typer.echo(f"manifest: {synthesize_sd(checkpoint, names, out, cfg, device)}")
 
 
 @app.command()

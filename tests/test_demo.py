@@ -82,7 +82,6 @@ def test_demo_runs_the_local_pipeline(tmp_path, data_root, monkeypatch):
     assert again["version"] == "2"
     assert sorted(work.glob("teacher-*")) == teacher_dirs
     assert (teacher_dirs[0] / "checkpoint.pt").stat().st_mtime_ns == stamp
-    assert again["stage_seconds"]["teacher"] < stages["teacher"]
 
     # A stage that fails: a one-line error naming it, its run and the parent run FAILED, the
     # trained stages kept (an evaluation setting does not invalidate them).

@@ -1,0 +1,284 @@
+"""Stable Diffusion outliers, DreamOOD's generation path that OAML reuses.
+
+The prompt "A high-quality image of the <class>" is encoded with the class name's (last) token
+embedding replaced by an outlier embedding, so the sampler draws images near, but outside, the
+class. Outputs: the final latents (for DeepCLUB) and the decoded images (for the energy term), in
+shards with a manifest; a killed run resumes at the first missing shard and repeats exactly what an
+uninterrupted run writes (every sample has its own seeded generator).
+
+Checkpoints are only ever read from a local diffusers folder or a single checkpoint file; nothing
+is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oaml.io import atomic_write, atomic_write_json
+from oaml.progress import progress
+
+MANIFEST = "manifest.json"
+SCHEDULERS = ("pndm", "ddim")
+
+
+class StableDiffusionError(ValueError):
+    """A checkpoint that cannot be used; the message names the path and what to do."""
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """The paper's defaults: PLMS (PNDM) 50 steps, guidance 7.5, eta 0, 512x512, seed 42."""
+
+    n_per_class: int = 100
+    steps: int = 50
+    guidance: float = 7.5
+    eta: float = 0.0  # DDIM only
+    size: int = 512
+    scheduler: str = "pndm"
+    seed: int = 42
+    batch_size: int = 4  # images per sampler call (the paper's n_samples)
+    shard_size: int = 64
+    prompt: str = "A high-quality image of the {}"
+    # Without a text-conditioned feature space: outlier embeddings are the class token's embedding
+    # plus Gaussian noise of this relative size, rescaled to the token embedding's norm.
+    token_noise: float = 0.5
+
+
+def check_config(cfg: GenerationConfig) -> None:
+    if cfg.scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {cfg.scheduler!r}")
+    positive = {"n_per_class": cfg.n_per_class, "steps": cfg.steps, "size": cfg.size,
+                "batch_size": cfg.batch_size, "shard_size": cfg.shard_size}  # fmt: skip
+    bad = [k for k, v in positive.items() if v < 1]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} must be positive")
+    if "{}" not in cfg.prompt:
+        raise ValueError(f"the prompt must hold {{}} where the class name goes: {cfg.prompt!r}")
+
+
+def load_pipeline(checkpoint: str | Path, device: torch.device, fp16: bool | None = None):
+    """A StableDiffusionPipeline from a local diffusers folder (model_index.json, unet/, vae/,
+    text_encoder/, tokenizer/, scheduler/) or a single .ckpt/.safetensors file; fp16 and
+    attention slicing on CUDA."""
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise StableDiffusionError(
+            f"Stable Diffusion checkpoint {path} does not exist: pass a local diffusers folder "
+            "or a .ckpt/.safetensors file (nothing is downloaded)"
+        )
+    half = device.type == "cuda" if fp16 is None else fp16
+    dtype = torch.float16 if half else torch.float32
+    options: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    try:
+        if path.is_dir():
+            if not (path / "model_index.json").is_file():
+                raise StableDiffusionError(
+                    f"{path} is not a diffusers folder (no model_index.json); pass the folder "
+                    "that holds model_index.json, unet/, vae/, text_encoder/, tokenizer/"
+                )
+            pipe = StableDiffusionPipeline.from_pretrained(
+                path, safety_checker=None, requires_safety_checker=False, **options
+            )
+        else:
+            pipe = StableDiffusionPipeline.from_single_file(str(path), **options)
+    except StableDiffusionError:
+        raise
+    except Exception as exc:  # diffusers raises many kinds; all mean: this path is unusable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StableDiffusionError(
+            f"cannot load Stable Diffusion from {path}: {first[:300]}"
+        ) from None
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    if device.type == "cuda":
+        pipe.enable_attention_slicing()
+    return pipe
+
+
+def use_scheduler(pipe, name: str) -> None:
+    """PNDM (the PLMS sampler of the paper) or DDIM, from the checkpoint's own schedule."""
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    cls = {"pndm": PNDMScheduler, "ddim": DDIMScheduler}[name]
+    if not isinstance(pipe.scheduler, cls):
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+
+
+def class_token_position(tokenizer, prompt: str, class_name: str) -> int:
+    """Where the class name's last token sits in the tokenized prompt (the replaced one)."""
+    ids = tokenizer(prompt.format(class_name)).input_ids
+    name = tokenizer(class_name, add_special_tokens=False).input_ids
+    for start in range(len(ids) - len(name), -1, -1):
+        if ids[start : start + len(name)] == name:
+            return start + len(name) - 1
+    raise ValueError(f"cannot find the tokens of {class_name!r} in the prompt {prompt!r}")
+
+
+def token_embedding(pipe, position: int, prompt: str) -> torch.Tensor:
+    """The input embedding of the prompt's token at `position` (a class anchor)."""
+    ids = pipe.tokenizer(prompt).input_ids
+    table = pipe.text_encoder.get_input_embeddings()
+    return table.weight[ids[position]].detach().float().cpu()
+
+
+@contextmanager
+def replaced_token(text_encoder, position: int, embeddings: torch.Tensor) -> Iterator[None]:
+    """While active, the token embedding at `position` of each prompt in the batch is replaced by
+    the matching row of `embeddings` (a forward hook on the input embedding table)."""
+    table = text_encoder.get_input_embeddings()
+
+    def hook(_module, _inputs, output):
+        output = output.clone()
+        output[:, position] = embeddings.to(output.device, output.dtype)
+        return output
+
+    handle = table.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
+    """The text encoder's hidden states for `prompts`, padded to the tokenizer's length."""
+    tokens = pipe.tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(pipe.device)
+    with torch.no_grad():
+        return pipe.text_encoder(tokens)[0]
+
+
+def encode_outlier_prompts(pipe, prompt: str, position: int, embeddings: torch.Tensor):
+    """Prompt embeddings for `prompt` with the token at `position` replaced, one per row."""
+    with replaced_token(pipe.text_encoder, position, embeddings):
+        return encode_prompts(pipe, [prompt] * len(embeddings))
+
+
+def token_noise_embeddings(
+    anchors: torch.Tensor, n: int, relative_noise: float, seed: int
+) -> np.ndarray:
+    """(C, n, D) outlier embeddings around each class anchor: anchor + noise, rescaled to the
+    anchor's norm (used until a text-conditioned feature space feeds the k-NN sampler)."""
+    rng = np.random.default_rng(seed)
+    a = anchors.numpy().astype(np.float32)
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    noise = rng.standard_normal((a.shape[0], n, a.shape[1])).astype(np.float32)
+    noise *= (relative_noise * norms / np.sqrt(a.shape[1]))[:, None, :]
+    moved = a[:, None, :] + noise
+    return moved / np.linalg.norm(moved, axis=2, keepdims=True) * norms[:, None, :]
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """VAE output in [-1, 1], NCHW -> uint8 NHWC."""
+    scaled = ((images.float().clamp(-1, 1) + 1) * 127.5).round()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def generate_batch(pipe, prompt_embeds, cfg: GenerationConfig, seeds: list[int]):
+    """Latents (N, 4, h, w) and decoded uint8 images (N, size, size, 3) for one batch."""
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    negative = encode_prompts(pipe, [""]).expand(len(seeds), -1, -1)  # unconditional
+    with torch.no_grad():
+        latents = pipe(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance,
+            eta=cfg.eta,
+            height=cfg.size,
+            width=cfg.size,
+            generator=generators,
+            output_type="latent",
+        ).images
+        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return latents.float().cpu().numpy(), _to_uint8(decoded)
+
+
+def synthesize_sd(
+    checkpoint: str | Path,
+    class_names: list[str],
+    out_dir: str | Path,
+    cfg: GenerationConfig,
+    device: str = "auto",
+    embeddings: np.ndarray | None = None,
+) -> Path:
+    """Generate `cfg.n_per_class` outliers per class into shards; return the manifest path.
+    `embeddings` (C, N, D) in the text encoder's token space; default: token noise."""
+    from oaml.device import pick_device
+
+    check_config(cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_device = pick_device(device)
+    pipe = load_pipeline(checkpoint, torch_device)
+    use_scheduler(pipe, cfg.scheduler)
+    positions = [class_token_position(pipe.tokenizer, cfg.prompt, c) for c in class_names]
+    prompts = [cfg.prompt.format(c) for c in class_names]
+    source = "given"
+    if embeddings is None:
+        anchors = torch.stack(
+            [token_embedding(pipe, p, q) for p, q in zip(positions, prompts, strict=True)]
+        )
+        embeddings = token_noise_embeddings(anchors, cfg.n_per_class, cfg.token_noise, cfg.seed)
+        source = "token_noise"
+    if embeddings.shape[:2] != (len(class_names), cfg.n_per_class):
+        raise ValueError(
+            f"embeddings have shape {embeddings.shape}, need ({len(class_names)}, "
+            f"{cfg.n_per_class}, D)"
+        )
+    jobs = [(c, i) for c in range(len(class_names)) for i in range(cfg.n_per_class)]
+    shards = [jobs[s : s + cfg.shard_size] for s in range(0, len(jobs), cfg.shard_size)]
+    files: dict[str, list[str]] = {"latents": [], "images": []}
+    for number, shard in enumerate(progress(shards, desc="stable diffusion", unit="shard")):
+        names = {k: f"{k}_{number:05d}.npz" for k in files}
+        for kind, name in names.items():
+            files[kind].append(name)
+        if all((out / n).is_file() for n in names.values()):
+            continue  # written by an earlier (possibly killed) run
+        latents, images = _generate_shard(pipe, shard, embeddings, prompts, positions, cfg)
+        labels = np.array([c for c, _ in shard], dtype=np.int64)
+        for kind, array in (("latents", latents), ("images", images)):
+            atomic_write(
+                out / names[kind],
+                lambda fh, k=kind, a=array, y=labels: np.savez(fh, **{k: a, "labels": y}),
+            )
+    manifest = {
+        "kind": "stable_diffusion",
+        "checkpoint": str(Path(checkpoint).expanduser().resolve()),
+        "class_names": list(class_names),
+        "count": len(jobs),
+        "embeddings": source,
+        "params": asdict(cfg),
+        **files,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return out / MANIFEST
+
+
+def _generate_shard(pipe, shard, embeddings, prompts, positions, cfg: GenerationConfig):
+    latents, images = [], []
+    for start in range(0, len(shard), cfg.batch_size):
+        batch = shard[start : start + cfg.batch_size]
+        # One class per sampler call (one prompt, one replaced position).
+        for c in sorted({c for c, _ in batch}):
+            rows = [i for cc, i in batch if cc == c]
+            emb = torch.from_numpy(np.asarray(embeddings[c, rows], dtype=np.float32))
+            prompt_embeds = encode_outlier_prompts(pipe, prompts[c], positions[c], emb)
+            seeds = [cfg.seed * 1_000_003 + c * 100_003 + i for i in rows]
+            lat, img = generate_batch(pipe, prompt_embeds, cfg, seeds)
+            latents.append(lat)
+            images.append(img)
+    return np.concatenate(latents), np.concatenate(images)

@@ -1,0 +1,107 @@
+"""Stable Diffusion outliers on a tiny random-weight checkpoint: the real code path, offline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from oaml.synthesis import stable_diffusion as sd
+from tests.conftest import run_oaml
+from tests.synthesis.tiny_sd import build_tiny_sd
+
+TINY = sd.GenerationConfig(n_per_class=3, steps=2, size=16, batch_size=2, shard_size=4)
+CLASSES = ["T-shirt/top", "Ankle boot"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+def load(folder, kind: str, key: str | None = None) -> np.ndarray:
+    """One array across the shards of `kind` (latents or images): that array, or `key`."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return np.concatenate([np.load(folder / name)[key or kind] for name in manifest[kind]])
+
+
+def test_cli_writes_latents_and_images_with_a_manifest(tiny_sd, tmp_path, data_root):
+    out = tmp_path / "sd"
+    run_oaml(
+        "synthesize", "--backend", "stable-diffusion", "--checkpoint", str(tiny_sd),
+        "--benchmark", "fmnist", "--data-root", str(data_root), "--out", str(out),
+        "--n-per-class", "1", "--steps", "2", "--size", "16", "--device", "cpu",
+    )  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 10 and len(manifest["class_names"]) == 10
+    assert all((out / f).is_file() for f in manifest["latents"] + manifest["images"])
+    latents, images = load(out, "latents"), load(out, "images")
+    assert latents.shape == (10, 4, 8, 8) and latents.dtype == np.float32
+    assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8
+    assert load(out, "latents", "labels").tolist() == list(range(10))
+    assert load(out, "images", "labels").tolist() == list(range(10))
+    assert manifest["params"]["seed"] == 42 and manifest["embeddings"] == "token_noise"
+
+
+def test_same_seed_same_outliers_other_seed_others(tiny_sd, tmp_path):
+    first = sd.synthesize_sd(tiny_sd, CLASSES, tmp_path / "a", TINY, "cpu").parent
+    again = sd.synthesize_sd(tiny_sd, CLASSES, tmp_path / "b", TINY, "cpu").parent
+    other = sd.GenerationConfig(**{**TINY.__dict__, "seed": 7})
+    moved = sd.synthesize_sd(tiny_sd, CLASSES, tmp_path / "c", other, "cpu").parent
+    assert np.array_equal(load(first, "latents"), load(again, "latents"))
+    assert np.array_equal(load(first, "images"), load(again, "images"))
+    assert not np.allclose(load(first, "latents"), load(moved, "latents"))
+
+
+def test_replacing_the_class_token_changes_the_conditioning(tiny_sd):
+    pipe = sd.load_pipeline(tiny_sd, torch.device("cpu"))
+    prompt = "A high-quality image of the Ankle boot"
+    position = sd.class_token_position(
+        pipe.tokenizer, "A high-quality image of the {}", "Ankle boot"
+    )
+    ids = pipe.tokenizer(prompt).input_ids
+    assert pipe.tokenizer.decode([ids[position]]).strip() == "t"  # the name's last token
+    anchor = sd.token_embedding(pipe, position, prompt)
+    plain = sd.encode_prompts(pipe, [prompt])
+    same = sd.encode_outlier_prompts(pipe, prompt, position, anchor[None])
+    assert torch.allclose(plain, same, atol=1e-6)  # replacing by itself changes nothing
+    moved = sd.encode_outlier_prompts(pipe, prompt, position, torch.randn(1, anchor.numel()))
+    changed = (moved - plain).abs().amax(dim=-1)[0]
+    # A causal text encoder: tokens before the replaced one keep their states, the rest change.
+    assert changed[:position].max() < 1e-6 and changed[position:].min() > 1e-4
+    # The hook is gone afterwards.
+    assert torch.allclose(sd.encode_prompts(pipe, [prompt]), plain)
+
+
+def test_a_killed_run_resumes_at_the_missing_shard(tiny_sd, tmp_path):
+    out = tmp_path / "sd"
+    sd.synthesize_sd(tiny_sd, CLASSES, out, TINY, "cpu")
+    latents = load(out, "latents")
+    first = (out / "latents_00000.npz").stat().st_mtime_ns
+    # As if killed while writing the second shard: it and the manifest are missing.
+    (out / "latents_00001.npz").unlink()
+    (out / "images_00001.npz").unlink()
+    (out / "manifest.json").unlink()
+    sd.synthesize_sd(tiny_sd, CLASSES, out, TINY, "cpu")
+    assert (out / "latents_00000.npz").stat().st_mtime_ns == first
+    assert np.array_equal(load(out, "latents"), latents)
+
+
+def test_missing_or_unusable_checkpoint_is_one_line_naming_the_path(tmp_path, data_root):
+    missing = tmp_path / "no-such-sd"
+    args = ["synthesize", "--backend", "stable-diffusion", "--data-root", str(data_root),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    result = run_oaml(*args, "--checkpoint", str(missing), check=False)
+    assert result.returncode == 2 and str(missing) in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_oaml(*args, "--checkpoint", str(empty), check=False)
+    assert result.returncode == 2 and "no model_index.json" in result.stderr
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    result = run_oaml(*args, "--checkpoint", str(broken), check=False)
+    assert result.returncode == 2 and f"cannot load Stable Diffusion from {broken}" in result.stderr
+    assert "Traceback" not in result.stderr
