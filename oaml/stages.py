@@ -176,9 +176,9 @@ def _outlier_grid(folder: Path, path: Path, n: int = 64) -> Path:
     import numpy as np
     from PIL import Image
 
-    from oaml.synthesis.forward_diffusion import load_outlier_images
+    from oaml.synthesis.outlier_sets import load_outliers
 
-    images = load_outlier_images(folder)[:n]
+    images = load_outliers(folder).images[:n]
     side = int(np.ceil(np.sqrt(len(images))))
     h, w = images.shape[1:3]
     grid = np.zeros((side * h, side * w, *images.shape[3:]), dtype=np.uint8)

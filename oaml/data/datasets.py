@@ -73,25 +73,46 @@ class WithIndex:
 
 
 class OutlierImages:
-    """Synthesized outlier images (N, H, W, C) uint8, served as CHW tensors at the model's size."""
+    """Synthesized outlier images (N, H, W, C) uint8, served as CHW tensors at the model's size
+    and channels, each with its diffusion latent where the backend kept one (else empty)."""
 
-    def __init__(self, images: np.ndarray, spec: ModelSpec) -> None:
-        if images.ndim != 4 or images.shape[-1] != spec.in_chans:
-            raise ValueError(
-                f"outlier images have shape {images.shape}; the model takes {spec.in_chans}-"
-                "channel images: synthesize them from the same benchmark"
-            )
+    def __init__(self, images: np.ndarray, spec: ModelSpec, latents: np.ndarray | None = None):
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"outlier images have shape {images.shape}; expected (N, H, W, 1|3)")
+        if latents is not None and len(latents) != len(images):
+            raise ValueError(f"{len(latents)} outlier latents for {len(images)} images")
+        images = _to_channels(images, spec.in_chans)
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        self.latents = None if latents is None else torch.from_numpy(latents).float()
         self.size = spec.input_size
+
+    @property
+    def latent_dim(self) -> int | None:
+        return None if self.latents is None else int(self.latents[0].numel())
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index]
         if image.shape[-2:] != (self.size, self.size):
             image = resize(image, [self.size, self.size], antialias=True)
-        return image, -1
+        latent = torch.empty(0) if self.latents is None else self.latents[index]
+        return image, latent
+
+
+def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """RGB outliers (Stable Diffusion's) for a grayscale model: ITU-R 601-2 luma, the weights
+    PIL's convert("L") uses for training images; grayscale for an RGB model: repeated."""
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if have == 3 and channels == 1:
+        luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+    if have == 1 and channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    raise ValueError(f"cannot turn {have}-channel outliers into {channels}-channel model inputs")
 
 
 def model_spec_for(

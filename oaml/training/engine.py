@@ -173,9 +173,12 @@ def train(
             if index:
                 batch["index"] = index[0].to(device, non_blocking=True)
             if outlier_batches is not None:
-                batch["outlier_images"] = next(outlier_batches).to(
+                outlier_images, outlier_latents = next(outlier_batches)
+                batch["outlier_images"] = outlier_images.to(
                     device, non_blocking=True, memory_format=torch.channels_last
                 )
+                if outlier_latents.numel():  # Stable Diffusion outliers: DeepCLUB's input
+                    batch["outlier_latents"] = outlier_latents.to(device, non_blocking=True)
             with _autocast(device, cfg.amp):
                 terms = method(model, batch)
             loss = terms["loss"]
@@ -268,16 +271,17 @@ def train(
 
 
 def _endless(dataset: Dataset, batch_size: int, cfg: TrainConfig, epoch: int):
-    """Outlier image batches without end, reshuffled on each pass, seeded by (seed, epoch)."""
+    """(images, latents) outlier batches without end, reshuffled on each pass, seeded by
+    (seed, epoch); latents are empty unless the outliers came from Stable Diffusion."""
     generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 7919)
     while True:
         loader = DataLoader(
             dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator
         )
         yielded = False
-        for images, _ in loader:
+        for images, latents in loader:
             yielded = True
-            yield images
+            yield images, latents
         if not yielded:
             raise ValueError(f"fewer outlier images ({len(dataset)}) than one batch ({batch_size})")
 

@@ -19,7 +19,8 @@ METHODS: Registry[type[nn.Module]] = Registry("method")
 class Method(nn.Module):
     """Base class: `forward(model, batch)` -> {'loss': total, '<term>': value, ...}.
 
-    `needs_outliers`: the engine adds a batch of outlier images as batch['outlier_images'].
+    `needs_outliers`: the engine adds a batch of outlier images as batch['outlier_images']
+    (and, for Stable Diffusion outliers, their latents as batch['outlier_latents']).
     """
 
     needs_outliers = False

@@ -111,8 +111,12 @@ class OAML(Method):
         terms["kd_feat"] = self.distiller(self.teacher_features[index], features)
         pick = torch.randint(len(self.knn), (n,), device=self.knn.device)
         knn_mi = self._mi(self.club_net, self.knn[pick], features)
-        pixels = outliers.float().div(255.0)
-        deep_mi = self._mi(self.deep_club_net, pixels, features)
+        # DeepCLUB's x: Stable Diffusion's final latents where the outliers have them (the
+        # paper's x_sd), else the outlier pixels.
+        deep_x = batch.get("outlier_latents")
+        if deep_x is None:
+            deep_x = outliers.float().div(255.0)
+        deep_mi = self._mi(self.deep_club_net, deep_x, features)
         terms["club"], terms["deep_club"] = knn_mi["bound"], deep_mi["bound"]
         total = terms["ce"] + sum(self.weights[k] * terms[k] for k in self.weights)
         total = total + knn_mi["fit"] + deep_mi["fit"]

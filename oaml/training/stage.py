@@ -31,7 +31,7 @@ def resolve_data_root(preset: Preset, data_root: str | Path | None) -> Path:
     return Path(root).expanduser().resolve()
 
 
-def _attach_teacher(method, cfg, spec, model, train_set, bench, root: Path, device):
+def _attach_teacher(method, cfg, spec, model, train_set, bench, root: Path, device, outliers):
     """Cached frozen-teacher outputs, k-NN outlier embeddings in the teacher's feature space,
     and per-sample rows into the cache, handed to a distilling method."""
     from oaml.data.datasets import WithIndex
@@ -72,7 +72,8 @@ def _attach_teacher(method, cfg, spec, model, train_set, bench, root: Path, devi
         cached.features,
         knn,
         student_dim=model.feature_dim,
-        outlier_dim=spec.in_chans * spec.input_size**2,
+        outlier_dim=(outliers.latent_dim if outliers is not None else None)
+        or spec.in_chans * spec.input_size**2,
     )
     return WithIndex(train_set, rows)
 
@@ -119,12 +120,13 @@ def train_stage(
     outliers = None
     # Only methods that train on outliers load them (a preset may name them for all methods).
     if cfg.outliers and method_module.needs_outliers:
-        from oaml.synthesis.forward_diffusion import load_outlier_images
+        from oaml.synthesis.outlier_sets import load_outliers
 
-        outliers = OutlierImages(load_outlier_images(cfg.outliers), spec)
+        found = load_outliers(cfg.outliers)
+        outliers = OutlierImages(found.images, spec, found.latents)
     if getattr(method_module, "needs_teacher", False):
         train_set = _attach_teacher(
-            method_module, cfg, spec, model, train_set, bench, root, torch_device
+            method_module, cfg, spec, model, train_set, bench, root, torch_device, outliers
         )
     lineage = {
         "preset": preset.name,

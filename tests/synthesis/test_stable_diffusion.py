@@ -105,3 +105,43 @@ def test_missing_or_unusable_checkpoint_is_one_line_naming_the_path(tmp_path, da
     result = run_oaml(*args, "--checkpoint", str(broken), check=False)
     assert result.returncode == 2 and f"cannot load Stable Diffusion from {broken}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_oaml_trains_on_stable_diffusion_latents_and_images(tiny_sd, tmp_path, data_root):
+    """The OAML method consumes both outputs: DeepCLUB on the latents, the energy term and the
+    student's outlier batch on the decoded images (RGB turned grayscale for Fashion-MNIST)."""
+    from oaml.models.checkpoint import read_checkpoint
+    from tests.conftest import TINY
+
+    outliers = tmp_path / "sd"
+    run_oaml(
+        "synthesize", "--backend", "stable-diffusion", "--checkpoint", str(tiny_sd),
+        "--data-root", str(data_root), "--out", str(outliers), "--n-per-class", "5",
+        "--steps", "2", "--size", "16", "--device", "cpu",
+    )  # fmt: skip
+    teacher = tmp_path / "teacher"
+    run_oaml(
+        "train", "--method", "teacher", "--out", str(teacher), "--data-root", str(data_root),
+        "--set", "teacher.train.train_subset=300", "--set", "teacher.train.epochs=1",
+        "--set", "teacher.model.width=0.125",
+    )  # fmt: skip
+    student = tmp_path / "oaml"
+    run_oaml(
+        "train", "--method", "oaml", "--out", str(student), "--data-root", str(data_root),
+        *TINY, "--set", "student.train.epochs=1", "--set", f"student.train.outliers={outliers}",
+        "--set", f"student.train.teacher_checkpoint={teacher / 'checkpoint.pt'}",
+        "--set", "student.train.knn_outliers_per_class=20",
+        "--set", "student.train.loss={energy: 0.1, m_in: -10.0, m_out: -4.0}",
+    )  # fmt: skip
+    payload = read_checkpoint(student / "checkpoint.pt")
+    history = payload["history"][0]
+    for term in ("deep_club", "energy", "kd", "club"):
+        assert np.isfinite(history[f"train_{term}"])
+    # DeepCLUB's variational net reads the 4 x 8 x 8 latents, not the 28 x 28 pixels.
+    first = next(
+        v
+        for k, v in payload["method_state"].items()
+        if k.startswith("deep_club_net") and v.ndim == 2
+    )
+    assert first.shape[1] == 4 * 8 * 8
