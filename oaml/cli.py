@@ -197,7 +197,11 @@ def evaluate(
 def synthesize(
     out: Annotated[Path, typer.Option(help="Output folder: shards and manifest.json")],
     backend: Annotated[
-        str, typer.Option(help="forward-diffusion or stable-diffusion")
+        str,
+        typer.Option(
+            help="forward-diffusion (pixels), stable-diffusion (generation) or "
+            "stable-diffusion-forward (VAE latents noised at t)"
+        ),
     ] = "forward-diffusion",
     benchmark: Annotated[str, typer.Option(help="Benchmark whose ID images are used")] = "fmnist",
     data_root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout)")] = Path("data"),
@@ -222,9 +226,26 @@ def synthesize(
     scheduler: Annotated[str, typer.Option(help="pndm (PLMS) or ddim")] = "pndm",
     eta: Annotated[float, typer.Option(help="DDIM eta")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per sampler call")] = 4,
+    denoise: Annotated[
+        bool, typer.Option(help="stable-diffusion-forward: denoise from t (img2img)")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
 ) -> None:
     """Synthesize outliers; a killed run resumes where it stopped when run again."""
+    if backend == "stable-diffusion-forward":
+        if checkpoint is None:
+            raise ValueError(f"--backend {backend} needs --checkpoint SD_DIR (its VAE and UNet)")
+        from oaml.synthesis.latent_diffusion import LatentDiffusionConfig, latent_forward_diffusion
+
+        latent_cfg = LatentDiffusionConfig(
+            count=count, t_min=t_min, t_max=t_max, size=size, seed=seed or 0,
+            denoise=denoise, steps=steps, guidance=guidance, batch_size=batch_size,
+        )  # fmt: skip
+        manifest = latent_forward_diffusion(
+            checkpoint, benchmark, data_root, out, latent_cfg, device
+        )
+        typer.echo(f"manifest: {manifest}")
+        return
     if backend == "stable-diffusion":
         _synthesize_sd(
             out, benchmark, checkpoint, teacher, n_per_class, steps, size, guidance,
@@ -233,7 +254,8 @@ def synthesize(
         return
     if backend != "forward-diffusion":
         raise ValueError(
-            f"unknown backend {backend!r}; available: forward-diffusion, stable-diffusion"
+            f"unknown backend {backend!r}; available: forward-diffusion, stable-diffusion, "
+            "stable-diffusion-forward"
         )
     from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
 

@@ -145,3 +145,31 @@ def test_oaml_trains_on_stable_diffusion_latents_and_images(tiny_sd, tmp_path, d
         if k.startswith("deep_club_net") and v.ndim == 2
     )
     assert first.shape[1] == 4 * 8 * 8
+
+
+def test_latent_forward_diffusion_noises_vae_latents(tiny_sd, tmp_path, data_root):
+    """ID images through the SD VAE, noised at t (or denoised from t): latents and images."""
+    args = [
+        "synthesize", "--backend", "stable-diffusion-forward", "--checkpoint", str(tiny_sd),
+        "--data-root", str(data_root), "--count", "12", "--size", "16", "--device", "cpu",
+        "--batch-size", "4",
+    ]  # fmt: skip
+    run_oaml(*args, "--out", str(tmp_path / "a"))
+    run_oaml(*args, "--out", str(tmp_path / "b"))
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["mode"] == "latent_forward_diffusion" and manifest["count"] == 12
+    latents = load(tmp_path / "a", "latents")
+    assert latents.shape == (12, 4, 8, 8) and load(tmp_path / "a", "images").shape[1:] == (
+        16,
+        16,
+        3,
+    )
+    timesteps = load(tmp_path / "a", "latents", "timesteps")
+    assert timesteps.min() >= 300 and timesteps.max() <= 700
+    assert np.array_equal(latents, load(tmp_path / "b", "latents"))  # seeded
+    assert sorted(set(load(tmp_path / "a", "latents", "labels").tolist())) == list(range(10))
+    # The paper's img2img variant: denoised from each t under the class prompt.
+    run_oaml(*args, "--out", str(tmp_path / "c"), "--denoise", "--steps", "4")
+    denoised = load(tmp_path / "c", "latents")
+    assert denoised.shape == latents.shape and not np.allclose(denoised, latents)
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["mode"].endswith("img2img")
