@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup system-deps demo test lint format clean
+.PHONY: setup system-deps demo test lint format clean gpu-check
 
 setup: system-deps $(STAMP)
 
@@ -32,6 +32,17 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -m "not gpu"
+
+# On a GPU machine: the gpu-marked tests, then the GPU benchmarks (fp16 vs fp32 generation with the
+# tiny model at a small size, and with SD_CHECKPOINT at 512x512 when given; faiss k-NN).
+SD_CHECKPOINT ?=
+gpu-check: setup
+	$(VENV)/bin/pytest -m gpu -v
+	$(VENV)/bin/oaml bench sd --out runs/bench-gpu/sd-tiny --device cuda --steps 20 --images 32
+	@if [ -n "$(SD_CHECKPOINT)" ]; then \
+		$(VENV)/bin/oaml bench sd --out runs/bench-gpu/sd-512 --device cuda \
+			--checkpoint $(SD_CHECKPOINT) --images 8; fi
+	$(VENV)/bin/oaml bench knn --out runs/bench-gpu/knn
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

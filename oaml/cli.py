@@ -663,6 +663,28 @@ def bench_knn(
     typer.echo(json.dumps(report, indent=1))
 
 
+@bench_app.command("sd")
+@friendly
+def bench_sd(
+    out: Annotated[Path, typer.Option(help="Folder for sd.json and sd.md")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Stable Diffusion folder or file (default: a tiny model)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    size: Annotated[
+        int | None, typer.Option(help="Image side (default: 512, or 32 for the tiny model)")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Sampler steps")] = 50,
+    images: Annotated[int, typer.Option(help="Images measured per precision")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images per sampler call")] = 4,
+) -> None:
+    """Stable Diffusion outlier generation: images/s in fp32, and fp16 on CUDA, with the ratio."""
+    from oaml.bench.generation import bench_generation
+
+    report = bench_generation(out, checkpoint, device, size, steps, images, batch_size)
+    typer.echo(json.dumps(report, indent=1))
+
+
 @app.command()
 def presets() -> None:
     """List the shipped presets."""

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from oaml.synthesis import stable_diffusion as sd
+from oaml.synthesis.tiny_sd import build_tiny_sd
 from tests.conftest import run_oaml
-from tests.synthesis.tiny_sd import build_tiny_sd
 
 TINY = sd.GenerationConfig(n_per_class=3, steps=2, size=16, batch_size=2, shard_size=4)
 CLASSES = ["T-shirt/top", "Ankle boot"]

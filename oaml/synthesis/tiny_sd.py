@@ -1,6 +1,6 @@
 """A tiny Stable Diffusion with random weights, built from configs and saved as a real diffusers
-folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/): the generation
-code runs its real path on CPU in seconds, with no download."""
+folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/): tests and the
+generation benchmark run the real code path in seconds, with no download."""
 
 from __future__ import annotations
 
