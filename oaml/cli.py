@@ -248,7 +248,7 @@ def synthesize(
         return
     if backend == "stable-diffusion":
         _synthesize_sd(
-            out, benchmark, checkpoint, teacher, n_per_class, steps, size, guidance,
+            out, benchmark, data_root, checkpoint, teacher, n_per_class, steps, size, guidance,
             scheduler, eta, batch_size, 42 if seed is None else seed, device,
         )  # fmt: skip
         return
@@ -266,16 +266,11 @@ def synthesize(
 
 
 def _synthesize_sd(
-    out, benchmark, checkpoint, teacher, n_per_class, steps, size, guidance, scheduler, eta,
-    batch_size, seed, device,
+    out, benchmark, data_root, checkpoint, teacher, n_per_class, steps, size, guidance,
+    scheduler, eta, batch_size, seed, device,
 ) -> None:  # fmt: skip
     if checkpoint is None:
         raise ValueError("--backend stable-diffusion needs --checkpoint SD_DIR (or a .ckpt file)")
-    if teacher is not None:
-        raise ValueError(
-            "--teacher (outlier embeddings from a text-conditioned feature space) is not built "
-            "yet; omit it to sample around the class token embeddings"
-        )
     from oaml.data.benchmarks import get_benchmark
     from oaml.synthesis.stable_diffusion import GenerationConfig, check_config, synthesize_sd
 
@@ -285,7 +280,11 @@ def _synthesize_sd(
     )  # fmt: skip
     check_config(cfg)  # before loading a multi-GB checkpoint
     names = list(get_benchmark(benchmark).class_names)
-    typer.echo(f"manifest: {synthesize_sd(checkpoint, names, out, cfg, device)}")
+    manifest = synthesize_sd(
+        checkpoint, names, out, cfg, device, teacher=teacher, benchmark=benchmark,
+        data_root=data_root,
+    )  # fmt: skip
+    typer.echo(f"manifest: {manifest}")
 
 
 @app.command()

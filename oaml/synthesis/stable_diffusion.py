@@ -12,6 +12,7 @@ is downloaded at run time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -214,9 +215,15 @@ def synthesize_sd(
     cfg: GenerationConfig,
     device: str = "auto",
     embeddings: np.ndarray | None = None,
+    teacher: str | Path | None = None,
+    benchmark: str | None = None,
+    data_root: str | Path | None = None,
 ) -> Path:
     """Generate `cfg.n_per_class` outliers per class into shards; return the manifest path.
-    `embeddings` (C, N, D) in the text encoder's token space; default: token noise."""
+    Outlier embeddings (C, N, D) in the text encoder's token space: `embeddings` as given, else
+    k-NN samples in the text-conditioned space of `teacher`'s features on `benchmark`'s training
+    images, else token noise around the class anchors. They are kept in OUT/embeddings.npy, so
+    a resumed run generates from the very same ones."""
     from oaml.device import pick_device
 
     check_config(cfg)
@@ -227,13 +234,31 @@ def synthesize_sd(
     use_scheduler(pipe, cfg.scheduler)
     positions = [class_token_position(pipe.tokenizer, cfg.prompt, c) for c in class_names]
     prompts = [cfg.prompt.format(c) for c in class_names]
-    source = "given"
-    if embeddings is None:
-        anchors = torch.stack(
-            [token_embedding(pipe, p, q) for p, q in zip(positions, prompts, strict=True)]
+    anchors = torch.stack(
+        [token_embedding(pipe, p, q) for p, q in zip(positions, prompts, strict=True)]
+    )
+    source, report = "given", {}
+    saved = out / "embeddings.npy"
+    about = out / "embeddings.json"
+    if embeddings is None and saved.is_file() and about.is_file():
+        embeddings = np.load(saved)
+        recorded = json.loads(about.read_text())
+        source, report = recorded["source"], recorded["report"]
+    elif embeddings is None and teacher is not None:
+        from oaml.synthesis.text_space import text_space_outliers
+
+        if benchmark is None or data_root is None:
+            raise ValueError("outliers from a teacher's features need the benchmark and data root")
+        embeddings, report = text_space_outliers(
+            teacher, anchors, benchmark, data_root, cfg.n_per_class, device=device
         )
+        source = "text_space"
+    elif embeddings is None:
         embeddings = token_noise_embeddings(anchors, cfg.n_per_class, cfg.token_noise, cfg.seed)
         source = "token_noise"
+    if not (saved.is_file() and about.is_file()):
+        atomic_write(saved, lambda fh: np.save(fh, np.asarray(embeddings, dtype=np.float32)))
+        atomic_write_json(about, {"source": source, "report": report})
     if embeddings.shape[:2] != (len(class_names), cfg.n_per_class):
         raise ValueError(
             f"embeddings have shape {embeddings.shape}, need ({len(class_names)}, "
@@ -261,6 +286,8 @@ def synthesize_sd(
         "class_names": list(class_names),
         "count": len(jobs),
         "embeddings": source,
+        "embeddings_file": saved.name,
+        "text_space": report,
         "params": asdict(cfg),
         **files,
     }

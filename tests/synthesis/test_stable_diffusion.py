@@ -109,23 +109,30 @@ def test_missing_or_unusable_checkpoint_is_one_line_naming_the_path(tmp_path, da
 
 @pytest.mark.slow
 def test_oaml_trains_on_stable_diffusion_latents_and_images(tiny_sd, tmp_path, data_root):
-    """The OAML method consumes both outputs: DeepCLUB on the latents, the energy term and the
-    student's outlier batch on the decoded images (RGB turned grayscale for Fashion-MNIST)."""
+    """The text-conditioned space picks the outlier embeddings from the teacher's features; the
+    OAML method consumes both outputs: DeepCLUB the latents, the energy term and the student's
+    outlier batch the decoded images (RGB turned grayscale for Fashion-MNIST)."""
     from oaml.models.checkpoint import read_checkpoint
     from tests.conftest import TINY
 
-    outliers = tmp_path / "sd"
-    run_oaml(
-        "synthesize", "--backend", "stable-diffusion", "--checkpoint", str(tiny_sd),
-        "--data-root", str(data_root), "--out", str(outliers), "--n-per-class", "5",
-        "--steps", "2", "--size", "16", "--device", "cpu",
-    )  # fmt: skip
     teacher = tmp_path / "teacher"
     run_oaml(
         "train", "--method", "teacher", "--out", str(teacher), "--data-root", str(data_root),
         "--set", "teacher.train.train_subset=300", "--set", "teacher.train.epochs=1",
         "--set", "teacher.model.width=0.125",
     )  # fmt: skip
+    outliers = tmp_path / "sd"
+    run_oaml(
+        "synthesize", "--backend", "stable-diffusion", "--checkpoint", str(tiny_sd),
+        "--data-root", str(data_root), "--out", str(outliers), "--n-per-class", "5",
+        "--steps", "2", "--size", "16", "--device", "cpu",
+        "--teacher", str(teacher / "checkpoint.pt"),
+    )  # fmt: skip
+    manifest = json.loads((outliers / "manifest.json").read_text())
+    assert manifest["embeddings"] == "text_space"
+    assert manifest["text_space"]["head_accuracy"] > 0.3  # chance is 0.1
+    embeddings = np.load(outliers / "embeddings.npy")
+    assert embeddings.shape == (10, 5, 32)  # the tiny text encoder's token space
     student = tmp_path / "oaml"
     run_oaml(
         "train", "--method", "oaml", "--out", str(student), "--data-root", str(data_root),
@@ -145,6 +152,19 @@ def test_oaml_trains_on_stable_diffusion_latents_and_images(tiny_sd, tmp_path, d
         if k.startswith("deep_club_net") and v.ndim == 2
     )
     assert first.shape[1] == 4 * 8 * 8
+
+
+def test_projection_head_learns_the_anchor_space():
+    from oaml.synthesis.text_space import TextSpaceConfig, fit_projection
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16)).astype(np.float32) * 3
+    labels = np.repeat(np.arange(3), 100)
+    features = centres[labels] + rng.standard_normal((300, 16)).astype(np.float32)
+    anchors = torch.randn(3, 8)
+    head, accuracy = fit_projection(features, labels, anchors, TextSpaceConfig(epochs=10))
+    assert accuracy > 0.95
+    assert head(torch.from_numpy(features[:2])).shape == (2, 8)
 
 
 def test_latent_forward_diffusion_noises_vae_latents(tiny_sd, tmp_path, data_root):
