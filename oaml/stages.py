@@ -139,30 +139,50 @@ def synthesize_outliers(
     tracking: Tracking,
     work_dir: str | Path | None = None,
 ) -> Path:
-    """Forward-diffused outlier images (the preset's count and timesteps) into `out`."""
-    from dataclasses import asdict
-
-    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
-
+    """The preset's outliers into `out`: forward-diffused ID images, or, with
+    `bench.sd_checkpoint`, Stable Diffusion generations (latents and images)."""
     preset = _load(preset_name, overrides)
     root, out = data_root_of(data), Path(out)
     work = Path(work_dir) if work_dir else None
-    bench = preset.bench
-    cfg = ForwardDiffusionConfig(count=bench.outliers, t_min=bench.t_min, t_max=bench.t_max)
     with stage_run(tracking, "outliers") as run:
         _log_preset(run, preset, overrides)
-        run.params({"forward_diffusion": asdict(cfg)})
         _log_data(run, preset.benchmark, root, "source")
-        folder = _stage_dir(
-            work, out, "outliers", preset.benchmark, asdict(cfg), _manifest(preset, root)
-        )
-        manifest = synthesize(preset.benchmark, root, folder, cfg)
-        names = ["manifest.json", *json.loads(manifest.read_text())["shards"]]
+        settings, write = _outlier_backend(preset, root)
+        run.params(settings)
+        folder = _stage_dir(work, out, "outliers", settings, _manifest(preset, root))
+        manifest = json.loads(write(folder).read_text())
+        names = ["manifest.json", *manifest.get("shards", [])]
+        names += [*manifest.get("latents", []), *manifest.get("images", [])]
+        names += [n for n in ("embeddings.npy", "embeddings.json") if (folder / n).is_file()]
         _publish(folder, out, names)
-        run.metrics({"outliers": cfg.count})
+        run.metrics({"outliers": manifest["count"]})
         run.artifact(out / "manifest.json", "outliers")
         run.artifact(_outlier_grid(out, out.parent / f"{out.name}_samples.png"), "plots")
     return out
+
+
+def _outlier_backend(preset, root: Path):
+    """The outlier settings (for tracking and the stage folder's name) and the writer."""
+    from dataclasses import asdict
+
+    bench = preset.bench
+    if bench.sd_checkpoint:
+        from oaml.data.benchmarks import get_benchmark
+        from oaml.synthesis.stable_diffusion import GenerationConfig, synthesize_sd
+
+        names = list(get_benchmark(preset.benchmark).class_names)
+        cfg = GenerationConfig(
+            n_per_class=max(1, bench.outliers // len(names)), steps=bench.sd_steps,
+            size=bench.sd_size,
+        )  # fmt: skip
+        settings = {"backend": "stable-diffusion", "checkpoint": bench.sd_checkpoint,
+                    "stable_diffusion": asdict(cfg)}  # fmt: skip
+        return settings, lambda folder: synthesize_sd(bench.sd_checkpoint, names, folder, cfg)
+    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
+
+    fd = ForwardDiffusionConfig(count=bench.outliers, t_min=bench.t_min, t_max=bench.t_max)
+    settings = {"backend": "forward-diffusion", "forward_diffusion": asdict(fd)}
+    return settings, lambda folder: synthesize(preset.benchmark, root, folder, fd)
 
 
 def _manifest(preset, root: Path) -> str | None:

@@ -77,10 +77,15 @@ def oaml_pipeline(
     image: str = DEFAULT_IMAGE,
     device: str = "auto",
     work_dir: str = "",
+    sd_checkpoint: str = "",
 ):
     """`overrides` is a JSON list of preset overrides ("a.b=value"); the benchmark override is
-    added from `benchmark`. `work_dir` is for local runs (resumable stage folders)."""
-    settings = merged_overrides(benchmark=benchmark, overrides=overrides)
+    added from `benchmark`. `work_dir` is for local runs (resumable stage folders).
+    `sd_checkpoint`: a Stable Diffusion folder (e.g. on the data volume) that generates the
+    outliers instead of forward diffusion."""
+    settings = merged_overrides(
+        benchmark=benchmark, overrides=overrides, sd_checkpoint=sd_checkpoint
+    )
     settings.set_caching_options(True)
     on_cluster(settings, image, cpu="1", memory="1Gi", data=False)
     closing = close_tracking(tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
