@@ -3,6 +3,7 @@
 import json
 
 import mlflow
+import pytest
 
 from oaml.stages import synthesize_outliers
 from oaml.synthesis.tiny_sd import build_tiny_sd
@@ -10,7 +11,14 @@ from oaml.tracking.runs import Tracking
 from oaml.tracking.store import embedded_uri
 
 
-def test_outlier_stage_generates_with_stable_diffusion(tmp_path, data_root):
+@pytest.fixture()
+def own_tracking_uri():
+    """Stages set MLflow's process-wide tracking URI; give later tests theirs back."""
+    yield
+    mlflow.set_tracking_uri(None)
+
+
+def test_outlier_stage_generates_with_stable_diffusion(tmp_path, data_root, own_tracking_uri):
     tracking = Tracking(embedded_uri(tmp_path / "mlflow"))
     model = build_tiny_sd(tmp_path / "tiny_sd")
     overrides = [

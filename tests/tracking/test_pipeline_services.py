@@ -75,6 +75,7 @@ def test_local_pipeline_tracks_registers_and_promotes(
     from oaml.serving.detector import Detector
     from oaml.serving.model_source import resolve_model
 
+    mlflow.set_tracking_uri(tracking_server)  # as `oaml serve` gets it from its environment
     source = resolve_model("models:/fmnist-detector@challenger", tmp_path / "download")
     assert source.version == "1"
     detector = Detector(source.path)
@@ -95,6 +96,7 @@ def test_local_pipeline_tracks_registers_and_promotes(
     champion = client.get_model_version_by_alias("fmnist-detector", "champion")
     assert str(champion.version) == "1"
     assert os.environ["MLFLOW_TRACKING_URI"] == tracking_server
+    mlflow.set_tracking_uri(None)
 
 
 def summary_manifest(summary: dict) -> str:
