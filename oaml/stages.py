@@ -21,7 +21,6 @@ from oaml.io import atomic_copy, atomic_write_json, atomic_write_text, sha256_fi
 from oaml.tracking.runs import StageRun, Tracking, stage_run
 
 CHECKPOINT = "checkpoint.pt"
-DATA_POINTER = "data.json"
 
 
 def _digest(*parts: Any) -> str:
