@@ -485,14 +485,30 @@ def pipeline_run(
         "oaml-detector"
     ),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="subprocess: every stage in this Python; docker: every stage in a container of "
+            "the project image (an engine at DOCKER_HOST, e.g. podman system service)"
+        ),
+    ] = "subprocess",
+    image: Annotated[
+        str | None,
+        typer.Option(help="Image for --runner docker (default: the pipeline's, `make images`)"),
+    ] = None,
 ) -> None:
     """Run the very same pipeline on this machine (kfp.local) and write OUT/summary.json."""
     if not local:
         raise ValueError("give --local to run here, or use `oaml pipeline submit --host URL`")
+    if image and runner != "docker":
+        raise ValueError("--image needs --runner docker")
     from pipelines.demo import run_demo
 
     _check_method(method)
-    run_demo(out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model)
+    run_demo(
+        out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model,
+        runner=runner, image=image,
+    )  # fmt: skip
 
 
 @registry_app.command("promote")

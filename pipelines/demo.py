@@ -26,9 +26,12 @@ def run_demo(
     method: str = "oaml",
     tracking_uri: str | None = None,
     registered_model: str = "oaml-detector",
+    runner: str = "subprocess",
+    image: str | None = None,
 ) -> dict[str, Any]:
     """Run the local pipeline into `out` and write `out/summary.json`. A re-run reuses the
-    finished stages (OUT/work) and registers a new version."""
+    finished stages (OUT/work) and registers a new version. `runner="docker"` runs every stage
+    in the project image `image` (pipelines/containers.py)."""
     from oaml.config import load_preset
     from oaml.evaluation.report import markdown_table
     from pipelines.runner import run_local
@@ -47,7 +50,7 @@ def run_demo(
     }
     if data_root or preset.data_root:
         params["data_root"] = str(Path(data_root or preset.data_root).expanduser().resolve())
-    result = run_local(out, params, tracking_uri)
+    result = run_local(out, params, tracking_uri, runner=runner, image=image)
     # Stable paths for the newest run's results (the artifacts stay under OUT/pipeline_root).
     checkpoint = atomic_copy(result["checkpoint"], out / "checkpoint.pt")
     onnx = atomic_copy(result["onnx"], out / "detector.onnx")
@@ -65,6 +68,8 @@ def run_demo(
         "preset": preset.name,
         "method": method,
         "mlflow_parent_run_id": result["parent_run_id"],
+        "runner": runner,
+        "image": result.get("image"),
         "kfp_run_dir": result["run_dir"],
         "metrics": metrics,
         "seconds": round(time.perf_counter() - started, 1),

@@ -62,104 +62,117 @@ def on_gpu(task: dsl.PipelineTask, cpu: str = "8", memory: str = "32Gi") -> dsl.
     return task
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="OAML: outliers, teacher, OAML student, evaluation, ONNX export, registration.",
-)
-def oaml_pipeline(
-    preset: str = "quick",
-    benchmark: str = "fmnist",
-    overrides: str = "[]",
-    method: str = "oaml",
-    data_root: str = DATA_MOUNT,
-    tracking_uri: str = "http://mlflow.oaml.svc.cluster.local:5000",
-    registered_model: str = "oaml-detector",
-    image: str = DEFAULT_IMAGE,
-    device: str = "auto",
-    work_dir: str = "",
-    sd_checkpoint: str = "",
-):
-    """`overrides` is a JSON list of preset overrides ("a.b=value"); the benchmark override is
-    added from `benchmark`. `work_dir` is for local runs (resumable stage folders).
-    `sd_checkpoint`: a Stable Diffusion folder (e.g. on the data volume) that generates the
-    outliers instead of forward diffusion."""
-    settings = merged_overrides(
-        benchmark=benchmark, overrides=overrides, sd_checkpoint=sd_checkpoint
+def build_pipeline(fixed_image: str | None = None):
+    """The pipeline function. `fixed_image` sets every stage's image when the pipeline is built
+    instead of from the `image` parameter: kfp.local's DockerRunner takes a task's image as
+    written and does not resolve a runtime parameter in it."""
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="OAML: outliers, teacher, OAML student, evaluation, ONNX export, registration.",
     )
-    settings.set_caching_options(True)
-    on_cluster(settings, image, cpu="1", memory="1Gi", data=False)
-    closing = close_tracking(tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    closing.set_caching_options(False)
-    on_cluster(closing, image, cpu="1", memory="1Gi", data=False)
-
-    with dsl.ExitHandler(closing, name="tracked-stages"):
-        opened = open_tracking(
-            tracking_uri=tracking_uri,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            preset=preset,
-            benchmark=benchmark,
+    def oaml_pipeline(
+        preset: str = "quick",
+        benchmark: str = "fmnist",
+        overrides: str = "[]",
+        method: str = "oaml",
+        data_root: str = DATA_MOUNT,
+        tracking_uri: str = "http://mlflow.oaml.svc.cluster.local:5000",
+        registered_model: str = "oaml-detector",
+        image: str = DEFAULT_IMAGE,
+        device: str = "auto",
+        work_dir: str = "",
+        sd_checkpoint: str = "",
+    ):
+        """`overrides` is a JSON list of preset overrides ("a.b=value"); the benchmark override is
+        added from `benchmark`. `work_dir` is for local runs (resumable stage folders).
+        `sd_checkpoint`: a Stable Diffusion folder (e.g. on the data volume) that generates the
+        outliers instead of forward diffusion."""
+        image = fixed_image or image
+        settings = merged_overrides(
+            benchmark=benchmark, overrides=overrides, sd_checkpoint=sd_checkpoint
         )
-        opened.set_caching_options(False)
-        on_cluster(opened, image, cpu="1", memory="1Gi", data=False)
-        tracked = {
-            "tracking_uri": tracking_uri,
-            "parent_run_id": opened.output,
-            "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        }
-        common = {"preset": preset, "overrides": settings.output}
-        data = prepare_data(benchmark=benchmark, data_root=data_root, tracking_uri=tracking_uri)
-        data.set_caching_options(True)
-        on_cluster(data, image, cpu="2", memory="8Gi")
-        cached = {"tracking_uri": tracking_uri, "work_dir": work_dir}
-        data_in = data.outputs["data"]
-
-        outliers = synthesize_outliers(**common, data=data_in, **cached)
-        outliers.set_caching_options(True)
-        on_gpu(on_cluster(outliers, image))
-
-        teacher = train_teacher(**common, data=data_in, **cached, device=device)
-        teacher.set_caching_options(True)
-        on_gpu(on_cluster(teacher, image))
-
-        start = train_start(**common, data=data_in, **cached, device=device)
-        start.set_caching_options(True)
-        on_gpu(on_cluster(start, image))
-
-        student = train_student(
-            **common,
-            method=method,
-            data=data_in,
-            start=start.outputs["start"],
-            teacher=teacher.outputs["teacher"],
-            outliers=outliers.outputs["outliers"],
-            **tracked,
-            work_dir=work_dir,
-            device=device,
+        settings.set_caching_options(True)
+        on_cluster(settings, image, cpu="1", memory="1Gi", data=False)
+        closing = close_tracking(
+            tracking_uri=tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
         )
-        student.set_caching_options(False)
-        on_gpu(on_cluster(student, image))
+        closing.set_caching_options(False)
+        on_cluster(closing, image, cpu="1", memory="1Gi", data=False)
 
-        evaluated = evaluate(
-            **common,
-            data=data_in,
-            student=student.outputs["student"],
-            **tracked,
-            device=device,
-        )
-        evaluated.set_caching_options(False)
-        on_gpu(on_cluster(evaluated, image))
+        with dsl.ExitHandler(closing, name="tracked-stages"):
+            opened = open_tracking(
+                tracking_uri=tracking_uri,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                preset=preset,
+                benchmark=benchmark,
+            )
+            opened.set_caching_options(False)
+            on_cluster(opened, image, cpu="1", memory="1Gi", data=False)
+            tracked = {
+                "tracking_uri": tracking_uri,
+                "parent_run_id": opened.output,
+                "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            }
+            common = {"preset": preset, "overrides": settings.output}
+            data = prepare_data(benchmark=benchmark, data_root=data_root, tracking_uri=tracking_uri)
+            data.set_caching_options(True)
+            on_cluster(data, image, cpu="2", memory="8Gi")
+            cached = {"tracking_uri": tracking_uri, "work_dir": work_dir}
+            data_in = data.outputs["data"]
 
-        exported = export_onnx(student=student.outputs["student"], data=data_in, **tracked)
-        exported.set_caching_options(False)
-        on_cluster(exported, image, cpu="4", memory="8Gi")
+            outliers = synthesize_outliers(**common, data=data_in, **cached)
+            outliers.set_caching_options(True)
+            on_gpu(on_cluster(outliers, image))
 
-        registered = register(
-            detector=exported.outputs["detector"],
-            evaluation=evaluated.outputs["evaluation"],
-            registered_model=registered_model,
-            preset=preset,
-            **tracked,
-        )
-        registered.set_caching_options(False)
-        on_cluster(registered, image, cpu="1", memory="2Gi", data=False)
+            teacher = train_teacher(**common, data=data_in, **cached, device=device)
+            teacher.set_caching_options(True)
+            on_gpu(on_cluster(teacher, image))
+
+            start = train_start(**common, data=data_in, **cached, device=device)
+            start.set_caching_options(True)
+            on_gpu(on_cluster(start, image))
+
+            student = train_student(
+                **common,
+                method=method,
+                data=data_in,
+                start=start.outputs["start"],
+                teacher=teacher.outputs["teacher"],
+                outliers=outliers.outputs["outliers"],
+                **tracked,
+                work_dir=work_dir,
+                device=device,
+            )
+            student.set_caching_options(False)
+            on_gpu(on_cluster(student, image))
+
+            evaluated = evaluate(
+                **common,
+                data=data_in,
+                student=student.outputs["student"],
+                **tracked,
+                device=device,
+            )
+            evaluated.set_caching_options(False)
+            on_gpu(on_cluster(evaluated, image))
+
+            exported = export_onnx(student=student.outputs["student"], data=data_in, **tracked)
+            exported.set_caching_options(False)
+            on_cluster(exported, image, cpu="4", memory="8Gi")
+
+            registered = register(
+                detector=exported.outputs["detector"],
+                evaluation=evaluated.outputs["evaluation"],
+                registered_model=registered_model,
+                preset=preset,
+                **tracked,
+            )
+            registered.set_caching_options(False)
+            on_cluster(registered, image, cpu="1", memory="2Gi", data=False)
+
+    return oaml_pipeline
+
+
+oaml_pipeline = build_pipeline()

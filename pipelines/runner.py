@@ -7,13 +7,15 @@ import json
 import re
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from pipelines.oaml_pipeline import oaml_pipeline
+from pipelines.oaml_pipeline import build_pipeline, oaml_pipeline
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DEFAULT_MODEL = oaml_pipeline.component_spec.inputs["registered_model"].default
+DEFAULT_IMAGE = oaml_pipeline.component_spec.inputs["image"].default
 # Parameters a user may pass with --param, from the pipeline's signature (typed: all strings).
 PARAMETERS = tuple(oaml_pipeline.component_spec.inputs or {})
 
@@ -76,14 +78,28 @@ def submit(
     return {"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}
 
 
-def run_local(out: str | Path, params: dict[str, str], tracking_uri: str | None = None) -> dict:
-    """Run the whole pipeline here (kfp.local, one subprocess per stage, this Python).
+RUNNERS = ("subprocess", "docker")
+
+
+def run_local(
+    out: str | Path,
+    params: dict[str, str],
+    tracking_uri: str | None = None,
+    runner: str = "subprocess",
+    image: str | None = None,
+) -> dict:
+    """Run the whole pipeline here with kfp.local: one subprocess per stage in this Python
+    (`runner="subprocess"`), or one container per stage in the project image (`"docker"`, any
+    Docker-compatible engine at DOCKER_HOST; pipelines/containers.py).
 
     Artifacts land under OUT/pipeline_root, resumable stage folders under OUT/work, data under
     OUT/data unless `data_root` is given; tracking goes to `tracking_uri`, MLFLOW_TRACKING_URI or
     the embedded store. Returns where everything is (the demo's summary.json without metrics).
     """
     import kfp.local
+
+    if runner not in RUNNERS:
+        raise ValueError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
 
     from oaml.tracking.runs import stage_seconds
     from oaml.tracking.store import resolve_tracking_uri
@@ -97,17 +113,24 @@ def run_local(out: str | Path, params: dict[str, str], tracking_uri: str | None 
         "tracking_uri": resolve_tracking_uri(tracking_uri or params.get("tracking_uri")),
     }
     root = out / "pipeline_root"
-    kfp.local.init(
-        runner=kfp.local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        raise_on_error=True,
-    )
+    pipeline, isolation = oaml_pipeline, nullcontext()
+    if runner == "docker":
+        from pipelines import containers
+
+        image = image or params.get("image") or DEFAULT_IMAGE
+        containers.require_image(containers.engine_client(), image)
+        arguments["image"] = image
+        pipeline, isolation = build_pipeline(image), containers.exit_status_kept()
+        kfp_runner = containers.docker_runner(out, arguments, root)
+    else:
+        kfp_runner = kfp.local.SubprocessRunner(use_venv=False)
+    kfp.local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), isolation:
         # The project image has no "python" in its name; locally this interpreter runs stages.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         try:
-            oaml_pipeline(**arguments)
+            pipeline(**arguments)
         except RuntimeError as exc:
             # kfp.local names the innermost failed task first, after "Inner task failed:".
             inner = ANSI.sub("", str(exc)).partition("Inner task failed:")[2]
@@ -125,6 +148,7 @@ def run_local(out: str | Path, params: dict[str, str], tracking_uri: str | None 
         "registered_model": arguments.get("registered_model", DEFAULT_MODEL),
         "tracking_uri": arguments["tracking_uri"],
         "data_root": arguments["data_root"],
+        "image": arguments.get("image"),
         "seconds": round(seconds, 1),
         "stage_seconds": {k: round(v, 1) for k, v in sorted(stages.items())},
         # Process start-up, imports and artifact hand-over: wall time not spent in any stage.

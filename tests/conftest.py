@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from oaml.data.fashion_mnist import DEBIAN_DIR
+from tests.tracking import services as tracking_services
 
 
 def pytest_collection_modifyitems(config, items):
@@ -20,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):  # a marker, not a test id that says gpu
             item.add_marker(skip)
 
 
@@ -87,8 +88,37 @@ def tiny_checkpoint(tmp_path_factory, data_root) -> Path:
 
 
 @pytest.fixture(scope="session")
+def test_files(data_root):
+    """The first 12 real fmnist test images and 4 real OOD photos, as files."""
+    from oaml.data.imglist import parse_imglist
+
+    listing = data_root / "benchmark_imglist" / "fmnist"
+    root = data_root / "images_classic"
+    id_entries = parse_imglist(listing / "test_fmnist.txt")[:12]
+    ood_entries = parse_imglist(listing / "test_photos.txt")[:4]
+    return [root / e.path for e in id_entries + ood_entries]
+
+
+@pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
     """The tiny student exported by `oaml export` (parity-checked on the way)."""
     out = tmp_path_factory.mktemp("tiny_onnx") / "detector.onnx"
     run_oaml("export", "--checkpoint", str(tiny_checkpoint), "--out", str(out))
     return out
+
+
+# Real services on loopback (tests/tracking/services.py), started only when a test asks.
+@pytest.fixture(scope="session")
+def postgres_uri():
+    """A fresh database on the machine's PostgreSQL; skipped with the reason where none runs."""
+    why = tracking_services.postgres_reachable()
+    if why:
+        pytest.skip(why)
+    with tracking_services.fresh_database() as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory):
+    with tracking_services.seaweed_s3(tmp_path_factory.mktemp("weed")) as store:
+        yield store

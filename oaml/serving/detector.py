@@ -100,6 +100,10 @@ def pick_providers(device: str = "auto") -> list[str]:
         raise DetectorError(
             f"--device {device} needs onnxruntime-gpu with CUDA; available providers: {available}"
         )
+    if chosen and hasattr(ort, "preload_dlls"):
+        # The images carry CUDA and cuDNN as pip wheels (no CUDA base image): load them from
+        # site-packages, where the CUDA provider would not look by itself.
+        ort.preload_dlls()
     return [*chosen, "CPUExecutionProvider"]
 
 

@@ -1,8 +1,10 @@
-"""Static checks of the two images' recipes (no Docker engine runs here: nothing is built).
+"""Static checks of the two images' recipes and the lock they install from (the images
+themselves are built and run in test_serve_image.py and test_train_image.py).
 
-They hold the Dockerfiles to what the rest of the project assumes: a non-root user, a CUDA base
-that matches torch's build, a serving image without torch whose pinned packages cover every import
-of the serving code, and tags that agree with pyproject.toml, the Makefile and the pipeline.
+They hold the Dockerfiles to what the rest of the project assumes: a non-root user, a base that
+`make base-images` can build, installs from hashed locks that agree with uv.lock, a serving image
+without torch whose locked packages cover every import of the serving code, and tags that agree
+with pyproject.toml, the Makefile and the pipeline.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 TRAIN = DOCKER / "Dockerfile"
 SERVE = DOCKER / "Dockerfile.serve"
-SERVE_REQUIREMENTS = DOCKER / "requirements-serve.txt"
-CUDA_BASE = re.compile(r"nvidia/cuda:(\d+)\.(\d+)\.(\d+)-cudnn-runtime-ubuntu22\.04")
+REQUIREMENTS = ROOT / "requirements"
+LOCKS = {
+    "dev": REQUIREMENTS / "dev.txt",
+    "train": REQUIREMENTS / "train-image.txt",
+    "serve-gpu": REQUIREMENTS / "serve-gpu.txt",
+    "serve-cpu": REQUIREMENTS / "serve-cpu.txt",
+}
 TORCH_STACK = {"torch", "torchvision", "torchaudio", "timm", "diffusers", "triton"}
 # Import name -> the distribution requirements-serve.txt installs for it, where they differ.
 SERVE_DISTRIBUTIONS = {
-    "onnxruntime": "onnxruntime-gpu",
     "PIL": "pillow",
     "yaml": "pyyaml",
     "multipart": "python-multipart",
@@ -83,28 +89,26 @@ def global_arg(dockerfile: Path, name: str) -> str:
     raise AssertionError(f"{dockerfile.name} has no global ARG {name}=...")
 
 
-def cuda_of(dockerfile: Path) -> tuple[int, int]:
-    image = global_arg(dockerfile, "CUDA_IMAGE")
-    match = CUDA_BASE.fullmatch(image)
-    assert match, f"{dockerfile.name}: {image} is not an nvidia/cuda cudnn-runtime Ubuntu 22.04 tag"
-    return int(match[1]), int(match[2])
-
-
 def run_commands(dockerfile: Path) -> list[str]:
     return [rest for keyword, rest in instructions(dockerfile) if keyword == "RUN"]
 
 
-def serve_requirements() -> dict[str, str]:
-    """requirements-serve.txt as {normalized name: pinned version}."""
+def locked(lock: Path) -> dict[str, str]:
+    """An exported lock as {normalized name: version}; every requirement is pinned and hashed."""
     pins = {}
-    for line in SERVE_REQUIREMENTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
+    text = lock.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[\w,-]+\])?==([\w.]+)", line)
-        assert match, f"requirements-serve.txt: {line!r} is not pinned as NAME==VERSION"
+        match = re.match(r"([A-Za-z0-9_.-]+)(?:\[[\w,-]+\])?==([\w.+]+)", line)
+        assert match, f"{lock.name}: {line[:80]!r} is not pinned as NAME==VERSION"
+        assert "--hash=sha256:" in line, f"{lock.name}: {match[1]} has no hash"
         pins[normalize(match[1])] = match[2]
     return pins
+
+
+def serve_requirements(flavor: str = "gpu") -> dict[str, str]:
+    return locked(LOCKS[f"serve-{flavor}"])
 
 
 # ---- Both images ------------------------------------------------------------------------------
@@ -129,11 +133,23 @@ def test_final_stage_is_lean_and_labelled(dockerfile):
     steps = instructions(dockerfile)
     assert sum(keyword == "FROM" for keyword, _ in steps) >= 2, "multi-stage build expected"
     final = final_stage(dockerfile)
-    # The runtime stage copies the built virtual environment; it installs no Python packages.
-    assert not [rest for keyword, rest in final if keyword == "RUN" and "pip " in rest]
-    assert ("COPY", "--from=build /opt/venv /opt/venv") in final
+    installs = [rest for keyword, rest in final if keyword == "RUN" and "pip " in rest]
+    if dockerfile == SERVE:
+        # The runtime stage copies the built virtual environment; it installs nothing.
+        assert not installs
+        assert ("COPY", "--from=build /opt/venv /opt/venv") in final
+    else:
+        # Installed in place (copying 8 GB between stages costs minutes): the lock, the project.
+        assert len(installs) == 2 and "--require-hashes" in installs[0]
+    # The per-build arguments come after the last RUN, so they never invalidate cached layers.
+    last_run = max(i for i, (keyword, _) in enumerate(final) if keyword == "RUN")
+    for name in ("REVISION", "CREATED"):
+        (declared,) = [i for i, (k, rest) in enumerate(final) if k == "ARG" and name in rest]
+        assert declared > last_run, f"{dockerfile.name}: ARG {name} before a RUN busts its cache"
     env = " ".join(rest for keyword, rest in final if keyword == "ENV")
     assert "PYTHONUNBUFFERED=1" in env
+    # No CUDA base image sets it: the GPU runtime would mount no libcuda otherwise.
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env
     assert "PATH=/opt/venv/bin:$PATH" in env
     labels = " ".join(rest for keyword, rest in final if keyword == "LABEL")
     for key in ("title", "description", "version", "revision", "source", "created"):
@@ -150,32 +166,61 @@ def test_final_stage_is_lean_and_labelled(dockerfile):
 # ---- Training image ---------------------------------------------------------------------------
 
 
-def test_training_base_matches_torch_cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.version.cuda:
-        pytest.skip(f"torch {torch.__version__} is a CPU build: no CUDA version to match")
-    major, minor = (int(part) for part in torch.version.cuda.split(".")[:2])
-    assert cuda_of(TRAIN) == (major, minor), (
-        f"docker/Dockerfile's base has CUDA {cuda_of(TRAIN)}, torch is built for {major}.{minor}"
-    )
+@pytest.mark.parametrize("dockerfile", [TRAIN, SERVE], ids=lambda p: p.name)
+def test_base_is_plain_debian_that_make_base_images_provides(dockerfile):
+    base = global_arg(dockerfile, "BASE_IMAGE")
+    assert base == "debian:bookworm-slim"  # Debian 12: python3.11 and dataset-fashion-mnist
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"BASE_IMAGE ?= {base}" in makefile
+    assert "docker.io/library/$(BASE_IMAGE)" in makefile  # the name `make base-images` tags
+    froms = [rest.split()[0] for keyword, rest in instructions(dockerfile) if keyword == "FROM"]
+    assert "${BASE_IMAGE}" in froms and not [f for f in froms if "nvidia/cuda" in f]
 
 
-def test_serving_base_has_the_training_cuda_major():
-    assert cuda_of(SERVE)[0] == cuda_of(TRAIN)[0]
-
-
-def test_training_image_installs_the_project_with_the_gpu_extra():
-    assert "gpu" in pyproject()["project"]["optional-dependencies"]
+def test_training_image_installs_the_hashed_gpu_lock_without_cpu_twins():
     commands = run_commands(TRAIN)
-    assert any("pip install '.[gpu]'" in c for c in commands)
-    assert any(re.search(r"pip install --no-deps \.(\s|$)", c) for c in commands)
-    # The CPU twins of the gpu extra are removed (they install the same Python packages).
-    twins = " ".join(c for c in commands if "pip uninstall" in c)
-    assert "faiss-cpu faiss-gpu-cu12" in twins and "onnxruntime onnxruntime-gpu" in twins
-    # MLflow's server (k8s/base runs it from this image) needs PostgreSQL's driver.
-    assert any("psycopg2" in c for c in commands)
+    assert any("pip install --require-hashes --no-deps -r requirements/train-image.txt" in c
+               for c in commands)  # fmt: skip
+    assert any(re.search(r"pip install --no-deps --no-build-isolation \.(\s|$)", c)
+               for c in commands)  # fmt: skip
+    pins = locked(LOCKS["train"])
+    # The GPU builds alone: their CPU twins install the same Python packages.
+    assert {"faiss-gpu-cu12", "onnxruntime-gpu", "torch"} <= pins.keys()
+    assert not {"faiss-cpu", "onnxruntime"} & pins.keys()
+    # torch's CUDA and cuDNN come as wheels (no CUDA base image), the CUDA 13 build.
+    assert {"nvidia-cudnn-cu13", "nvidia-cublas", "nvidia-cuda-runtime"} <= pins.keys()
+    # MLflow's server (k8s/base runs it from this image) needs PostgreSQL's drivers.
+    assert {"psycopg2-binary", "psycopg"} <= pins.keys()
+    assert "setuptools" in pins  # the build backend of --no-build-isolation
     # KFP runs `sh -c ...` in the container: an ENTRYPOINT would swallow it.
     assert not [rest for keyword, rest in instructions(TRAIN) if keyword == "ENTRYPOINT"]
+
+
+def test_locks_agree_with_each_other_and_the_pins():
+    dev, train = locked(LOCKS["dev"]), locked(LOCKS["train"])
+    shared = (dev.keys() & train.keys()) - {"faiss-cpu", "onnxruntime"}
+    assert {k for k in shared if dev[k] != train[k]} == set()
+    assert dev["torch"] == train["torch"] == "2.14.1" and dev["mlflow"] == "3.17.2"
+    for flavor in ("gpu", "cpu"):
+        serve = serve_requirements(flavor)
+        assert {k for k in serve.keys() & dev.keys() if serve[k] != dev[k]} <= {"onnxruntime"}
+
+
+def test_exported_locks_match_uv_lock(tmp_path):
+    """requirements/*.txt are `make lock`'s export of uv.lock: nobody edited them by hand."""
+    uv = Path(sys.executable).with_name("uv")
+    if not uv.exists():
+        pytest.skip("uv is not installed (the dev extra has it)")
+    done = subprocess.run(
+        ["make", "-s", "lock-export", f"REQUIREMENTS_DIR={tmp_path}", f"UV={uv}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for lock in LOCKS.values():
+        fresh = [x for x in (tmp_path / lock.name).read_text().splitlines() if x[:1] != "#"]
+        assert fresh == [x for x in lock.read_text().splitlines() if x[:1] != "#"], (
+            f"{lock.relative_to(ROOT)} is stale: run `make lock`"
+        )
 
 
 def test_training_image_carries_fashion_mnist_where_oaml_reads_it():
@@ -192,13 +237,16 @@ def test_training_image_carries_fashion_mnist_where_oaml_reads_it():
 
 
 def test_serving_image_installs_no_torch():
-    pins = serve_requirements()
-    assert not TORCH_STACK & pins.keys()
+    for flavor in ("gpu", "cpu"):
+        assert not TORCH_STACK & serve_requirements(flavor).keys()
     commands = [c for c in run_commands(SERVE) if "pip install" in c]
     project = [c for c in commands if re.search(r"pip install (--\S+ )*\.(\s|$)", c)]
     assert project, "Dockerfile.serve does not install the project"
     assert all("--no-deps" in c for c in project), "the project's own dependencies pull torch"
-    assert not any("[" in c for c in commands), "no extras in the serving image"
+    extras = [c for c in commands if re.search(r"\S\[\w", c)]  # .[gpu] or name[extra]
+    assert not extras, "no extras in the serving image"
+    assert any("--require-hashes --no-deps -r requirements/serve-${FLAVOR}.txt" in c
+               for c in commands)  # fmt: skip
     for command in commands:
         for words in shell_commands(command):
             if words[:2] == ["pip", "install"]:
@@ -219,13 +267,17 @@ def shell_commands(script: str) -> list[list[str]]:
     return [words for words in commands if words]
 
 
-def test_serving_requirements_are_pinned_and_match_the_project():
-    pins = serve_requirements()
+@pytest.mark.parametrize("flavor", ["gpu", "cpu"])
+def test_serving_locks_match_the_project_and_hold_one_onnxruntime(flavor):
+    pins = serve_requirements(flavor)
     mlflow = [d for d in pyproject()["project"]["dependencies"] if re.match(r"mlflow\s*==", d)]
     assert len(mlflow) == 1, "pyproject.toml pins mlflow==X"
     assert pins["mlflow-skinny"] == mlflow[0].split("==")[1].strip()
     assert "mlflow" not in pins, "the full mlflow package brings the server and its stack"
-    assert "onnxruntime-gpu" in pins and "onnxruntime" not in pins, "one onnxruntime build only"
+    builds = {"onnxruntime-gpu", "onnxruntime"} & pins.keys()
+    assert builds == {"onnxruntime-gpu" if flavor == "gpu" else "onnxruntime"}
+    if flavor == "gpu":  # CUDA 13 runtime and cuDNN 9 from wheels: the image has no CUDA base
+        assert {"nvidia-cuda-runtime", "nvidia-cudnn-cu13", "nvidia-cublas"} <= pins.keys()
 
 
 def serving_modules() -> set[str]:
@@ -288,16 +340,19 @@ def imported_names(tree: ast.AST, scope: str) -> list[str]:
     return names
 
 
-def test_serving_requirements_cover_every_serving_import():
+@pytest.mark.parametrize("flavor", ["gpu", "cpu"])
+def test_serving_locks_cover_every_serving_import(flavor):
     modules = serving_modules() - set(sys.stdlib_module_names) - {"__future__"}
     assert "onnxruntime" in modules and "fastapi" in modules  # the walk found the serving code
     assert not TORCH_STACK & modules, f"serving code imports {TORCH_STACK & modules}"
-    pins = serve_requirements()
+    pins = serve_requirements(flavor)
     owners = importlib.metadata.packages_distributions()
     for module in sorted(modules):
         wanted = SERVE_DISTRIBUTIONS.get(module)
+        if module == "onnxruntime":
+            wanted = "onnxruntime-gpu" if flavor == "gpu" else "onnxruntime"
         candidates = {normalize(wanted)} if wanted else {normalize(d) for d in owners[module]}
-        assert candidates & pins.keys(), f"{module} is imported; requirements-serve.txt lacks it"
+        assert candidates & pins.keys(), f"{module} is imported; serve-{flavor}.txt lacks it"
 
 
 def test_serving_image_entrypoint_and_port():
@@ -358,7 +413,8 @@ def test_dockerignore_keeps_local_state_out_and_the_build_inputs_in():
         assert ignored(path, patterns), path
     for path in ("model.onnx", "runs/x/detector.onnx", "ckpt.pt", "tests/test_io.py"):
         assert ignored(path, patterns), path
-    needed = ["pyproject.toml", "README.md", "docker/requirements-serve.txt", "oaml/cli.py"]
+    needed = ["pyproject.toml", "README.md", "oaml/cli.py"]
+    needed += [f"requirements/{lock.name}" for lock in LOCKS.values()]
     for package in packaged_folders():
         needed += [str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*") if p.is_file()]
     for path in needed:
@@ -379,7 +435,9 @@ def make_dry_run(*variables: str) -> list[str]:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
+    # One line per command (continuations joined), without the leading VAR=value settings.
+    commands = done.stdout.replace("\\\n", " ").splitlines()
+    return [re.sub(r"^(\w+=\S+\s+)+", "", line) for line in commands]
 
 
 def test_makefile_tags_images_with_the_project_version():

@@ -16,23 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from oaml.data.imglist import parse_imglist
 from oaml.models.checkpoint import load_checkpoint
 from oaml.serving.detector import Detector
 from oaml.serving.images import decode_image
 from tests.serving.conftest import running_server
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def test_files(data_root):
-    """The first 12 real fmnist test images and 4 real OOD photos, as files."""
-    listing = data_root / "benchmark_imglist" / "fmnist"
-    root = data_root / "images_classic"
-    id_entries = parse_imglist(listing / "test_fmnist.txt")[:12]
-    ood_entries = parse_imglist(listing / "test_photos.txt")[:4]
-    return [root / e.path for e in id_entries + ood_entries]
 
 
 def _expected(tiny_onnx, tiny_checkpoint, files):

@@ -8,22 +8,6 @@ from tests.tracking import services
 
 
 @pytest.fixture(scope="session")
-def postgres_uri():
-    """A fresh database on the machine's PostgreSQL; skipped with the reason where none runs."""
-    why = services.postgres_reachable()
-    if why:
-        pytest.skip(why)
-    with services.fresh_database() as uri:
-        yield uri
-
-
-@pytest.fixture(scope="session")
-def s3_store(tmp_path_factory):
-    with services.seaweed_s3(tmp_path_factory.mktemp("weed")) as store:
-        yield store
-
-
-@pytest.fixture(scope="session")
 def tracking_server(postgres_uri, s3_store, tmp_path_factory):
     """An `mlflow server` backed by PostgreSQL and SeaweedFS S3; yields its URL."""
     folder = tmp_path_factory.mktemp("mlflow_server")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,18 +170,23 @@ def s3_env(store: S3) -> dict[str, str]:
 
 
 @contextmanager
-def mlflow_server(backend_uri: str, store: S3, folder: Path) -> Iterator[str]:
-    """`mlflow server` on a free loopback port: PostgreSQL backend, S3 artifacts (proxied)."""
+def mlflow_server(
+    backend_uri: str, store: S3, folder: Path, launcher: Callable[[dict], list[str]] | None = None
+) -> Iterator[str]:
+    """`mlflow server` on a free loopback port: PostgreSQL backend, S3 artifacts (proxied).
+    `launcher(env)` gives the command that runs `mlflow` with that environment (a container
+    of the training image, say); by default this environment's own `mlflow`."""
     port = free_port()
     log = folder / "mlflow-server.log"
-    mlflow = Path(sys.executable).with_name("mlflow")
+    env = {**os.environ, **s3_env(store)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    own = [str(Path(sys.executable).with_name("mlflow"))]
+    mlflow = launcher(s3_env(store)) if launcher else own
     args = [
-        str(mlflow), "server", "--backend-store-uri", backend_uri,
+        *mlflow, "server", "--backend-store-uri", backend_uri,
         "--artifacts-destination", f"s3://{store.bucket}/mlflow",
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    env = {**os.environ, **s3_env(store)}
-    env.pop("MLFLOW_TRACKING_URI", None)
     with log.open("w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:

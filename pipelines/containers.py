@@ -1,0 +1,134 @@
+"""Local pipeline runs with every stage in the project image: kfp.local's DockerRunner, set up so
+that a container sees exactly what a Kubeflow pod would miss.
+
+Any Docker-compatible engine works (DOCKER_HOST; podman's `podman system service` included).
+Containers run as the image's own non-root user, on the host network (a tracking server on
+loopback stays reachable), with the run folder, the data and an embedded MLflow store mounted at
+their host paths, and only the tracking and S3 settings of this environment passed in.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+# The environment a stage container gets from this one: tracking, S3 and oaml's own settings.
+FORWARDED_PREFIXES = ("MLFLOW_", "AWS_", "OAML_")
+SHM_SIZE = "2g"  # PyTorch's data-loader workers share batches through /dev/shm
+
+
+class ContainerEngineError(OSError):
+    """No container engine answers, or the image is missing: a one-line, actionable error."""
+
+
+def engine_client():
+    """A Docker SDK client for DOCKER_HOST (or the default socket), checked to answer."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # the SDK raises several types for "nothing listens there"
+        where = os.environ.get("DOCKER_HOST", "the default Docker socket")
+        raise ContainerEngineError(
+            f"no container engine answers at {where} ({type(exc).__name__}): start one, e.g. "
+            "`podman system service --time=0 unix:///run/podman.sock` and "
+            "DOCKER_HOST=unix:///run/podman.sock"
+        ) from None
+    return client
+
+
+def require_image(client, image: str) -> None:
+    """Fail before any stage runs when the image is not present locally (kfp.local would try to
+    pull it, which needs a registry)."""
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ContainerEngineError(
+            f"image {image} is not present in the container engine: build it with `make images` "
+            "(DOCKER=podman where podman runs) or pass --image"
+        ) from None
+
+
+def shared_folders(out: Path, arguments: dict[str, Any]) -> list[Path]:
+    """Host folders the stages read or write: the run folder, the data, an embedded store."""
+    folders = [out]
+    data_root = Path(arguments["data_root"])
+    if not data_root.is_relative_to(out):
+        folders.append(data_root)
+    uri = arguments["tracking_uri"]
+    if uri.startswith("sqlite:///"):
+        store = Path(uri.removeprefix("sqlite:///")).parent
+        if not store.is_relative_to(out):
+            folders.append(store)
+    return folders
+
+
+def make_group_writable(folder: Path) -> None:
+    """Group-writable with the set-group-id bit, so that what kfp.local creates inside (umask
+    002 during the run) is writable by the containers, which join this process's group."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = folder.stat().st_mode
+    folder.chmod(mode | stat.S_IRWXG | stat.S_ISGID)
+
+
+def docker_runner(out: Path, arguments: dict[str, Any], pipeline_root: Path):
+    """kfp.local's DockerRunner with the mounts, network, group and environment above.
+    `pipeline_root` (inside `out`) is where the containers create each run's folders."""
+    import docker
+    import kfp.local
+
+    folders = shared_folders(out, arguments)
+    for folder in [*folders, pipeline_root]:
+        make_group_writable(folder)
+    mounts = [docker.types.Mount(str(f), str(f), type="bind") for f in folders]
+    environment = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
+    return kfp.local.DockerRunner(
+        mounts=mounts,
+        network_mode="host",
+        group_add=[str(os.getgid())],
+        environment=environment,
+        shm_size=SHM_SIZE,
+    )
+
+
+def run_container(client, image: str, command: list[str], volumes: dict, **run_args) -> int:
+    """Run one stage container to its end and return its real exit status.
+
+    kfp 2.17 starts containers with auto_remove and reads the status afterwards, so a container
+    that is already gone counts as success (kubeflow/pipelines#13332): a failed stage would pass.
+    Here the container is kept until its status is read, then removed."""
+    import docker
+
+    container = client.containers.run(
+        image=image, command=command, volumes=volumes, detach=True, **run_args
+    )
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            print(chunk.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        # Already removed by the engine is fine: the status was read.
+        with suppress(docker.errors.APIError):
+            container.remove(force=True)
+
+
+@contextmanager
+def exit_status_kept() -> Iterator[None]:
+    """Route kfp.local's Docker task handler through `run_container` for one run."""
+    from kfp.local import docker_task_handler
+
+    original = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = run_container
+    previous_umask = os.umask(0o002)
+    try:
+        yield
+    finally:
+        docker_task_handler.run_docker_container = original
+        os.umask(previous_umask)
