@@ -122,3 +122,11 @@ def postgres_uri():
 def s3_store(tmp_path_factory):
     with tracking_services.seaweed_s3(tmp_path_factory.mktemp("weed")) as store:
         yield store
+
+
+@pytest.fixture(scope="session")
+def tracking_server(postgres_uri, s3_store, tmp_path_factory):
+    """An `mlflow server` backed by PostgreSQL and SeaweedFS S3; yields its URL."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    with tracking_services.mlflow_server(postgres_uri, s3_store, folder) as url:
+        yield url
