@@ -22,7 +22,7 @@ from oaml.serving.detector import Detector
 from oaml.serving.images import decode_image
 from tests.docker import engine as eng
 from tests.serving.conftest import free_port
-from tests.serving.test_server import _infer_json, _metric
+from tests.serving.test_server import _infer_json, wait_until_received
 
 pytestmark = pytest.mark.slow
 
@@ -158,14 +158,7 @@ def test_sigterm_drains_in_flight_requests(image, models, tiny_onnx):
         infer = f"{url}/v2/models/{tiny_onnx.stem}/infer"
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(httpx.post, infer, content=body, timeout=60) for _ in range(8)]
-            in_flight = 'oaml_requests_in_flight{endpoint="infer"}'
-            done = 'oaml_requests_total{code="200",endpoint="infer"}'
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                busy, answered = _metric(url, in_flight), _metric(url, done)
-                if busy + answered >= 8:
-                    break
-                time.sleep(0.002)
+            busy = wait_until_received(url, 8)
             engine.run("kill", "--signal", "TERM", container)
             codes = [f.result().status_code for f in futures]
         status = engine.run("wait", container, timeout=60).stdout.strip()

@@ -47,16 +47,8 @@ def test_pipeline_in_the_training_image_registers_a_loadable_model(
     assert (summary["runner"], summary["image"]) == ("docker", eng.TRAIN_IMAGE)
     assert (summary["version"], summary["alias"]) == ("1", "challenger")
 
-    client = mlflow.MlflowClient(tracking_server)
-    parent = client.get_run(summary["mlflow_parent_run_id"])
-    assert parent.info.status == "FINISHED"
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-    )
-    by_stage = {r.data.tags["oaml.stage"]: r for r in children}
+    _, by_stage = services.stage_runs(tracking_server, summary["mlflow_parent_run_id"])
     assert set(by_stage) == STAGES
-    assert all(r.info.status == "FINISHED" for r in children)
     # Every stage ran inside the image, as its user: what each wrote belongs to uid 1000 (the
     # tests run as root here; as uid 1000 this would hold without containers).
     assert os.geteuid() != IMAGE_UID, "run the container tests as another user than the image's"

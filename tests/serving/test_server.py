@@ -201,6 +201,20 @@ def test_bearer_token_auth_and_threshold_override(tiny_onnx):
     assert "s3cret-token" not in output
 
 
+def wait_until_received(url: str, count: int, timeout: float = 30) -> float:
+    """Wait until the server has received `count` infer requests (answered or in flight) and
+    return how many were still in flight: those are what a graceful shutdown must finish."""
+    in_flight = 'oaml_requests_in_flight{endpoint="infer"}'
+    done = 'oaml_requests_total{code="200",endpoint="infer"}'
+    busy, deadline = 0.0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy, answered = _metric(url, in_flight), _metric(url, done)
+        if busy + answered >= count:
+            break
+        time.sleep(0.002)
+    return busy
+
+
 def _metric(url: str, name: str) -> float:
     """The value of one sample line of the server's /metrics (0 when absent)."""
     for line in httpx.get(f"{url}/metrics").text.splitlines():
@@ -216,16 +230,7 @@ def test_sigterm_finishes_in_flight_requests(tiny_onnx):
         url = f"{proc.url}/v2/models/{tiny_onnx.stem}/infer"
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(httpx.post, url, content=body, timeout=60) for _ in range(8)]
-            # Wait until the server has received all 8 (answered or still in flight), with
-            # some still in flight: those are what a graceful shutdown must finish.
-            in_flight = 'oaml_requests_in_flight{endpoint="infer"}'
-            done = 'oaml_requests_total{code="200",endpoint="infer"}'
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                busy, answered = _metric(proc.url, in_flight), _metric(proc.url, done)
-                if busy + answered >= 8:
-                    break
-                time.sleep(0.002)
+            busy = wait_until_received(proc.url, 8)
             proc.send_signal(signal.SIGTERM)
             codes = [f.result().status_code for f in futures]
         # uvicorn re-raises SIGTERM after its graceful shutdown: a clean exit by that signal.

@@ -195,3 +195,18 @@ def mlflow_server(
         yield url
     finally:
         _stop(proc)
+
+
+def stage_runs(tracking_uri: str, parent_run_id: str) -> tuple:
+    """The pipeline's parent run and its child runs by stage, all checked FINISHED."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    assert parent.info.status == "FINISHED"  # closed by the exit handler
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    assert all(r.info.status == "FINISHED" for r in children)
+    return parent, {r.data.tags["oaml.stage"]: r for r in children}
