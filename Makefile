@@ -64,7 +64,7 @@ test: setup container-deps
 # The training image (built, inspected, the MLflow server started from it) and the whole pipeline
 # with every component in that image (kfp.local's DockerRunner on podman's Docker API).
 test-images: setup container-deps
-	$(CONTAINER_ENV) $(VENV)/bin/pytest -m images -v
+	$(CONTAINER_ENV) $(VENV)/bin/pytest -m images -v --durations=12
 
 # On a GPU machine: the gpu-marked tests, then the GPU benchmarks (fp16 vs fp32 generation with the
 # tiny model at a small size, and with SD_CHECKPOINT at 512x512 when given; faiss k-NN).

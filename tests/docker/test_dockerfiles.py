@@ -35,7 +35,7 @@ LOCKS = {
     "serve-cpu": REQUIREMENTS / "serve-cpu.txt",
 }
 TORCH_STACK = {"torch", "torchvision", "torchaudio", "timm", "diffusers", "triton"}
-# Import name -> the distribution requirements-serve.txt installs for it, where they differ.
+# Import name -> the distribution the serving lock installs for it, where they differ.
 SERVE_DISTRIBUTIONS = {
     "PIL": "pillow",
     "yaml": "pyyaml",
