@@ -111,7 +111,7 @@ IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(PR
 PIP_CA_BUNDLE ?= $(PIP_CERT)
 COMMA := ,
 BUILD_FLAGS = $(if $(findstring podman,$(DOCKER)),--network=host --format docker) \
-	$(if $(PIP_CA_BUNDLE),--secret id=pip-ca$(COMMA)src=$(PIP_CA_BUNDLE))
+	$(if $(PIP_CA_BUNDLE),--secret id=pip-ca$(COMMA)src="$(PIP_CA_BUNDLE)")
 
 .PHONY: images train-image serve-image base-images push-images
 
@@ -147,15 +147,20 @@ base-images: container-deps
 
 push-images: images
 	$(DOCKER) push $(TRAIN_IMAGE)
-	$(DOCKER) push $(SERVE_IMAGE)
+	$(DOCKER) push $(SERVE_TAG)
 
 # The container tests' engine where none is installed: Debian's podman with runc (crun fails on
-# hybrid cgroups), and mmdebstrap for `make base-images`. Skipped where apt-get does not exist.
+# hybrid cgroups), and mmdebstrap for `make base-images`. Only what is missing is installed, and
+# no podman/runc where a Docker daemon already answers (Docker CE's containerd conflicts with
+# Debian's runc). Skipped where apt-get does not exist.
 container-deps:
-	@if ! command -v podman >/dev/null || ! command -v runc >/dev/null \
-			|| ! command -v mmdebstrap >/dev/null; then \
+	@missing=""; \
+	if ! command -v podman >/dev/null && ! docker info >/dev/null 2>&1; then \
+		missing="podman runc uidmap"; fi; \
+	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null; then \
 			$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
-				-y -qq --no-install-recommends podman runc mmdebstrap uidmap ca-certificates; \
-		else echo "no apt-get: install podman (or docker) yourself; container tests skip"; fi; \
+				-y -qq --no-install-recommends ca-certificates $$missing; \
+		else echo "no apt-get: install $$missing yourself; the container tests skip without an engine"; fi; \
 	fi

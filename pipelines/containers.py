@@ -4,7 +4,9 @@ that a container sees exactly what a Kubeflow pod would miss.
 Any Docker-compatible engine works (DOCKER_HOST; podman's `podman system service` included).
 Containers run as the image's own non-root user, on the host network (a tracking server on
 loopback stays reachable), with the run folder, the data and an embedded MLflow store mounted at
-their host paths, and only the tracking and S3 settings of this environment passed in.
+their host paths, and only the tracking and S3 settings of this environment passed in. The
+containers join this process's group to write those folders: that needs a rootful engine (with
+rootless podman or Docker the group maps to a sub-id and the writes fail).
 """
 
 from __future__ import annotations
@@ -16,8 +18,18 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-# The environment a stage container gets from this one: tracking, S3 and oaml's own settings.
-FORWARDED_PREFIXES = ("MLFLOW_", "AWS_", "OAML_")
+# The environment a stage container gets from this one: tracking and oaml's own settings, and the
+# S3 credentials themselves (not AWS_PROFILE or AWS_*_FILE: those name host files it cannot see).
+FORWARDED_PREFIXES = ("MLFLOW_", "OAML_")
+FORWARDED_AWS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
 SHM_SIZE = "2g"  # PyTorch's data-loader workers share batches through /dev/shm
 
 
@@ -56,17 +68,35 @@ def require_image(client, image: str) -> None:
         ) from None
 
 
+def local_store(tracking_uri: str) -> Path | None:
+    """The folder of a local MLflow store (sqlite database or file store), None for a server."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
+    if tracking_uri.startswith("file:"):
+        return Path(tracking_uri.removeprefix("file:").removeprefix("//")).resolve()
+    if "://" not in tracking_uri:
+        return Path(tracking_uri).resolve()  # a plain path is MLflow's file store
+    return None
+
+
 def shared_folders(out: Path, arguments: dict[str, Any]) -> list[Path]:
-    """Host folders the stages read or write: the run folder, the data, an embedded store."""
-    folders = [out]
-    data_root = Path(arguments["data_root"])
-    if not data_root.is_relative_to(out):
-        folders.append(data_root)
-    uri = arguments["tracking_uri"]
-    if uri.startswith("sqlite:///"):
-        store = Path(uri.removeprefix("sqlite:///")).parent
-        if not store.is_relative_to(out):
-            folders.append(store)
+    """Host folders the stages read or write: the run folder, the data, a local store. Each is
+    mounted and made group-writable, so a home folder or another user's folder is refused."""
+    folders = [out.resolve()]
+    for folder in (Path(arguments["data_root"]).resolve(), local_store(arguments["tracking_uri"])):
+        if folder is not None and not folder.is_relative_to(folders[0]):
+            folders.append(folder)
+    for folder in folders:
+        if folder == Path.home().resolve() or folder == Path("/"):
+            raise ContainerEngineError(
+                f"{folder} would be mounted into every stage and made group-writable: keep the "
+                "data and the MLflow store in folders of their own"
+            )
+        if folder.exists() and folder.stat().st_uid != os.geteuid():
+            raise ContainerEngineError(
+                f"{folder} belongs to another user: the stage containers need it group-writable; "
+                "use a folder of yours"
+            )
     return folders
 
 
@@ -88,7 +118,11 @@ def docker_runner(out: Path, arguments: dict[str, Any], pipeline_root: Path):
     for folder in [*folders, pipeline_root]:
         make_group_writable(folder)
     mounts = [docker.types.Mount(str(f), str(f), type="bind") for f in folders]
-    environment = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key.startswith(FORWARDED_PREFIXES) or key in FORWARDED_AWS
+    }
     return kfp.local.DockerRunner(
         mounts=mounts,
         network_mode="host",

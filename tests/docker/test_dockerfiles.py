@@ -13,6 +13,7 @@ import ast
 import fnmatch
 import importlib.metadata
 import json
+import os
 import re
 import shlex
 import shutil
@@ -423,13 +424,20 @@ def test_dockerignore_keeps_local_state_out_and_the_build_inputs_in():
         assert not ignored(path, patterns), f".dockerignore drops {path}, which the build needs"
 
 
+MAKE_SETTINGS = {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "IMAGE_TAG", "IMAGE_REGISTRY", "DOCKER"}
+
+
 def make_dry_run(*variables: str) -> list[str]:
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
+    # The defaults, whatever the calling make or the environment set (`make test DOCKER=podman`).
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_SETTINGS}
+    defaults = ["DOCKER=docker", "IMAGE_REGISTRY=ghcr.io/oaml", "SERVE_FLAVOR=gpu"]
     done = subprocess.run(
-        [make, "-n", "images", "push-images", *variables],
+        [make, "-n", "images", "push-images", *defaults, *variables],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -460,6 +468,16 @@ def test_makefile_registry_and_tag_can_be_overridden():
     lines = make_dry_run("IMAGE_REGISTRY=registry.example.com/ml", "IMAGE_TAG=dev")
     pushes = sorted(line.split()[-1] for line in lines if line.startswith("docker push"))
     assert pushes == ["registry.example.com/ml/oaml-serve:dev", "registry.example.com/ml/oaml:dev"]
+
+
+def test_cpu_serving_flavor_is_built_and_pushed_under_its_own_tag():
+    lines = make_dry_run("SERVE_FLAVOR=cpu", "IMAGE_TAG=dev")
+    builds = [shlex.split(line) for line in lines if line.startswith("docker build")]
+    serve = [w for w in builds if w[w.index("-f") + 1] == "docker/Dockerfile.serve"]
+    assert serve and serve[0][serve[0].index("-t") + 1] == "ghcr.io/oaml/oaml-serve:dev-cpu"
+    assert "FLAVOR=cpu" in serve[0]
+    pushes = sorted(line.split()[-1] for line in lines if line.startswith("docker push"))
+    assert pushes == ["ghcr.io/oaml/oaml-serve:dev-cpu", "ghcr.io/oaml/oaml:dev"]
 
 
 def test_components_default_image_is_what_make_builds():

@@ -2,6 +2,8 @@
 exit status is its container's (kfp 2.17 alone reports a failed container as a success) and
 its whole log arrives; a missing image or engine is a one-line error before anything runs."""
 
+from pathlib import Path
+
 import kfp.local
 import pytest
 from kfp import dsl
@@ -57,6 +59,28 @@ def test_a_stage_gets_its_whole_log_and_the_mounted_folders(
     printed = capfd.readouterr().out
     assert "line-1" in printed and "line-3" in printed
     assert (probe / "written").is_file()  # the data folder is mounted and writable
+
+
+def test_only_the_tracking_s3_and_oaml_settings_reach_a_stage(tmp_path, monkeypatch, docker_host):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-for-the-stage")
+    monkeypatch.setenv("AWS_PROFILE", "a-host-profile")  # names a host file: stays out
+    monkeypatch.setenv("UNRELATED_SECRET", "stays-out")
+    runner = containers.docker_runner(
+        tmp_path / "run", {"data_root": str(tmp_path / "run" / "data"),
+                           "tracking_uri": "http://127.0.0.1:1"}, tmp_path / "run" / "root",
+    )  # fmt: skip
+    environment = runner.container_run_args["environment"]
+    assert environment["AWS_ACCESS_KEY_ID"] == "key-for-the-stage"
+    assert "AWS_PROFILE" not in environment and "UNRELATED_SECRET" not in environment
+
+
+def test_home_or_foreign_folders_are_refused(tmp_path):
+    home = {"data_root": str(Path.home()), "tracking_uri": "http://127.0.0.1:1"}
+    with pytest.raises(containers.ContainerEngineError, match="folders of their own"):
+        containers.shared_folders(tmp_path / "run", home)
+    store = {"data_root": str(tmp_path / "d"), "tracking_uri": f"sqlite:///{Path.home()}/x.db"}
+    with pytest.raises(containers.ContainerEngineError, match="folders of their own"):
+        containers.shared_folders(tmp_path / "run", store)
 
 
 def test_missing_engine_or_image_is_a_clear_error(monkeypatch, docker_host):
