@@ -154,8 +154,9 @@ def run_container(client, image: str, command: list[str], volumes: dict, **run_a
 
 
 @contextmanager
-def exit_status_kept() -> Iterator[None]:
-    """Route kfp.local's Docker task handler through `run_container` for one run."""
+def stage_containers() -> Iterator[None]:
+    """For one run: kfp.local's Docker task handler goes through `run_container`, and what
+    kfp.local creates in the shared folders is group-writable (umask 002)."""
     from kfp.local import docker_task_handler
 
     original = docker_task_handler.run_docker_container

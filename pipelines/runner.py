@@ -11,11 +11,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from components import DEFAULT_IMAGE
 from pipelines.oaml_pipeline import build_pipeline, oaml_pipeline
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DEFAULT_MODEL = oaml_pipeline.component_spec.inputs["registered_model"].default
-DEFAULT_IMAGE = oaml_pipeline.component_spec.inputs["image"].default
 # Parameters a user may pass with --param, from the pipeline's signature (typed: all strings).
 PARAMETERS = tuple(oaml_pipeline.component_spec.inputs or {})
 
@@ -120,7 +120,7 @@ def run_local(
         image = image or params.get("image") or DEFAULT_IMAGE
         containers.require_image(containers.engine_client(), image)
         arguments["image"] = image
-        pipeline, isolation = build_pipeline(image), containers.exit_status_kept()
+        pipeline, isolation = build_pipeline(image), containers.stage_containers()
         kfp_runner = containers.docker_runner(out, arguments, root)
     else:
         kfp_runner = kfp.local.SubprocessRunner(use_venv=False)

@@ -39,7 +39,7 @@ def run_step(tmp_path, script: str, monkeypatch, docker_host: str) -> None:
     arguments = {"data_root": str(out / "data"), "tracking_uri": "http://127.0.0.1:1"}
     runner = containers.docker_runner(out, arguments, out / "root")
     kfp.local.init(runner=runner, pipeline_root=str(out / "root"), raise_on_error=True)
-    with containers.exit_status_kept():
+    with containers.stage_containers():
         one_step(script=script)
 
 
