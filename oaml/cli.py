@@ -111,10 +111,11 @@ def train(
     preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
     data_root: Annotated[Path | None, typer.Option(help="Data folder (OpenOOD layout)")] = None,
     method: Annotated[
-        str | None, typer.Option(help="Training method (ce, teacher); default: the preset's")
+        str | None,
+        typer.Option(help="Training method (`oaml methods` lists them); default: the preset's"),
     ] = None,
     role: Annotated[
-        str | None, typer.Option(help="student or teacher; default: teacher for --method teacher")
+        str | None, typer.Option(help="student or teacher; default: the one the method trains")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present")] = False,
     set_: Annotated[
@@ -126,9 +127,10 @@ def train(
     from oaml.config import load_preset
 
     config = load_preset(preset, set_ or [])  # fail fast on a bad preset, before heavy imports
+    from oaml.training.methods import METHODS
     from oaml.training.stage import train_stage
 
-    chosen_role = role or ("teacher" if method == "teacher" else "student")
+    chosen_role = role or (METHODS.get(method).role if method else "student")
     result = train_stage(
         config,
         chosen_role,
@@ -389,6 +391,10 @@ TrackingOption = Annotated[
     str | None,
     typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else runs/mlflow)"),
 ]
+# The names come from the method registry, which imports torch: `oaml methods` lists them.
+StudentMethodOption = Annotated[
+    str, typer.Option(help="Student method (`oaml methods` lists them)")
+]
 
 
 @app.command()
@@ -403,7 +409,7 @@ def demo(
     preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
     set_: OverridesOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
-    method: Annotated[str, typer.Option(help="Student method: oaml, oe_energy or ce")] = "oaml",
+    method: StudentMethodOption = "oaml",
     tracking_uri: TrackingOption = None,
     registered_model: Annotated[str, typer.Option(help="Registered model name")] = (
         "oaml-detector"
@@ -417,8 +423,12 @@ def demo(
 
 
 def _check_method(method: str) -> None:
-    if method not in {"oaml", "oe_energy", "ce"}:
-        raise ValueError(f"--method must be oaml, oe_energy or ce, got {method!r}")
+    """Refuse a --method that is not a registered student method, naming those that are."""
+    from oaml.recipe import student_methods
+
+    known = student_methods()
+    if method not in known:
+        raise ValueError(f"--method must be one of {', '.join(known)}; got {method!r}")
 
 
 @pipeline_app.command("compile")
@@ -479,7 +489,7 @@ def pipeline_run(
     preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
     data_root: Annotated[Path | None, typer.Option(help="Data folder (default: OUT/data)")] = None,
     set_: OverridesOption = None,
-    method: Annotated[str, typer.Option(help="Student method: oaml, oe_energy or ce")] = "oaml",
+    method: StudentMethodOption = "oaml",
     tracking_uri: TrackingOption = None,
     registered_model: Annotated[str, typer.Option(help="Registered model name")] = (
         "oaml-detector"
@@ -642,7 +652,9 @@ def bench_quality(
     out: Annotated[Path, typer.Option(help="Folder for results.json, results.md, results.png")],
     preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
     benchmark: Annotated[str, typer.Option(help="fmnist, fmnist6, cifar10, ...")] = "fmnist",
-    methods: Annotated[str, typer.Option(help="Comma-separated methods")] = "ce,oe_energy,oaml",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated student methods (`oaml methods` lists them)")
+    ] = "ce,oe_energy,oaml",
     seeds: Annotated[int, typer.Option(help="Seeds per method (0..N-1)")] = 3,
     data_root: Annotated[
         Path | None, typer.Option(help="Data folder (default: OUT/data, prepared if needed)")
@@ -707,6 +719,17 @@ def presets() -> None:
 
     for name in preset_names():
         typer.echo(f"{name:12s} {load_preset(name).description}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered training methods, the model each trains and what each needs."""
+    from oaml.training.methods import METHODS
+
+    for name in METHODS:
+        cls = METHODS.get(name)
+        needs = [k for k in ("outliers", "teacher") if getattr(cls, f"needs_{k}")]
+        typer.echo(f"{name:12s} {cls.role:8s} needs: {', '.join(needs) or '-'}")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

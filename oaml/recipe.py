@@ -13,8 +13,26 @@ from typing import Any
 
 from oaml.config import Preset
 
-OUTLIER_METHODS = {"oe_energy", "oaml"}
-TEACHER_METHODS = {"oaml"}
+
+def student_methods() -> list[str]:
+    """The registered methods that train a student (what --method and --methods accept)."""
+    from oaml.training.methods import STUDENT, method_names
+
+    return method_names(role=STUDENT)
+
+
+def outlier_methods() -> set[str]:
+    """The registered methods that train on outliers (so the recipe builds them first)."""
+    from oaml.training.methods import method_names
+
+    return set(method_names(needs_outliers=True))
+
+
+def teacher_methods() -> set[str]:
+    """The registered methods that distil from a teacher (so the recipe trains one first)."""
+    from oaml.training.methods import method_names
+
+    return set(method_names(needs_teacher=True))
 
 
 def quoted(value: Any) -> str:
@@ -77,12 +95,12 @@ def shared_inputs(
 
     overrides: list[str] = []
     bench = preset.bench
-    if OUTLIER_METHODS & methods:
+    if outlier_methods() & methods:
         print(f"outliers: {bench.outliers} forward-diffused training images")
         cfg = ForwardDiffusionConfig(count=bench.outliers, t_min=bench.t_min, t_max=bench.t_max)
         synthesize(preset.benchmark, root, folder / "outliers", cfg)
         overrides.append(f"student.train.outliers={quoted(str(folder / 'outliers'))}")
-    if TEACHER_METHODS & methods:
+    if teacher_methods() & methods:
         print(f"teacher: {preset.teacher.model.arch} (width {preset.teacher.model.width})")
         teacher = trained(preset, "teacher", root, folder / "teacher", device, "teacher")
         overrides.append(f"student.train.teacher_checkpoint={quoted(str(teacher))}")

@@ -287,18 +287,18 @@ def train_student(
 ) -> Path:
     """Fine-tune the start with `method` (OAML: KD from the teacher, CLUB against k-NN outlier
     embeddings, energy margins on the outliers) for the preset's fine-tuning budget."""
-    from oaml.recipe import OUTLIER_METHODS, TEACHER_METHODS, finetune_overrides, quoted
+    from oaml.recipe import finetune_overrides, outlier_methods, quoted, teacher_methods
 
     work = Path(work_dir) if work_dir else None
     base = _load(preset_name, overrides)
     start_ckpt = stable_input(work, "start", _checkpoint_in(start))
     extra = finetune_overrides(base, method, start_ckpt)
     inputs = {"start": str(start_ckpt)}
-    if method in OUTLIER_METHODS:
+    if method in outlier_methods():
         folder = stable_input(work, "outliers", Path(outliers))
         extra.append(f"student.train.outliers={quoted(str(folder))}")
         inputs["outliers"] = str(folder)
-    if method in TEACHER_METHODS:
+    if method in teacher_methods():
         ckpt = stable_input(work, "teacher", _checkpoint_in(teacher))
         extra.append(f"student.train.teacher_checkpoint={quoted(str(ckpt))}")
         inputs["teacher"] = str(ckpt)

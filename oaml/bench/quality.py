@@ -20,10 +20,10 @@ from oaml import __version__
 from oaml.config import load_preset, to_dict
 from oaml.io import atomic_write_json, atomic_write_text, sha256_file
 from oaml.recipe import (
-    OUTLIER_METHODS,
     evaluate_student,
     finetune_overrides,
     shared_inputs,
+    student_methods,
     trained,
 )
 
@@ -67,9 +67,10 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
     common = [*plan.overrides, f"benchmark={plan.benchmark}"]
     preset = load_preset(plan.preset, common)
     bench_cfg = preset.bench
-    unknown = [m for m in plan.methods if m not in {"ce", *OUTLIER_METHODS}]
+    known = student_methods()
+    unknown = [m for m in plan.methods if m not in known]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; benchmarked: ce, oe_energy, oaml")
+        raise ValueError(f"unknown method(s) {unknown}; registered: {', '.join(known)}")
     benchmark = get_benchmark(plan.benchmark)
     root = Path(data_root or preset.data_root or out / "data").resolve()
     if benchmark.preparable:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from oaml import __version__
@@ -14,9 +13,10 @@ from oaml.data.datasets import OutlierImages, image_set_dataset, model_spec_for
 from oaml.data.prepare import manifest_sha256
 from oaml.device import pick_device
 from oaml.models.checkpoint import load_checkpoint
-from oaml.models.factory import build_model
+from oaml.models.factory import ModelSpec, build_model
+from oaml.models.net import OamlNet
 from oaml.training.engine import TrainResult, seed_everything, train
-from oaml.training.methods import create_method
+from oaml.training.methods import PrepareContext, create_method
 
 
 def resolve_data_root(preset: Preset, data_root: str | Path | None) -> Path:
@@ -31,51 +31,16 @@ def resolve_data_root(preset: Preset, data_root: str | Path | None) -> Path:
     return Path(root).expanduser().resolve()
 
 
-def _attach_teacher(method, cfg, spec, model, train_set, bench, root: Path, device, outliers):
-    """Cached frozen-teacher outputs, k-NN outlier embeddings in the teacher's feature space,
-    and per-sample rows into the cache, handed to a distilling method."""
-    from oaml.data.datasets import WithIndex
-    from oaml.models.checkpoint import read_checkpoint
-    from oaml.synthesis.knn import KnnConfig, sample_outliers
-    from oaml.training.teacher_cache import teacher_outputs
-
-    if not cfg.teacher_checkpoint:
+def _start_from(model: OamlNet, spec: ModelSpec, checkpoint: str) -> None:
+    """Load `checkpoint`'s weights into `model`, refusing another architecture or classes."""
+    start, start_spec, _ = load_checkpoint(checkpoint)
+    if start_spec.arch != spec.arch or start_spec.num_classes != spec.num_classes:
         raise ValueError(
-            "this method distils from a teacher: set train.teacher_checkpoint to the "
-            "checkpoint of `oaml train --method teacher`"
+            f"init_checkpoint {checkpoint} holds {start_spec.arch} with "
+            f"{start_spec.num_classes} classes; this stage needs {spec.arch} with "
+            f"{spec.num_classes}"
         )
-    teacher_spec = read_checkpoint(cfg.teacher_checkpoint)["spec"]
-    if teacher_spec["num_classes"] != spec.num_classes:
-        raise ValueError(
-            f"the teacher has {teacher_spec['num_classes']} classes, the student "
-            f"{spec.num_classes}: train the teacher on the same benchmark"
-        )
-    cached = teacher_outputs(
-        cfg.teacher_checkpoint,
-        bench.train.imglist_path(root),
-        bench.train.image_root(root),
-        Path(cfg.teacher_checkpoint).parent / "cache",
-        device=device,
-        entries=train_set.entries,  # only the images this run trains on
-    )
-    rows = np.arange(len(train_set.entries))
-    labels = np.array([e.label for e in train_set.entries])
-    per_class = min(cfg.knn_features_per_class, int(np.bincount(labels).min()))
-    grouped = np.stack(
-        [cached.features[rows[labels == c][:per_class]] for c in range(spec.num_classes)]
-    )
-    knn_cfg = KnnConfig(k=min(300, per_class - 1), select=min(50, per_class), seed=cfg.seed)
-    scale = np.linalg.norm(grouped, axis=-1).mean(axis=1)
-    knn = sample_outliers(grouped, cfg.knn_outliers_per_class, knn_cfg, scale=scale)
-    method.attach(
-        cached.logits,
-        cached.features,
-        knn,
-        student_dim=model.feature_dim,
-        outlier_dim=(outliers.latent_dim if outliers is not None else None)
-        or spec.in_chans * spec.input_size**2,
-    )
-    return WithIndex(train_set, rows)
+    model.load_state_dict(start.state_dict())
 
 
 def train_stage(
@@ -104,14 +69,7 @@ def train_stage(
     seed_everything(cfg.seed)
     model = build_model(spec, pretrained_file=stage.model.pretrained_file)
     if cfg.init_checkpoint:
-        start, start_spec, _ = load_checkpoint(cfg.init_checkpoint)
-        if start_spec.arch != spec.arch or start_spec.num_classes != spec.num_classes:
-            raise ValueError(
-                f"init_checkpoint {cfg.init_checkpoint} holds {start_spec.arch} with "
-                f"{start_spec.num_classes} classes; this stage needs {spec.arch} with "
-                f"{spec.num_classes}"
-            )
-        model.load_state_dict(start.state_dict())
+        _start_from(model, spec, cfg.init_checkpoint)
     train_set = image_set_dataset(
         bench.train, root, spec, cfg.augment, subset=cfg.train_subset, seed=cfg.seed
     )
@@ -124,10 +82,11 @@ def train_stage(
 
         found = load_outliers(cfg.outliers)
         outliers = OutlierImages(found.images, spec, found.latents)
-    if getattr(method_module, "needs_teacher", False):
-        train_set = _attach_teacher(
-            method_module, cfg, spec, model, train_set, bench, root, torch_device, outliers
-        )
+    # Each method sets itself up (a distilling one attaches its teacher's outputs) and may
+    # wrap the train set; the stage never asks which method it runs.
+    train_set = method_module.prepare(
+        PrepareContext(cfg, spec, model, train_set, bench, root, torch_device, outliers)
+    )
     lineage = {
         "preset": preset.name,
         "benchmark": bench.name,

@@ -6,7 +6,7 @@ import torch
 
 from oaml.models.checkpoint import read_checkpoint
 from oaml.models.factory import create_model
-from oaml.training.methods import METHODS, create_method
+from oaml.training.methods import METHODS, PrepareContext, create_method
 from tests.conftest import TINY, run_oaml
 
 
@@ -19,11 +19,17 @@ def test_every_method_returns_a_total_and_named_terms():
     }
     for name in METHODS:
         method = create_method(name)
-        if getattr(method, "needs_teacher", False):
+        if method.needs_teacher:
             continue  # needs attached teacher outputs: tests/training/test_oaml_method.py
         terms = method(model, batch)
         assert terms["loss"].requires_grad and terms["loss"].ndim == 0
         assert len(terms) >= 2
+
+
+def test_default_preparation_trains_on_the_train_set_as_is():
+    train_set = [("image", 0)]
+    context = PrepareContext(None, None, None, train_set, None, None, torch.device("cpu"))
+    assert create_method("ce").prepare(context) is train_set
 
 
 def test_energy_term_pushes_outlier_energy_up():

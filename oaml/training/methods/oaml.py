@@ -16,20 +16,30 @@ How q (the CLUB variational nets) is trained, `club_fit`:
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from oaml.losses.club import CLUB, club_bound, deep_club
 from oaml.losses.energy import energy_margin_loss
 from oaml.losses.kd import FeatureDistiller, kd_logits
 from oaml.models.net import OamlNet
-from oaml.training.methods import METHODS, Method
+from oaml.training.methods.base import METHODS, Method, PrepareContext
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from oaml.config import TrainConfig
 
 
 @METHODS.register("oaml")
 class OAML(Method):
-    """The OAML loss; teacher outputs and k-NN embeddings are attached with `attach`."""
+    """The OAML loss; `prepare` (or `attach`, given arrays) hands it the teacher's outputs and
+    the k-NN outlier embeddings."""
 
     needs_outliers = True
     needs_teacher = True
@@ -59,9 +69,39 @@ class OAML(Method):
         # The authors train the CLUB nets at lr 1e-4 beside the student's 1e-2.
         self.club_lr_scale = club_lr_scale
 
-    def lr_scales(self):
+    def lr_scales(self) -> list[tuple[list[nn.Parameter], float]]:
+        """The distiller at the base lr, the CLUB nets at `club_lr_scale` of it."""
         club = [*self.club_net.parameters(), *self.deep_club_net.parameters()]
         return [(list(self.distiller.parameters()), 1.0), (club, self.club_lr_scale)]
+
+    def prepare(self, context: PrepareContext) -> Dataset:
+        """Cached frozen-teacher outputs and k-NN outlier embeddings in the teacher's feature
+        space, attached; the train set gains per-sample rows into the cache."""
+        from oaml.data.datasets import WithIndex
+        from oaml.training.teacher_cache import teacher_outputs
+
+        cfg, spec, train_set = context.cfg, context.spec, context.train_set
+        _check_teacher(cfg.teacher_checkpoint, spec.num_classes)
+        cached = teacher_outputs(
+            cfg.teacher_checkpoint,
+            context.bench.train.imglist_path(context.data_root),
+            context.bench.train.image_root(context.data_root),
+            Path(cfg.teacher_checkpoint).parent / "cache",
+            device=context.device,
+            entries=train_set.entries,  # only the images this run trains on
+        )
+        labels = np.array([e.label for e in train_set.entries])
+        knn = _knn_outliers(cached.features, labels, spec.num_classes, cfg)
+        outliers = context.outliers
+        self.attach(
+            cached.logits,
+            cached.features,
+            knn,
+            student_dim=context.model.feature_dim,
+            outlier_dim=(outliers.latent_dim if outliers is not None else None)
+            or spec.in_chans * spec.input_size**2,
+        )
+        return WithIndex(train_set, np.arange(len(train_set.entries)))
 
     def attach(
         self,
@@ -127,3 +167,34 @@ class OAML(Method):
             )
             total = total + self.energy_weight * terms["energy"]
         return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
+
+
+def _check_teacher(checkpoint: str | None, num_classes: int) -> None:
+    """The teacher checkpoint is set and classifies the student's classes."""
+    from oaml.models.checkpoint import read_checkpoint
+
+    if not checkpoint:
+        raise ValueError(
+            "this method distils from a teacher: set train.teacher_checkpoint to the "
+            "checkpoint of `oaml train --method teacher`"
+        )
+    teacher_classes = read_checkpoint(checkpoint)["spec"]["num_classes"]
+    if teacher_classes != num_classes:
+        raise ValueError(
+            f"the teacher has {teacher_classes} classes, the student "
+            f"{num_classes}: train the teacher on the same benchmark"
+        )
+
+
+def _knn_outliers(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, cfg: TrainConfig
+) -> np.ndarray:
+    """Boundary samples of each class's teacher features (the paper's x_knn), per class."""
+    from oaml.synthesis.knn import KnnConfig, sample_outliers
+
+    rows = np.arange(len(labels))
+    per_class = min(cfg.knn_features_per_class, int(np.bincount(labels).min()))
+    grouped = np.stack([features[rows[labels == c][:per_class]] for c in range(num_classes)])
+    knn_cfg = KnnConfig(k=min(300, per_class - 1), select=min(50, per_class), seed=cfg.seed)
+    scale = np.linalg.norm(grouped, axis=-1).mean(axis=1)
+    return sample_outliers(grouped, cfg.knn_outliers_per_class, knn_cfg, scale=scale)
