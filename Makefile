@@ -42,8 +42,8 @@ lock: $(STAMP)
 	$(MAKE) lock-export
 
 lock-export:
-	$(LOCK_EXPORT) --extra dev --group build -o $(REQUIREMENTS_DIR)/dev.txt
-	$(LOCK_EXPORT) --no-dev --extra gpu --extra postgres --group build \
+	$(LOCK_EXPORT) --extra dev --extra pipeline --group build -o $(REQUIREMENTS_DIR)/dev.txt
+	$(LOCK_EXPORT) --no-dev --extra gpu --extra postgres --extra pipeline --group build \
 		--no-emit-package faiss-cpu --no-emit-package onnxruntime \
 		-o $(REQUIREMENTS_DIR)/train-image.txt
 	$(LOCK_EXPORT) --only-group serve --only-group serve-gpu --only-group build \

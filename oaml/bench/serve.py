@@ -47,8 +47,8 @@ def time_calls(call: Callable[[], Any], batch: int, seconds: float, warmup: floa
 def _pytorch_rows(checkpoint: Path, shape, batches, seconds: float) -> list[dict]:
     import torch
 
-    from oaml.evaluation.scores import energy
     from oaml.models.checkpoint import load_checkpoint
+    from oaml.scores import energy
 
     model, _, _ = load_checkpoint(checkpoint)
     model = model.to(memory_format=torch.channels_last)

@@ -9,9 +9,13 @@ import torch
 from torchvision.transforms.functional import resize
 
 from oaml.data.benchmarks import BenchmarkSpec, ImageSet
+from oaml.data.decoded import DecodedImages, decode_all
 from oaml.data.imglist import ImglistDataset, ImglistEntry, parse_imglist
-from oaml.data.transforms import build_transform, image_mode
+from oaml.data.transforms import build_transform, image_mode, tensor_augment
 from oaml.models.factory import ModelSpec
+
+# Larger sets (ImageNet at 224 px) keep decoding per epoch with loader workers.
+MAX_DECODED_BYTES = 4 << 30
 
 
 def stratified_subset(entries: list[ImglistEntry], size: int, seed: int) -> list[ImglistEntry]:
@@ -34,18 +38,26 @@ def image_set_dataset(
     augment: tuple[str, ...] = (),
     subset: int | None = None,
     seed: int = 0,
-) -> ImglistDataset:
-    """Dataset over one imglist of a benchmark under `root`."""
+    decoded: bool = False,
+) -> ImglistDataset | DecodedImages:
+    """Dataset over one imglist of a benchmark under `root`. `decoded`: decode every image once
+    into a memory-mapped cache under `root/cache/` (for sets read every epoch)."""
     entries = parse_imglist(image_set.imglist_path(root))
     if subset is not None:
         entries = stratified_subset(entries, subset, seed)
-    return ImglistDataset(
+    cache_bytes = len(entries) * spec.in_chans * spec.input_size**2
+    cacheable = decoded and "resized_crop" not in augment and cache_bytes <= MAX_DECODED_BYTES
+    dataset = ImglistDataset(
         image_set.imglist_path(root),
         image_set.image_root(root),
-        transform=build_transform(spec, augment),
+        transform=build_transform(spec, () if cacheable else augment),
         mode=image_mode(spec),
         entries=entries,
     )
+    if not cacheable:
+        return dataset
+    pixels = decode_all(dataset, spec.input_size, spec.in_chans, Path(root) / "cache" / "decoded")
+    return DecodedImages(dataset, pixels, tensor_augment(spec, augment))
 
 
 def external_dataset(imglist: Path, spec: ModelSpec) -> ImglistDataset:

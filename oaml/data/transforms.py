@@ -47,3 +47,17 @@ def build_transform(spec: ModelSpec, augment: Sequence[str] = ()) -> T.Compose:
         steps.append(T.RandomHorizontalFlip())
     steps.append(T.PILToTensor())
     return T.Compose(steps)
+
+
+def tensor_augment(spec: ModelSpec, augment: Sequence[str]) -> T.Compose | None:
+    """The random part of `build_transform` on uint8 CHW tensors at the model's size (for
+    decoded-image caches), or None without augmentation. resized_crop needs the full-size
+    original and so cannot run on a cache."""
+    if "resized_crop" in augment:
+        raise ValueError("resized_crop works on the original images: train without the cache")
+    steps: list = []
+    if "crop" in augment:
+        steps.append(T.RandomCrop(spec.input_size, padding=max(1, spec.input_size // 8)))
+    if "flip" in augment:
+        steps.append(T.RandomHorizontalFlip())
+    return T.Compose(steps) if steps else None

@@ -19,12 +19,12 @@ from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import external_dataset, image_set_dataset
 from oaml.device import pick_device
 from oaml.evaluation.metrics import accuracy, ood_metrics
-from oaml.evaluation.scores import score_fn
 from oaml.io import atomic_write
 from oaml.models.checkpoint import load_checkpoint
 from oaml.models.factory import ModelSpec
+from oaml.models.predict import predict
 from oaml.progress import progress
-from oaml.training.engine import predict
+from oaml.scores import score_fn
 
 GROUPS = ("near", "far")
 Predict = Callable[[DataLoader, str], tuple[np.ndarray, np.ndarray]]

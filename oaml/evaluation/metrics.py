@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-RECALL = 0.95
+from oaml.contract import ID_TPR, energy_threshold
+
+RECALL = ID_TPR
 
 
 def _labels_scores(id_conf: np.ndarray, ood_conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,19 +33,21 @@ def _labels_scores(id_conf: np.ndarray, ood_conf: np.ndarray) -> tuple[np.ndarra
 def fpr_at_recall(positive: np.ndarray, negative: np.ndarray, recall: float = RECALL) -> float:
     """Fraction of negatives scoring at or above the threshold that keeps `recall` of positives.
 
-    The threshold is the largest value t with mean(positive >= t) >= recall (as roc_curve's first
-    point reaching that TPR).
+    The threshold is threshold_at_recall's, the largest t with mean(positive >= t) >= recall (also
+    roc_curve's first point reaching that TPR), so fpr95 is measured where a served detector cuts.
     """
-    labels, scores = _labels_scores(positive, negative)
-    fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
-    return float(fpr[np.argmax(tpr >= recall)])
+    _labels_scores(positive, negative)  # the same input checks as the other metrics
+    threshold = threshold_at_recall(positive, recall)
+    return float(np.mean(np.asarray(negative, np.float64) >= threshold))
 
 
 def threshold_at_recall(id_conf: np.ndarray, recall: float = RECALL) -> float:
-    """The confidence threshold that keeps `recall` of ID samples (score >= threshold is ID)."""
-    ordered = np.sort(np.asarray(id_conf, np.float64))[::-1]
-    keep = int(np.ceil(recall * ordered.size))
-    return float(ordered[max(keep, 1) - 1])
+    """The confidence threshold that keeps `recall` of ID samples (score >= threshold is ID).
+
+    The contract's energy threshold with the sign flipped (confidence = -energy), so evaluation
+    and the served detector cannot disagree on where 95% ID recall lies.
+    """
+    return -energy_threshold(-np.asarray(id_conf, np.float64), recall)
 
 
 def ood_metrics(id_conf: np.ndarray, ood_conf: np.ndarray) -> dict[str, float]:

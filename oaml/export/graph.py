@@ -1,7 +1,7 @@
 """The exported computation: raw uint8 NHWC pixels in, logits and energy out.
 
 Preprocessing lives in the graph so a client sends pixels, never normalised tensors; the energy is
-the same function evaluation uses (oaml.evaluation.scores.energy), so what is served is exactly
+the same function evaluation uses (oaml.scores.energy), so what is served is exactly
 what was evaluated.
 """
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oaml.evaluation.scores import energy
 from oaml.models.net import OamlNet
+from oaml.scores import energy
 
 
 class DetectorGraph(nn.Module):

@@ -9,7 +9,6 @@ Parity with PyTorch (max abs difference of logits and energy) is checked before 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ import numpy as np
 import torch
 
 from oaml import __version__
+from oaml.contract import INPUT_NAME, OUTPUT_NAMES, Calibration, write_metadata
 from oaml.export.graph import DetectorGraph
 from oaml.io import atomic_path, sha256_file
 from oaml.models.checkpoint import load_checkpoint
 from oaml.models.factory import ModelSpec
-from oaml.serving.detector import FORMAT, INPUT_NAME, OUTPUT_NAMES, Detector
+from oaml.serving.detector import Detector
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -40,38 +40,32 @@ class ExportResult:
     metadata: dict[str, str]
 
 
+def checkpoint_calibration(payload: dict[str, Any]) -> Calibration | None:
+    """The checkpoint's calibration (either units, see Calibration.from_dict), if it has one."""
+    calibration = payload.get("calibration")
+    return Calibration.from_dict(calibration) if calibration else None
+
+
 def detector_metadata(
     spec: ModelSpec, payload: dict[str, Any], checkpoint: Path, temperature: float
 ) -> dict[str, str]:
-    """The metadata_props of the exported graph (strings; lists and dicts as JSON)."""
-    calibration = payload.get("calibration") or {}
-    meta = {
-        "oaml.format": FORMAT,
-        "oaml.version": __version__,
-        "arch": spec.arch,
-        "class_names": json.dumps(
-            list(spec.class_names) or [str(i) for i in range(spec.num_classes)]
-        ),
-        "input_size": str(spec.input_size),
-        "channels": str(spec.in_chans),
-        "input_layout": "NHWC uint8",
-        "mean": json.dumps(list(spec.mean)),
-        "std": json.dumps(list(spec.std)),
-        "temperature": repr(float(temperature)),
-        "lineage": json.dumps(
-            {**payload.get("lineage", {}), "checkpoint_sha256": sha256_file(checkpoint)},
-            sort_keys=True,
-        ),
-    }
-    if "threshold" in calibration:
-        # Calibrated on confidence = -energy; the graph outputs energy, so flip the sign.
-        meta["ood_threshold"] = repr(-float(calibration["threshold"]))
-        meta["calibration"] = json.dumps(calibration, sort_keys=True)
-    return meta
+    """The metadata_props of the exported graph, written by the contract from the checkpoint."""
+    return write_metadata(
+        version=__version__,
+        arch=spec.arch,
+        class_names=list(spec.class_names) or [str(i) for i in range(spec.num_classes)],
+        input_size=spec.input_size,
+        channels=spec.in_chans,
+        mean=spec.mean,
+        std=spec.std,
+        temperature=temperature,
+        lineage={**payload.get("lineage", {}), "checkpoint_sha256": sha256_file(checkpoint)},
+        calibration=checkpoint_calibration(payload),
+    )
 
 
 def _torch_outputs(model, images_nhwc: np.ndarray, temperature: float):
-    from oaml.evaluation.scores import energy
+    from oaml.scores import energy
 
     with torch.no_grad():
         x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
@@ -123,7 +117,8 @@ def export_onnx(
 
     checkpoint, out = Path(checkpoint), Path(out)
     model, spec, payload = load_checkpoint(checkpoint)
-    temperature = float((payload.get("calibration") or {}).get("temperature", 1.0))
+    calibration = checkpoint_calibration(payload)
+    temperature = calibration.temperature if calibration else 1.0
     graph = DetectorGraph(model, spec.input_size, temperature).eval()
     example = torch.zeros((2, spec.input_size, spec.input_size, spec.in_chans), dtype=torch.uint8)
     Dim = torch.export.Dim
@@ -137,7 +132,8 @@ def export_onnx(
             output_names=list(OUTPUT_NAMES),
             opset_version=OPSET,
             dynamo=True,
-            dynamic_shapes={"images": {0: batch, 1: Dim("height"), 2: Dim("width")}},
+            # Positional, per forward() argument: batch, height and width of the images vary.
+            dynamic_shapes=({0: batch, 1: Dim("height"), 2: Dim("width")},),
             external_data=False,
         )
         program.save(str(raw))

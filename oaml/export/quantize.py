@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from oaml.contract import INPUT_NAME, Calibration, Meta, calibration_props
 from oaml.io import atomic_path, atomic_write_json
 from oaml.serving.detector import Detector
 
@@ -38,7 +39,7 @@ def _val_images(detector: Detector, data_root: Path | None, limit: int | None) -
     from oaml.data.datasets import image_set_dataset
     from oaml.evaluation.evaluate import _onnx_predictor
 
-    lineage = json.loads(detector.info.metadata.get("lineage", "{}"))
+    lineage = json.loads(detector.info.metadata.get(Meta.LINEAGE, "{}"))
     root = data_root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
     if root is None or not lineage.get("benchmark"):
         raise ValueError("int8 calibration needs the ID data: pass --data-root")
@@ -48,12 +49,11 @@ def _val_images(detector: Detector, data_root: Path | None, limit: int | None) -
     return np.stack([dataset[i][0].numpy().transpose(1, 2, 0) for i in range(count)])
 
 
-def _calibrated_threshold(path: Path, val: np.ndarray) -> float:
-    from oaml.evaluation.metrics import threshold_at_recall
-
+def _recalibrate(path: Path, val: np.ndarray, temperature: float) -> Calibration:
+    """Calibrate the model at `path` on its own ID-validation energies (int8 shifts them)."""
     detector = Detector(path)
     energy = np.concatenate([detector.run(val[i : i + 256])[1] for i in range(0, len(val), 256)])
-    return -threshold_at_recall(-energy.astype(np.float64))
+    return Calibration.fit(energy, temperature=temperature, split="val")
 
 
 def quantize_int8(
@@ -83,7 +83,7 @@ def quantize_int8(
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches = iter(
-                [{"images": calibration[i : i + 64]} for i in range(0, len(calibration), 64)]
+                [{INPUT_NAME: calibration[i : i + 64]} for i in range(0, len(calibration), 64)]
             )
 
         def get_next(self) -> dict[str, Any] | None:
@@ -104,23 +104,14 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
         )
         proto = onnx.load(str(raw))
-        threshold = _calibrated_threshold(raw, val)
-    meta = {**fp32.info.metadata, "variant": "int8", "ood_threshold": repr(threshold)}
-    meta["calibration"] = json.dumps(
-        {
-            "id_tpr": 0.95,
-            "split": "val",
-            "score": "ebo",
-            "threshold": -threshold,
-            "images": len(val),
-        }
-    )
+        recalibrated = _recalibrate(raw, val, fp32.info.temperature)
+    meta = {**fp32.info.metadata, Meta.VARIANT: "int8", **calibration_props(recalibrated)}
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     with atomic_path(out) as tmp_path:
         onnx.save(proto, str(tmp_path))
 
-    lineage = json.loads(fp32.info.metadata.get("lineage", "{}"))
+    lineage = json.loads(fp32.info.metadata.get(Meta.LINEAGE, "{}"))
     bench_root = root or Path(lineage["data_root"])
     metrics = {
         name: evaluate(

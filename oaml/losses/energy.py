@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from oaml.evaluation.scores import energy
+from oaml.scores import energy
 
 
 def energy_margin_loss(

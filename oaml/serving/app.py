@@ -19,15 +19,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from oaml import __version__
+from oaml.contract import INPUT_NAME, OUTPUT_NAMES, is_ood
 from oaml.serving.batching import BatcherStopped, MicroBatcher
-from oaml.serving.detector import INPUT_NAME, Detector
+from oaml.serving.detector import Detector
 from oaml.serving.guard import limit_body, require_token
 from oaml.serving.images import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
 from oaml.serving.metrics import ServerMetrics
 from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
 
 log = logging.getLogger("oaml.serving")
-OUTPUTS = ("logits", "energy", "label", "is_ood")
+OUTPUTS = (*OUTPUT_NAMES, "label", "is_ood")
 LARGE_BODY = 1 << 20
 
 
@@ -108,7 +109,7 @@ def create_app(detector: Detector, settings: ServeSettings):
     def check_images(images: np.ndarray) -> None:
         if images.ndim != 4 or images.shape[3] != info.channels:
             raise OipError(
-                f"input 'images' must be [N, H, W, {info.channels}] (NHWC, {info.channels} "
+                f"input {INPUT_NAME!r} must be [N, H, W, {info.channels}] (NHWC, {info.channels} "
                 f"channel(s)), got shape {list(images.shape)}"
             )
         n, height, width = images.shape[:3]
@@ -123,7 +124,7 @@ def create_app(detector: Detector, settings: ServeSettings):
         except BatcherStopped as exc:
             raise OipError(str(exc), 503) from None
         metrics.images.inc(len(energy))
-        metrics.ood_images.inc(int((energy > info.threshold).sum()))
+        metrics.ood_images.inc(int(is_ood(energy, info.threshold).sum()))
         return logits, energy
 
     @app.get("/v2/health/live")
@@ -186,7 +187,7 @@ def create_app(detector: Detector, settings: ServeSettings):
             "logits": logits,
             "energy": energy,
             "label": logits.argmax(axis=1).astype(np.int64),
-            "is_ood": energy > info.threshold,
+            "is_ood": is_ood(energy, info.threshold),
         }
         body, headers = infer_response(settings.name, settings.version, parsed, outputs)
         return Response(body, headers=headers, media_type=headers.pop("content-type"))

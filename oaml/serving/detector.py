@@ -1,67 +1,36 @@
 """The exported detector at run time: an onnxruntime session plus the metadata in the file.
 
 Used by the server, the batch scorer and `oaml evaluate --onnx`, so all three give the same
-numbers. Imports onnxruntime and numpy only: a serving image needs no torch.
+numbers. The metadata reader and the OOD decision come from oaml.contract. Imports onnxruntime
+and numpy only: a serving image needs no torch.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FORMAT = "oaml-detector/1"
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("logits", "energy")
+from oaml.contract import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    DetectorError,
+    DetectorInfo,
+    is_ood,
+    read_metadata,
+)
 
-
-class DetectorError(ValueError):
-    """A file that is not a usable oaml detector; the message names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class DetectorInfo:
-    """What the graph's metadata says about its inputs and outputs."""
-
-    class_names: tuple[str, ...]
-    input_size: int
-    channels: int
-    temperature: float
-    threshold: float | None  # energy above it = OOD; None when the file was not calibrated
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    arch: str
-    metadata: dict[str, str]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def _info(meta: dict[str, str], path: Path) -> DetectorInfo:
-    if meta.get("oaml.format") != FORMAT:
-        raise DetectorError(
-            f"{path} is not an oaml detector (metadata 'oaml.format' is "
-            f"{meta.get('oaml.format')!r}, expected {FORMAT!r}); export one with `oaml export`"
-        )
-    try:
-        return DetectorInfo(
-            class_names=tuple(json.loads(meta["class_names"])),
-            input_size=int(meta["input_size"]),
-            channels=int(meta["channels"]),
-            temperature=float(meta["temperature"]),
-            threshold=float(meta["ood_threshold"]) if "ood_threshold" in meta else None,
-            mean=tuple(json.loads(meta["mean"])),
-            std=tuple(json.loads(meta["std"])),
-            arch=meta.get("arch", "unknown"),
-            metadata=dict(meta),
-        )
-    except (KeyError, ValueError) as exc:
-        raise DetectorError(f"{path}: broken oaml metadata ({exc}); re-export the model") from None
+__all__ = [  # DetectorError and DetectorInfo live in oaml.contract; imported from here too
+    "Detector",
+    "DetectorError",
+    "DetectorInfo",
+    "default_threads",
+    "pick_providers",
+    "session_options",
+]
 
 
 def default_threads() -> int:
@@ -129,9 +98,9 @@ class Detector:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise DetectorError(f"{self.path} cannot be loaded by onnxruntime: {exc}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        info = _info(meta, self.path)
+        info = read_metadata(meta, self.path)
         if threshold is not None:
-            info = DetectorInfo(**{**info.__dict__, "threshold": float(threshold)})
+            info = replace(info, threshold=float(threshold))
         self.info = info
         self._gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
 
@@ -156,13 +125,14 @@ class Detector:
         """Per image: label, class name, confidence (= -energy), energy and the OOD decision."""
         labels = logits.argmax(axis=1)
         threshold = self.info.threshold
+        flags = is_ood(energy, threshold) if threshold is not None else np.zeros(len(energy), bool)
         return [
             {
                 "label": int(label),
                 "class_name": self.info.class_names[int(label)],
                 "confidence": float(-e),
                 "energy": float(e),
-                "is_ood": bool(threshold is not None and e > threshold),
+                "is_ood": bool(flag),
             }
-            for label, e in zip(labels, energy, strict=True)
+            for label, e, flag in zip(labels, energy, flags, strict=True)
         ]

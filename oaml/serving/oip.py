@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from oaml.contract import INPUT_NAME
+
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPES: dict[str, np.dtype] = {
     "UINT8": np.dtype(np.uint8),
@@ -22,6 +24,7 @@ DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
 }
 ACCEPTED_INPUT_TYPES = ("UINT8", "FP32")
+WHERE = f"input {INPUT_NAME!r}"  # how error messages name the image tensor
 
 
 class OipError(ValueError):
@@ -69,39 +72,39 @@ def _images_from(tensor: dict[str, Any], binary: bytes | None, max_values: int) 
     datatype = tensor.get("datatype")
     if datatype not in ACCEPTED_INPUT_TYPES:
         raise OipError(
-            f"input 'images' has datatype {datatype!r}; send UINT8 pixels (FP32 0..255 also works)"
+            f"{WHERE} has datatype {datatype!r}; send UINT8 pixels (FP32 0..255 also works)"
         )
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise OipError(f"input 'images' needs a shape list of non-negative integers, got {shape!r}")
+        raise OipError(f"{WHERE} needs a shape list of non-negative integers, got {shape!r}")
     count = math.prod(shape)  # Python ints: no overflow, unlike np.prod
     if count > max_values:
-        raise OipError(f"input 'images' of shape {shape} holds more values than the size limit")
+        raise OipError(f"{WHERE} of shape {shape} holds more values than the size limit")
     dtype = DATATYPES[datatype]
     if binary is not None:
         if len(binary) != count * dtype.itemsize:
             raise OipError(
-                f"input 'images': {len(binary)} binary bytes for shape {shape} of {datatype} "
+                f"{WHERE}: {len(binary)} binary bytes for shape {shape} of {datatype} "
                 f"(expected {count * dtype.itemsize})"
             )
         array = np.frombuffer(binary, dtype=dtype)
     else:
         if "data" not in tensor:
-            raise OipError("input 'images' has no 'data' (and no binary_data_size)")
+            raise OipError(f"{WHERE} has no 'data' (and no binary_data_size)")
         try:
             array = np.asarray(tensor["data"], dtype=np.float64 if datatype == "FP32" else None)
         except (ValueError, TypeError):
-            raise OipError("input 'images': 'data' is not a regular array of numbers") from None
+            raise OipError(f"{WHERE}: 'data' is not a regular array of numbers") from None
         if array.size != count:
-            raise OipError(f"input 'images': {array.size} values for shape {shape} ({count})")
+            raise OipError(f"{WHERE}: {array.size} values for shape {shape} ({count})")
         if array.size and array.dtype.kind not in "iuf":
-            raise OipError(f"input 'images': 'data' must hold numbers, got {array.dtype}")
+            raise OipError(f"{WHERE}: 'data' must hold numbers, got {array.dtype}")
         array = array.reshape(-1)
     if array.size and (not np.isfinite(array).all() if array.dtype.kind == "f" else False):
-        raise OipError("input 'images' holds NaN or infinite values")
+        raise OipError(f"{WHERE} holds NaN or infinite values")
     if array.size and (array.min() < 0 or array.max() > 255):
         raise OipError(
-            f"input 'images': pixel values must lie in 0..255, got {array.min()}..{array.max()}"
+            f"{WHERE}: pixel values must lie in 0..255, got {array.min()}..{array.max()}"
         )
     if datatype == "FP32" or array.dtype != np.uint8:
         array = np.rint(array).astype(np.uint8)
@@ -140,8 +143,8 @@ def parse_infer(
             if not _is_count(size) or offset + size > len(blob):
                 raise OipError(f"input {tensor.get('name')!r}: binary_data_size {size!r} is wrong")
             chunk, offset = blob[offset : offset + size], offset + size
-        if tensor.get("name") != "images":
-            raise OipError(f"unknown input {tensor.get('name')!r}; this model takes 'images'")
+        if tensor.get("name") != INPUT_NAME:
+            raise OipError(f"unknown input {tensor.get('name')!r}; this model takes {INPUT_NAME!r}")
         images = _images_from(tensor, chunk, max_values=max(len(body), 1))
     if offset != len(blob):
         raise OipError(f"{len(blob) - offset} binary bytes after the last input")

@@ -71,9 +71,9 @@ def text_space_outliers(
     of the ID training images, and a small report (head accuracy, features used)."""
     from oaml.data.benchmarks import get_benchmark
     from oaml.data.imglist import parse_imglist
+    from oaml.data.teacher_cache import teacher_outputs
     from oaml.device import pick_device
     from oaml.synthesis.knn import KnnConfig, sample_outliers
-    from oaml.training.teacher_cache import teacher_outputs
 
     bench = get_benchmark(benchmark)
     root = Path(data_root).expanduser().resolve()

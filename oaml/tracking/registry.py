@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oaml.contract import INPUT_NAME, Meta
+
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 METRIC_PREFIX = "metric."
@@ -129,15 +131,15 @@ def register_detector(
 
     model = onnx.load(str(onnx_path))
     metadata = {p.key: p.value for p in model.metadata_props}
-    size, channels = int(metadata["input_size"]), int(metadata["channels"])
+    size, channels = int(metadata[Meta.INPUT_SIZE]), int(metadata[Meta.CHANNELS])
     example = np.zeros((1, size, size, channels), dtype=np.uint8)
     outputs = _run_onnx(onnx_path, example)
-    signature = infer_signature({"images": example}, outputs)
+    signature = infer_signature({INPUT_NAME: example}, outputs)
     info = mlflow.onnx.log_model(
         model,
         name="detector",
         signature=signature,
-        input_example={"images": example},
+        input_example={INPUT_NAME: example},
         metadata=metadata,
         registered_model_name=name,
         save_as_external_data=False,  # one self-contained file, as `oaml export` wrote it
@@ -145,7 +147,7 @@ def register_detector(
     version = str(info.registered_model_version)
     client = _client()
     all_tags = {f"{METRIC_PREFIX}{k}": f"{v:.6f}" for k, v in gated_metrics(evaluation).items()}
-    lineage = json.loads(metadata.get("lineage", "{}"))
+    lineage = json.loads(metadata.get(Meta.LINEAGE, "{}"))
     for key in ("data_manifest_sha256", "checkpoint_sha256", "method", "benchmark"):
         if lineage.get(key):
             all_tags[key] = str(lineage[key])
@@ -161,7 +163,7 @@ def _run_onnx(path: str | Path, images) -> dict[str, Any]:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"images": images}), strict=True))
+    return dict(zip(names, session.run(names, {INPUT_NAME: images}), strict=True))
 
 
 @dataclass(frozen=True)

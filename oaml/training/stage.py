@@ -70,10 +70,11 @@ def train_stage(
     model = build_model(spec, pretrained_file=stage.model.pretrained_file)
     if cfg.init_checkpoint:
         _start_from(model, spec, cfg.init_checkpoint)
+    # Both sets are read every epoch: decoded once into a memory-mapped cache (oaml.data.decoded).
     train_set = image_set_dataset(
-        bench.train, root, spec, cfg.augment, subset=cfg.train_subset, seed=cfg.seed
+        bench.train, root, spec, cfg.augment, subset=cfg.train_subset, seed=cfg.seed, decoded=True
     )
-    val_set = image_set_dataset(bench.val, root, spec)
+    val_set = image_set_dataset(bench.val, root, spec, decoded=True)
     method_module = create_method(method_name, cfg.loss)
     outliers = None
     # Only methods that train on outliers load them (a preset may name them for all methods).

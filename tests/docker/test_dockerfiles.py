@@ -285,14 +285,14 @@ def serving_modules() -> set[str]:
     """Top-level names of the third-party modules the serving image's code can import.
 
     Starting points: oaml.serving.* (every import, also inside functions: that code runs) and
-    `oaml`'s CLI module (module level, plus `_user_errors`, which every command runs on failure).
+    `oaml`'s CLI modules (module level, plus `_user_errors`, which every command runs on failure).
     Other oaml modules they reach count with their module-level imports; optional imports
     (`try: import x / except ImportError`) never count.
     """
     third_party: set[str] = set()
     seen: set[str] = set()
     todo = [f"oaml.serving.{p.stem}" for p in (ROOT / "oaml" / "serving").glob("*.py")]
-    todo.append("oaml.cli")
+    todo += [f"oaml.cli.{p.stem}" for p in (ROOT / "oaml" / "cli").glob("*.py")]
     while todo:
         module = todo.pop()
         if module in seen:
@@ -302,7 +302,7 @@ def serving_modules() -> set[str]:
         path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
         if module.startswith("oaml.serving."):
             scope = "all"
-        elif module == "oaml.cli":
+        elif module.startswith("oaml.cli"):
             scope = "cli"
         else:
             scope = "module"
@@ -414,7 +414,7 @@ def test_dockerignore_keeps_local_state_out_and_the_build_inputs_in():
         assert ignored(path, patterns), path
     for path in ("model.onnx", "runs/x/detector.onnx", "ckpt.pt", "tests/test_io.py"):
         assert ignored(path, patterns), path
-    needed = ["pyproject.toml", "README.md", "oaml/cli.py"]
+    needed = ["pyproject.toml", "README.md", "oaml/cli/__init__.py"]
     needed += [f"requirements/{lock.name}" for lock in LOCKS.values()]
     for package in packaged_folders():
         needed += [str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*") if p.is_file()]

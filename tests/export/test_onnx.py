@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from oaml.contract import Calibration
 from oaml.export.onnx import PARITY_TOLERANCE, export_onnx
 from oaml.models.checkpoint import load_checkpoint, read_checkpoint
 from oaml.serving.detector import Detector
@@ -33,8 +34,10 @@ def test_graph_interface_and_metadata(tiny_onnx, tiny_checkpoint):
     assert json.loads(meta["class_names"]) == payload["spec"]["class_names"]
     assert int(meta["input_size"]) == 28 and int(meta["channels"]) == 1
     assert float(meta["temperature"]) == 1.0
-    # The graph outputs energy; the checkpoint calibrated confidence = -energy.
-    assert float(meta["ood_threshold"]) == pytest.approx(-payload["calibration"]["threshold"])
+    # The graph outputs energy, and the checkpoint's threshold is in energy units: no sign flip.
+    calibration = Calibration.from_dict(payload["calibration"])
+    assert float(meta["ood_threshold"]) == calibration.energy_threshold
+    assert json.loads(meta["calibration"]) == calibration.to_dict()
     lineage = json.loads(meta["lineage"])
     assert lineage["benchmark"] == "fmnist" and len(lineage["checkpoint_sha256"]) == 64
 
@@ -94,6 +97,8 @@ def test_int8_variant_reports_its_deltas(tiny_onnx, data_root, tmp_path):
     int8 = Detector(report.path)
     assert int8.info.metadata["variant"] == "int8"
     assert int8.info.threshold is not None
+    assert int8.info.calibration.energy_threshold == int8.info.threshold
+    assert int8.info.calibration.temperature == int8.info.temperature
     quantized_ops = {n.op_type for n in onnx.load(str(report.path)).graph.node}
     assert "QuantizeLinear" in quantized_ops and "DequantizeLinear" in quantized_ops
 

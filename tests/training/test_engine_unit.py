@@ -28,18 +28,22 @@ def _run(tmp_path, resume=False, **overrides):
 
 
 def test_calibrated_threshold_keeps_95_percent_of_validation(tmp_path):
-    from oaml.evaluation.scores import ebo
+    from oaml.contract import Calibration
     from oaml.models.checkpoint import load_checkpoint
+    from oaml.scores import energy
 
     result = _run(tmp_path)
     model, _, payload = load_checkpoint(result.checkpoint)
     with torch.no_grad():
-        conf = ebo(model(_data(12).tensors[0]))
-    threshold = payload["calibration"]["threshold"]
+        val_energy = energy(model(_data(12).tensors[0]))
+    calibration = Calibration.from_dict(payload["calibration"])
+    assert "energy_threshold" in payload["calibration"]  # energy units, as the graph outputs
+    assert calibration.images == 12 and calibration.split == "val"
+    threshold = calibration.energy_threshold
     # 12 validation images: keeping at least 95% means keeping all 12, so the threshold is the
-    # lowest confidence: everything is kept, and raising it at all drops one image.
-    assert bool((conf >= threshold - 1e-4).all())
-    assert float((conf > threshold + 1e-4).float().mean()) == pytest.approx(11 / 12)
+    # highest energy: everything is kept, and lowering it at all flags one image as OOD.
+    assert bool((val_energy <= threshold + 1e-4).all())
+    assert float((val_energy < threshold - 1e-4).float().mean()) == pytest.approx(11 / 12)
     assert [h["epoch"] for h in payload["history"]] == [1, 2]
 
 

@@ -78,7 +78,7 @@ class OAML(Method):
         """Cached frozen-teacher outputs and k-NN outlier embeddings in the teacher's feature
         space, attached; the train set gains per-sample rows into the cache."""
         from oaml.data.datasets import WithIndex
-        from oaml.training.teacher_cache import teacher_outputs
+        from oaml.data.teacher_cache import teacher_outputs
 
         cfg, spec, train_set = context.cfg, context.spec, context.train_set
         _check_teacher(cfg.teacher_checkpoint, spec.num_classes)

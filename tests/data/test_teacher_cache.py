@@ -4,11 +4,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from oaml.data.teacher_cache import teacher_outputs
 from oaml.data.transforms import build_transform
 from oaml.models import ModelSpec
 from oaml.models.checkpoint import save_checkpoint
 from oaml.models.factory import build_model
-from oaml.training.teacher_cache import teacher_outputs
 
 SPEC = ModelSpec(
     arch="timm/vit_tiny_patch16_224",

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from oaml.evaluation.scores import ebo, energy, msp, score_fn
+from oaml.scores import ebo, energy, msp, score_fn
 
 
 def test_energy_by_hand():

@@ -1,0 +1,119 @@
+"""`oaml bench`: every benchmark against its baseline in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oaml.cli.common import (
+    bench_app,
+    friendly,
+)
+
+
+@bench_app.command("serve")
+@friendly
+def bench_serve(
+    checkpoint: Annotated[Path, typer.Option(help="Student checkpoint (the PyTorch baseline)")],
+    out: Annotated[Path, typer.Option(help="Folder for serve.json and serve.md")],
+    onnx: Annotated[
+        Path | None, typer.Option(help="Its exported detector (default: export it now)")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Batch size compared across runtimes")] = 32,
+    concurrency: Annotated[str, typer.Option(help="Server concurrency levels")] = "1,8,32,64",
+    seconds: Annotated[float, typer.Option(help="Measured seconds per row")] = 10.0,
+    threads: Annotated[int | None, typer.Option(help="Threads (default: usable cores)")] = None,
+) -> None:
+    """PyTorch eager vs the raw onnxruntime session vs the HTTP server under load."""
+    from oaml.bench.serve import bench_serve as run_bench
+    from oaml.bench.serve import markdown
+
+    levels = tuple(int(v) for v in concurrency.split(",") if v.strip())
+    result = run_bench(checkpoint, out, onnx, batch, levels, seconds, threads)
+    typer.echo(markdown(result))
+
+
+@bench_app.command("quality")
+@friendly
+def bench_quality(
+    out: Annotated[Path, typer.Option(help="Folder for results.json, results.md, results.png")],
+    preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
+    benchmark: Annotated[str, typer.Option(help="fmnist, fmnist6, cifar10, ...")] = "fmnist",
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated student methods (`oaml methods` lists them)")
+    ] = "ce,oe_energy,oaml",
+    seeds: Annotated[int, typer.Option(help="Seeds per method (0..N-1)")] = 3,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Data folder (default: OUT/data, prepared if needed)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """Each method under the same budget, over seeds: ID accuracy, near/far AUROC and FPR95."""
+    from oaml.bench.quality import QualityPlan, markdown, run_quality
+
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    plan = QualityPlan(preset, benchmark, chosen, seeds, tuple(set_ or []))
+    typer.echo(markdown(run_quality(plan, out, data_root, device)))
+
+
+@bench_app.command("train")
+@friendly
+def bench_train(
+    out: Annotated[Path, typer.Option(help="Folder for train.json and train.md")],
+    preset: Annotated[str, typer.Option(help="Preset name or YAML file")] = "quick",
+    data_root: Annotated[Path | None, typer.Option(help="Benchmark data folder")] = None,
+    steps: Annotated[int, typer.Option(help="Timed steps per stage and setting")] = 12,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (the median is reported)")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """Images/s of each stage's training step, before (PNG decoding, fp32) and after (decoded
+    cache, mixed precision where the hardware has it), interleaved in one run, as a ratio."""
+    from oaml.bench.train import bench_train as run_bench
+
+    run_bench(out, preset, data_root, steps=steps, rounds=rounds, device=device)
+
+
+@bench_app.command("knn")
+@friendly
+def bench_knn(
+    out: Annotated[Path, typer.Option(help="Folder for knn.json and knn.md")],
+    classes: Annotated[int, typer.Option(help="Classes")] = 10,
+    per_class: Annotated[int, typer.Option(help="ID features per class")] = 5000,
+    dim: Annotated[int, typer.Option(help="Feature dimension")] = 768,
+    outliers_per_class: Annotated[int, typer.Option(help="Outliers sampled per class")] = 100,
+) -> None:
+    """DreamOOD k-NN outlier sampling: faiss vs brute-force NumPy, same outputs, time ratio."""
+    from oaml.bench.knn import bench_knn as run_bench
+
+    report = run_bench(out, classes, per_class, dim, outliers_per_class)
+    typer.echo(json.dumps(report, indent=1))
+
+
+@bench_app.command("sd")
+@friendly
+def bench_sd(
+    out: Annotated[Path, typer.Option(help="Folder for sd.json and sd.md")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Stable Diffusion folder or file (default: a tiny model)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    size: Annotated[
+        int | None, typer.Option(help="Image side (default: 512, or 32 for the tiny model)")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Sampler steps")] = 50,
+    images: Annotated[int, typer.Option(help="Images measured per precision")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images per sampler call")] = 4,
+) -> None:
+    """Stable Diffusion outlier generation: images/s in fp32, and fp16 on CUDA, with the ratio."""
+    from oaml.bench.generation import bench_generation
+
+    report = bench_generation(out, checkpoint, device, size, steps, images, batch_size)
+    typer.echo(json.dumps(report, indent=1))

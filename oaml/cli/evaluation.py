@@ -1,0 +1,93 @@
+"""`oaml evaluate` and `oaml export`: measure a model and write its ONNX detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oaml.cli.common import (
+    app,
+    friendly,
+)
+
+
+@app.command()
+@friendly
+def evaluate(
+    checkpoint: Annotated[Path | None, typer.Option(help="oaml checkpoint (.pt)")] = None,
+    onnx: Annotated[
+        Path | None, typer.Option(help="Exported detector (.onnx), run by onnxruntime")
+    ] = None,
+    benchmark: Annotated[str, typer.Option(help="Benchmark name")] = "fmnist",
+    data_root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout)")] = Path("data"),
+    extra_ood: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra OOD set NAME=IMGLIST (paths relative to the imglist's folder)"),
+    ] = None,
+    score: Annotated[str, typer.Option(help="ebo (energy) or msp")] = "ebo",
+    temperature: Annotated[float, typer.Option(help="Score temperature T")] = 1.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here")] = None,
+    save_scores: Annotated[
+        Path | None, typer.Option(help="Write id.npy and <set>.npy confidences here")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Write score_histograms.png and roc_curves.png here")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """ID accuracy and OOD detection metrics (AUROC, AUPR, FPR95) of a checkpoint or ONNX file."""
+    from oaml.evaluation import evaluate as ev
+    from oaml.evaluation.report import markdown_table, plot_evaluation
+    from oaml.io import atomic_write_json
+
+    result = ev.evaluate(
+        checkpoint,
+        benchmark,
+        data_root,
+        score=score,
+        temperature=temperature,
+        extra_ood=ev.parse_extra_ood(extra_ood or []),
+        batch_size=batch_size,
+        device=device,
+        onnx=onnx,
+    )
+    if json_out:
+        atomic_write_json(json_out, result.metrics)
+    if save_scores:
+        ev.save_scores(result, save_scores)
+    plot_dir = plots or (json_out.parent if json_out else None)
+    if plot_dir:
+        plot_evaluation(result.confidences, result.groups, score, plot_dir)
+    typer.echo(markdown_table(result.metrics))
+
+
+@app.command()
+@friendly
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="oaml checkpoint (.pt) of the student")],
+    out: Annotated[Path, typer.Option(help="ONNX file to write")],
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data folder for the parity batch and int8 calibration "
+            "(default: the one the checkpoint was trained on)"
+        ),
+    ] = None,
+    int8: Annotated[
+        bool, typer.Option(help="Also write OUT's int8 variant (static, calibrated on ID val)")
+    ] = False,
+) -> None:
+    """Export the detector: uint8 NHWC pixels in, logits and energy out, one ONNX graph."""
+    from oaml.export.onnx import export_onnx
+
+    result = export_onnx(checkpoint, out, data_root=data_root)
+    worst = max(result.parity.values())
+    typer.echo(f"onnx: {result.path} (parity with PyTorch: max abs diff {worst:.2e})")
+    if int8:
+        from oaml.export.quantize import quantize_int8
+
+        report = quantize_int8(result.path, data_root=data_root)
+        typer.echo(f"int8: {report.path}; {report.summary()}")

@@ -1,0 +1,167 @@
+"""`oaml train`, `oaml synthesize`, `oaml presets`, `oaml methods`: make outliers and models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oaml.cli.common import (
+    app,
+    friendly,
+)
+
+
+@app.command()
+@friendly
+def train(
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, last.pt")],
+    preset: Annotated[str, typer.Option(help="Preset name or YAML path")] = "quick",
+    data_root: Annotated[Path | None, typer.Option(help="Data folder (OpenOOD layout)")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="Training method (`oaml methods` lists them); default: the preset's"),
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option(help="student or teacher; default: the one the method trains")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+) -> None:
+    """Train the student (or the teacher) of a preset; a killed run continues with --resume."""
+    from oaml.config import load_preset
+
+    config = load_preset(preset, set_ or [])  # fail fast on a bad preset, before heavy imports
+    from oaml.training.methods import METHODS
+    from oaml.training.stage import train_stage
+
+    chosen_role = role or (METHODS.get(method).role if method else "student")
+    result = train_stage(
+        config,
+        chosen_role,
+        data_root,
+        out,
+        resume=resume,
+        device=device,
+        method=method,
+    )
+    typer.echo(f"checkpoint: {result.checkpoint} ({result.epochs} epochs, {result.seconds:.0f} s)")
+
+
+@app.command()
+@friendly
+def synthesize(
+    out: Annotated[Path, typer.Option(help="Output folder: shards and manifest.json")],
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="forward-diffusion (pixels), stable-diffusion (generation) or "
+            "stable-diffusion-forward (VAE latents noised at t)"
+        ),
+    ] = "forward-diffusion",
+    benchmark: Annotated[str, typer.Option(help="Benchmark whose ID images are used")] = "fmnist",
+    data_root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout)")] = Path("data"),
+    count: Annotated[int, typer.Option(help="How many outlier images (forward-diffusion)")] = 10000,
+    t_min: Annotated[int, typer.Option(help="Smallest diffusion timestep")] = 300,
+    t_max: Annotated[int, typer.Option(help="Largest diffusion timestep")] = 700,
+    shard_size: Annotated[int, typer.Option(help="Images per shard file")] = 2048,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed (default: 0; stable-diffusion: 42, the paper's)")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Stable Diffusion: a local diffusers folder or a .ckpt/.safetensors"),
+    ] = None,
+    teacher: Annotated[
+        Path | None, typer.Option(help="Teacher checkpoint for the text-conditioned space")
+    ] = None,
+    n_per_class: Annotated[int, typer.Option(help="Stable Diffusion outliers per class")] = 100,
+    steps: Annotated[int, typer.Option(help="Sampler steps")] = 50,
+    size: Annotated[int, typer.Option(help="Image side in pixels")] = 512,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale")] = 7.5,
+    scheduler: Annotated[str, typer.Option(help="pndm (PLMS) or ddim")] = "pndm",
+    eta: Annotated[float, typer.Option(help="DDIM eta")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Images per sampler call")] = 4,
+    denoise: Annotated[
+        bool, typer.Option(help="stable-diffusion-forward: denoise from t (img2img)")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """Synthesize outliers; a killed run resumes where it stopped when run again."""
+    if backend == "stable-diffusion-forward":
+        if checkpoint is None:
+            raise ValueError(f"--backend {backend} needs --checkpoint SD_DIR (its VAE and UNet)")
+        from oaml.synthesis.latent_diffusion import LatentDiffusionConfig, latent_forward_diffusion
+
+        latent_cfg = LatentDiffusionConfig(
+            count=count, t_min=t_min, t_max=t_max, size=size, seed=seed or 0,
+            denoise=denoise, steps=steps, guidance=guidance, batch_size=batch_size,
+        )  # fmt: skip
+        manifest = latent_forward_diffusion(
+            checkpoint, benchmark, data_root, out, latent_cfg, device
+        )
+        typer.echo(f"manifest: {manifest}")
+        return
+    if backend == "stable-diffusion":
+        _synthesize_sd(
+            out, benchmark, data_root, checkpoint, teacher, n_per_class, steps, size, guidance,
+            scheduler, eta, batch_size, 42 if seed is None else seed, device,
+        )  # fmt: skip
+        return
+    if backend != "forward-diffusion":
+        raise ValueError(
+            f"unknown backend {backend!r}; available: forward-diffusion, stable-diffusion, "
+            "stable-diffusion-forward"
+        )
+    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
+
+    cfg = ForwardDiffusionConfig(
+        count=count, t_min=t_min, t_max=t_max, shard_size=shard_size, seed=seed or 0
+    )
+    typer.echo(f"manifest: {synthesize(benchmark, data_root, out, cfg)}")
+
+
+def _synthesize_sd(
+    out, benchmark, data_root, checkpoint, teacher, n_per_class, steps, size, guidance,
+    scheduler, eta, batch_size, seed, device,
+) -> None:  # fmt: skip
+    if checkpoint is None:
+        raise ValueError("--backend stable-diffusion needs --checkpoint SD_DIR (or a .ckpt file)")
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.synthesis.stable_diffusion import GenerationConfig, check_config, synthesize_sd
+
+    cfg = GenerationConfig(
+        n_per_class=n_per_class, steps=steps, size=size, guidance=guidance,
+        scheduler=scheduler, eta=eta, batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    check_config(cfg)  # before loading a multi-GB checkpoint
+    names = list(get_benchmark(benchmark).class_names)
+    manifest = synthesize_sd(
+        checkpoint, names, out, cfg, device, teacher=teacher, benchmark=benchmark,
+        data_root=data_root,
+    )  # fmt: skip
+    typer.echo(f"manifest: {manifest}")
+
+
+@app.command()
+def presets() -> None:
+    """List the shipped presets."""
+    from oaml.config import load_preset, preset_names
+
+    for name in preset_names():
+        typer.echo(f"{name:12s} {load_preset(name).description}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered training methods, the model each trains and what each needs."""
+    from oaml.training.methods import METHODS
+
+    for name in METHODS:
+        cls = METHODS.get(name)
+        needs = [k for k in ("outliers", "teacher") if getattr(cls, f"needs_{k}")]
+        typer.echo(f"{name:12s} {cls.role:8s} needs: {', '.join(needs) or '-'}")

@@ -1,0 +1,229 @@
+"""The detector contract: graph names, metadata, calibration and the OOD decision, each once.
+
+Training calibrates, export writes the metadata, quantization recalibrates, tracking and serving
+read it back; all of them import these definitions instead of re-stating them, so a threshold
+cannot flip sign between stages. Imports the standard library and numpy only: serving needs no
+torch.
+
+Units: the graph outputs the free energy E(x) (lower = more in-distribution; the confidence is
+-E). The threshold is stored in energy units: energy above it is OOD.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "oaml-detector/1"
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("logits", "energy")
+INPUT_LAYOUT = "NHWC uint8"
+ID_TPR = 0.95  # the share of ID validation images the calibrated threshold keeps
+
+
+class Meta:
+    """The metadata_props keys of an exported detector (values are strings, lists/dicts JSON)."""
+
+    FORMAT = "oaml.format"
+    VERSION = "oaml.version"
+    ARCH = "arch"
+    CLASS_NAMES = "class_names"
+    INPUT_SIZE = "input_size"
+    CHANNELS = "channels"
+    INPUT_LAYOUT = "input_layout"
+    MEAN = "mean"
+    STD = "std"
+    TEMPERATURE = "temperature"
+    LINEAGE = "lineage"
+    THRESHOLD = "ood_threshold"  # energy units
+    CALIBRATION = "calibration"  # Calibration.to_dict() as JSON
+    VARIANT = "variant"  # set on derived files, e.g. "int8"
+
+
+class DetectorError(ValueError):
+    """A file that is not a usable oaml detector; the message names the file and the fix."""
+
+
+def energy_threshold(id_energy: np.ndarray, id_tpr: float = ID_TPR) -> float:
+    """The lowest energy threshold that keeps at least `id_tpr` of ID samples (energy <= it).
+
+    It is the k-th lowest energy for the fewest k with k / n >= id_tpr (k / n computed as a
+    float, as an ROC curve computes its TPR), so it is also the point an ROC curve picks.
+    """
+    ordered = np.sort(np.asarray(id_energy, np.float64).ravel())
+    if ordered.size == 0:
+        raise ValueError("calibration needs at least one ID sample")
+    if not np.isfinite(ordered).all():
+        raise ValueError("calibration energies contain NaN or infinity")
+    if not 0.0 < id_tpr <= 1.0:
+        raise ValueError(f"id_tpr must lie in (0, 1], got {id_tpr}")
+    n = ordered.size
+    keep = max(1, math.ceil(id_tpr * n))
+    while keep > 1 and (keep - 1) / n >= id_tpr:  # id_tpr * n rounded up past an integer
+        keep -= 1
+    return float(ordered[keep - 1])
+
+
+def is_ood(energy: np.ndarray, threshold: float) -> np.ndarray:
+    """Per sample: True where the energy lies above the (energy-unit) threshold."""
+    return np.asarray(energy) > threshold
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibrated OOD threshold and how it was obtained; travels in checkpoints and ONNX."""
+
+    energy_threshold: float  # energy above it = OOD
+    temperature: float = 1.0  # of the energy the threshold was calibrated on
+    id_tpr: float = ID_TPR
+    score: str = "ebo"
+    split: str = "val"
+    images: int | None = None  # how many ID images it was calibrated on
+
+    @classmethod
+    def fit(
+        cls,
+        id_energy: np.ndarray,
+        temperature: float = 1.0,
+        split: str = "val",
+        id_tpr: float = ID_TPR,
+    ) -> Calibration:
+        """Calibrate on the energies of ID images (at `temperature`) from `split`."""
+        id_energy = np.asarray(id_energy)
+        return cls(
+            energy_threshold=energy_threshold(id_energy, id_tpr),
+            temperature=float(temperature),
+            id_tpr=float(id_tpr),
+            split=split,
+            images=int(id_energy.size),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for a checkpoint or the ONNX `calibration` JSON."""
+        return {
+            "score": self.score,
+            "temperature": self.temperature,
+            "id_tpr": self.id_tpr,
+            "energy_threshold": self.energy_threshold,
+            "split": self.split,
+            "images": self.images,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        """Read `to_dict`'s output, or a legacy dict whose `threshold` is a confidence (-energy)."""
+        if "energy_threshold" in data:
+            threshold = float(data["energy_threshold"])
+        elif "threshold" in data:  # written before the contract: confidence units
+            threshold = -float(data["threshold"])
+        else:
+            raise ValueError(f"calibration {dict(data)!r} has no energy_threshold")
+        images = data.get("images")
+        return cls(
+            energy_threshold=threshold,
+            temperature=float(data.get("temperature", 1.0)),
+            id_tpr=float(data.get("id_tpr", ID_TPR)),
+            score=str(data.get("score", "ebo")),
+            split=str(data.get("split", "val")),
+            images=None if images is None else int(images),
+        )
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """What the graph's metadata says about its inputs and outputs."""
+
+    class_names: tuple[str, ...]
+    input_size: int
+    channels: int
+    temperature: float
+    threshold: float | None  # energy above it = OOD; None when the file was not calibrated
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    arch: str
+    metadata: dict[str, str] = field(repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """How the file's threshold was calibrated, when it says so."""
+        text = self.metadata.get(Meta.CALIBRATION)
+        return Calibration.from_dict(json.loads(text)) if text else None
+
+
+def calibration_props(calibration: Calibration) -> dict[str, str]:
+    """The metadata_props that carry a calibration: the threshold and its provenance."""
+    return {
+        Meta.THRESHOLD: repr(float(calibration.energy_threshold)),
+        Meta.CALIBRATION: json.dumps(calibration.to_dict(), sort_keys=True),
+    }
+
+
+def write_metadata(
+    *,
+    version: str,
+    arch: str,
+    class_names: Sequence[str],
+    input_size: int,
+    channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    temperature: float,
+    lineage: Mapping[str, Any],
+    calibration: Calibration | None = None,
+) -> dict[str, str]:
+    """The metadata_props of an exported detector, from plain values (all strings)."""
+    if calibration is not None and calibration.temperature != float(temperature):
+        raise ValueError(
+            f"the threshold was calibrated at temperature {calibration.temperature}, "
+            f"the graph uses {temperature}: the energies would not match"
+        )
+    meta = {
+        Meta.FORMAT: FORMAT,
+        Meta.VERSION: version,
+        Meta.ARCH: arch,
+        Meta.CLASS_NAMES: json.dumps(list(class_names)),
+        Meta.INPUT_SIZE: str(int(input_size)),
+        Meta.CHANNELS: str(int(channels)),
+        Meta.INPUT_LAYOUT: INPUT_LAYOUT,
+        Meta.MEAN: json.dumps([float(v) for v in mean]),
+        Meta.STD: json.dumps([float(v) for v in std]),
+        Meta.TEMPERATURE: repr(float(temperature)),
+        Meta.LINEAGE: json.dumps(dict(lineage), sort_keys=True),
+    }
+    if calibration is not None:
+        meta.update(calibration_props(calibration))
+    return meta
+
+
+def read_metadata(meta: Mapping[str, str], path: str | Path) -> DetectorInfo:
+    """The DetectorInfo of a detector's metadata_props; DetectorError names `path` and the fix."""
+    if meta.get(Meta.FORMAT) != FORMAT:
+        raise DetectorError(
+            f"{path} is not an oaml detector (metadata {Meta.FORMAT!r} is "
+            f"{meta.get(Meta.FORMAT)!r}, expected {FORMAT!r}); export one with `oaml export`"
+        )
+    try:
+        threshold = meta.get(Meta.THRESHOLD)
+        return DetectorInfo(
+            class_names=tuple(json.loads(meta[Meta.CLASS_NAMES])),
+            input_size=int(meta[Meta.INPUT_SIZE]),
+            channels=int(meta[Meta.CHANNELS]),
+            temperature=float(meta[Meta.TEMPERATURE]),
+            threshold=None if threshold is None else float(threshold),
+            mean=tuple(json.loads(meta[Meta.MEAN])),
+            std=tuple(json.loads(meta[Meta.STD])),
+            arch=meta.get(Meta.ARCH, "unknown"),
+            metadata=dict(meta),
+        )
+    except (KeyError, ValueError) as exc:
+        raise DetectorError(f"{path}: broken oaml metadata ({exc}); re-export the model") from None
