@@ -25,6 +25,10 @@ INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "energy")
 INPUT_LAYOUT = "NHWC uint8"
 ID_TPR = 0.95  # the share of ID validation images the calibrated threshold keeps
+# How images are resized to the model's input size (oaml.imaging.resize, PIL's filters); a model
+# records its own and a detector file carries it. Bilinear is what every model so far used.
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+DEFAULT_INTERPOLATION = "bilinear"
 
 
 class Meta:
@@ -39,6 +43,7 @@ class Meta:
     INPUT_LAYOUT = "input_layout"
     MEAN = "mean"
     STD = "std"
+    INTERPOLATION = "interpolation"  # the resize training used (oaml.imaging.resize)
     TEMPERATURE = "temperature"
     LINEAGE = "lineage"
     THRESHOLD = "ood_threshold"  # energy units
@@ -148,6 +153,7 @@ class DetectorInfo:
     std: tuple[float, ...]
     arch: str
     metadata: dict[str, str] = field(repr=False)
+    interpolation: str = DEFAULT_INTERPOLATION  # resize images to input_size with this filter
 
     @property
     def num_classes(self) -> int:
@@ -180,8 +186,11 @@ def write_metadata(
     temperature: float,
     lineage: Mapping[str, Any],
     calibration: Calibration | None = None,
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> dict[str, str]:
     """The metadata_props of an exported detector, from plain values (all strings)."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; known: {list(INTERPOLATIONS)}")
     if calibration is not None and calibration.temperature != float(temperature):
         raise ValueError(
             f"the threshold was calibrated at temperature {calibration.temperature}, "
@@ -197,6 +206,7 @@ def write_metadata(
         Meta.INPUT_LAYOUT: INPUT_LAYOUT,
         Meta.MEAN: json.dumps([float(v) for v in mean]),
         Meta.STD: json.dumps([float(v) for v in std]),
+        Meta.INTERPOLATION: interpolation,
         Meta.TEMPERATURE: repr(float(temperature)),
         Meta.LINEAGE: json.dumps(dict(lineage), sort_keys=True),
     }
@@ -212,6 +222,13 @@ def read_metadata(meta: Mapping[str, str], path: str | Path) -> DetectorInfo:
             f"{path} is not an oaml detector (metadata {Meta.FORMAT!r} is "
             f"{meta.get(Meta.FORMAT)!r}, expected {FORMAT!r}); export one with `oaml export`"
         )
+    # Files exported before the key existed were all trained with the default.
+    interpolation = meta.get(Meta.INTERPOLATION, DEFAULT_INTERPOLATION)
+    if interpolation not in INTERPOLATIONS:
+        raise DetectorError(
+            f"{path}: metadata {Meta.INTERPOLATION!r} is {interpolation!r}, not one of "
+            f"{list(INTERPOLATIONS)}; re-export the model"
+        )
     try:
         threshold = meta.get(Meta.THRESHOLD)
         return DetectorInfo(
@@ -224,6 +241,7 @@ def read_metadata(meta: Mapping[str, str], path: str | Path) -> DetectorInfo:
             std=tuple(json.loads(meta[Meta.STD])),
             arch=meta.get(Meta.ARCH, "unknown"),
             metadata=dict(meta),
+            interpolation=interpolation,
         )
     except (KeyError, ValueError) as exc:
         raise DetectorError(f"{path}: broken oaml metadata ({exc}); re-export the model") from None

@@ -122,3 +122,31 @@ def test_metadata_without_calibration_and_broken_metadata():
 def test_contract_does_not_import_torch():
     code = "import oaml.contract, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_metadata_records_the_interpolation_and_old_files_read_the_default():
+    meta = _metadata(None)
+    assert meta[Meta.INTERPOLATION] == "bilinear"
+    assert read_metadata(meta, "m.onnx").interpolation == "bilinear"
+    legacy = {k: v for k, v in meta.items() if k != Meta.INTERPOLATION}
+    assert read_metadata(legacy, "old.onnx").interpolation == "bilinear"
+    bicubic = write_metadata(**{**_metadata_kwargs(), "interpolation": "bicubic"})
+    assert read_metadata(bicubic, "m.onnx").interpolation == "bicubic"
+    with pytest.raises(ValueError, match="unknown interpolation 'area'"):
+        write_metadata(**{**_metadata_kwargs(), "interpolation": "area"})
+    with pytest.raises(DetectorError, match="x.onnx: metadata 'interpolation' is 'area'"):
+        read_metadata({**meta, Meta.INTERPOLATION: "area"}, "x.onnx")
+
+
+def _metadata_kwargs() -> dict:
+    return {
+        "version": "0.0.0",
+        "arch": "resnet18_32x32",
+        "class_names": ["a", "b", "c"],
+        "input_size": 28,
+        "channels": 1,
+        "mean": (0.5,),
+        "std": (0.25,),
+        "temperature": 1.5,
+        "lineage": {"benchmark": "fmnist"},
+    }

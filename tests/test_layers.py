@@ -17,7 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Bottom to top; a module may import its own layer and any layer listed before it.
 LAYERS: list[set[str]] = [
-    {"oaml", "oaml.io", "oaml.registry", "oaml.progress", "oaml.contract", "oaml.config"},
+    {
+        "oaml",
+        "oaml.io",
+        "oaml.registry",
+        "oaml.progress",
+        "oaml.contract",
+        "oaml.config",
+        "oaml.imaging",  # numpy + PIL only: resize, channels, layout for every layer above
+    },
     {"oaml.device", "oaml.scores"},
     {"oaml.models", "oaml.losses"},
     {"oaml.data"},
@@ -32,6 +40,7 @@ LAYERS: list[set[str]] = [
 ]
 TORCH_FREE_MODULES = (
     "oaml.contract",
+    "oaml.imaging",
     "oaml.serving.app",
     "oaml.serving.server",
     "oaml.serving.batch_score",

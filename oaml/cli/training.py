@@ -60,7 +60,7 @@ def synthesize(
         str,
         typer.Option(
             help="forward-diffusion (pixels), stable-diffusion (generation) or "
-            "stable-diffusion-forward (VAE latents noised at t)"
+            "stable-diffusion-forward (VAE latents noised at t); oaml.synthesis.backends"
         ),
     ] = "forward-diffusion",
     benchmark: Annotated[str, typer.Option(help="Benchmark whose ID images are used")] = "fmnist",
@@ -68,7 +68,10 @@ def synthesize(
     count: Annotated[int, typer.Option(help="How many outlier images (forward-diffusion)")] = 10000,
     t_min: Annotated[int, typer.Option(help="Smallest diffusion timestep")] = 300,
     t_max: Annotated[int, typer.Option(help="Largest diffusion timestep")] = 700,
-    shard_size: Annotated[int, typer.Option(help="Images per shard file")] = 2048,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(help="Images per shard file (default: 2048; Stable Diffusion backends: 64)"),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed (default: 0; stable-diffusion: 42, the paper's)")
     ] = None,
@@ -92,59 +95,16 @@ def synthesize(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
 ) -> None:
     """Synthesize outliers; a killed run resumes where it stopped when run again."""
-    if backend == "stable-diffusion-forward":
-        if checkpoint is None:
-            raise ValueError(f"--backend {backend} needs --checkpoint SD_DIR (its VAE and UNet)")
-        from oaml.synthesis.latent_diffusion import LatentDiffusionConfig, latent_forward_diffusion
+    from oaml.synthesis.backends import SynthesisRequest
+    from oaml.synthesis.backends import synthesize as run
 
-        latent_cfg = LatentDiffusionConfig(
-            count=count, t_min=t_min, t_max=t_max, size=size, seed=seed or 0,
-            denoise=denoise, steps=steps, guidance=guidance, batch_size=batch_size,
-        )  # fmt: skip
-        manifest = latent_forward_diffusion(
-            checkpoint, benchmark, data_root, out, latent_cfg, device
-        )
-        typer.echo(f"manifest: {manifest}")
-        return
-    if backend == "stable-diffusion":
-        _synthesize_sd(
-            out, benchmark, data_root, checkpoint, teacher, n_per_class, steps, size, guidance,
-            scheduler, eta, batch_size, 42 if seed is None else seed, device,
-        )  # fmt: skip
-        return
-    if backend != "forward-diffusion":
-        raise ValueError(
-            f"unknown backend {backend!r}; available: forward-diffusion, stable-diffusion, "
-            "stable-diffusion-forward"
-        )
-    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
-
-    cfg = ForwardDiffusionConfig(
-        count=count, t_min=t_min, t_max=t_max, shard_size=shard_size, seed=seed or 0
-    )
-    typer.echo(f"manifest: {synthesize(benchmark, data_root, out, cfg)}")
-
-
-def _synthesize_sd(
-    out, benchmark, data_root, checkpoint, teacher, n_per_class, steps, size, guidance,
-    scheduler, eta, batch_size, seed, device,
-) -> None:  # fmt: skip
-    if checkpoint is None:
-        raise ValueError("--backend stable-diffusion needs --checkpoint SD_DIR (or a .ckpt file)")
-    from oaml.data.benchmarks import get_benchmark
-    from oaml.synthesis.stable_diffusion import GenerationConfig, check_config, synthesize_sd
-
-    cfg = GenerationConfig(
-        n_per_class=n_per_class, steps=steps, size=size, guidance=guidance,
-        scheduler=scheduler, eta=eta, batch_size=batch_size, seed=seed,
+    request = SynthesisRequest(
+        benchmark=benchmark, data_root=data_root, out=out, count=count, n_per_class=n_per_class,
+        seed=seed, device=device, t_min=t_min, t_max=t_max, shard_size=shard_size,
+        checkpoint=checkpoint, teacher=teacher, steps=steps, size=size, guidance=guidance,
+        scheduler=scheduler, eta=eta, batch_size=batch_size, denoise=denoise,
     )  # fmt: skip
-    check_config(cfg)  # before loading a multi-GB checkpoint
-    names = list(get_benchmark(benchmark).class_names)
-    manifest = synthesize_sd(
-        checkpoint, names, out, cfg, device, teacher=teacher, benchmark=benchmark,
-        data_root=data_root,
-    )  # fmt: skip
-    typer.echo(f"manifest: {manifest}")
+    typer.echo(f"manifest: {run(backend, request)}")
 
 
 @app.command()

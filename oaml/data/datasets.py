@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms.functional import resize
 
 from oaml.data.benchmarks import BenchmarkSpec, ImageSet
 from oaml.data.decoded import DecodedImages, decode_all
 from oaml.data.imglist import ImglistDataset, ImglistEntry, parse_imglist
 from oaml.data.transforms import build_transform, image_mode, tensor_augment
+from oaml.imaging import DEFAULT_INTERPOLATION, resize, to_channels, to_nchw
 from oaml.models.factory import ModelSpec
 
 # Larger sets (ImageNet at 224 px) keep decoding per epoch with loader workers.
@@ -56,7 +56,8 @@ def image_set_dataset(
     )
     if not cacheable:
         return dataset
-    pixels = decode_all(dataset, spec.input_size, spec.in_chans, Path(root) / "cache" / "decoded")
+    cache_dir = Path(root) / "cache" / "decoded"
+    pixels = decode_all(dataset, spec.input_size, spec.in_chans, cache_dir, spec.interpolation)
     return DecodedImages(dataset, pixels, tensor_augment(spec, augment))
 
 
@@ -86,17 +87,20 @@ class WithIndex:
 
 class OutlierImages:
     """Synthesized outlier images (N, H, W, C) uint8, served as CHW tensors at the model's size
-    and channels, each with its diffusion latent where the backend kept one (else empty)."""
+    and channels, each with its diffusion latent where the backend kept one (else empty).
+
+    Channels and size go through oaml.imaging (PIL's luma, PIL's resize at the model's recorded
+    interpolation), the same functions training images go through.
+    """
 
     def __init__(self, images: np.ndarray, spec: ModelSpec, latents: np.ndarray | None = None):
         if images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise ValueError(f"outlier images have shape {images.shape}; expected (N, H, W, 1|3)")
         if latents is not None and len(latents) != len(images):
             raise ValueError(f"{len(latents)} outlier latents for {len(images)} images")
-        images = _to_channels(images, spec.in_chans)
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        self.images = np.ascontiguousarray(to_channels(images, spec.in_chans))  # NHWC
         self.latents = None if latents is None else torch.from_numpy(latents).float()
-        self.size = spec.input_size
+        self.size, self.interpolation = spec.input_size, spec.interpolation
 
     @property
     def latent_dim(self) -> int | None:
@@ -106,25 +110,9 @@ class OutlierImages:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if image.shape[-2:] != (self.size, self.size):
-            image = resize(image, [self.size, self.size], antialias=True)
+        image = resize(self.images[index], self.size, self.interpolation)
         latent = torch.empty(0) if self.latents is None else self.latents[index]
-        return image, latent
-
-
-def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
-    """RGB outliers (Stable Diffusion's) for a grayscale model: ITU-R 601-2 luma, the weights
-    PIL's convert("L") uses for training images; grayscale for an RGB model: repeated."""
-    have = images.shape[-1]
-    if have == channels:
-        return images
-    if have == 3 and channels == 1:
-        luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
-    if have == 1 and channels == 3:
-        return np.repeat(images, 3, axis=-1)
-    raise ValueError(f"cannot turn {have}-channel outliers into {channels}-channel model inputs")
+        return torch.from_numpy(to_nchw(image)), latent
 
 
 def model_spec_for(
@@ -133,6 +121,7 @@ def model_spec_for(
     width: float = 1.0,
     kwargs: dict | None = None,
     input_size: int | None = None,
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> ModelSpec:
     """A ModelSpec whose classes, channels and normalisation come from the benchmark."""
     return ModelSpec(
@@ -145,4 +134,5 @@ def model_spec_for(
         mean=bench.mean,
         std=bench.std,
         class_names=bench.class_names,
+        interpolation=interpolation,
     )

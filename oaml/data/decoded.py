@@ -18,15 +18,22 @@ import numpy as np
 import torch
 
 from oaml.data.imglist import ImglistDataset
+from oaml.imaging import DEFAULT_INTERPOLATION
 from oaml.io import atomic_path
 from oaml.progress import progress
 
 CACHE_VERSION = 1
 
 
-def cache_key(dataset: ImglistDataset, size: int) -> str:
-    """Hash of what the decoded pixels depend on: files, their sizes and times, mode, size."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION} {dataset.mode} {size}\n".encode())
+def cache_key(
+    dataset: ImglistDataset, size: int, interpolation: str = DEFAULT_INTERPOLATION
+) -> str:
+    """Hash of what the decoded pixels depend on: files, their sizes and times, mode, size and
+    resize filter (named only when not the default, so existing caches keep their keys)."""
+    header = f"v{CACHE_VERSION} {dataset.mode} {size}"
+    if interpolation != DEFAULT_INTERPOLATION:
+        header += f" {interpolation}"
+    digest = hashlib.sha256(f"{header}\n".encode())
     for entry in dataset.entries:
         stat = os.stat(dataset.image_root / entry.path)
         digest.update(f"{entry.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -38,15 +45,22 @@ def _decode_into(dataset: ImglistDataset, array: np.ndarray) -> None:
         array[i] = dataset[i][0].numpy()
 
 
-def decode_all(dataset: ImglistDataset, size: int, channels: int, cache_dir: Path | None):
+def decode_all(
+    dataset: ImglistDataset,
+    size: int,
+    channels: int,
+    cache_dir: Path | None,
+    interpolation: str = DEFAULT_INTERPOLATION,
+):
     """The dataset's base-transformed images as (N, C, H, W) uint8: mapped from the cache file
-    when present, else decoded (into the cache when its folder is writable, else in memory)."""
+    when present, else decoded (into the cache when its folder is writable, else in memory).
+    `interpolation` is the one the dataset's transform resizes with (part of the cache key)."""
     shape = (len(dataset), channels, size, size)
     if cache_dir is None:
         array = np.empty(shape, np.uint8)
         _decode_into(dataset, array)
         return array
-    path = cache_dir / f"decoded-{cache_key(dataset, size)}.npy"
+    path = cache_dir / f"decoded-{cache_key(dataset, size, interpolation)}.npy"
     if not path.is_file():
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +70,7 @@ def decode_all(dataset: ImglistDataset, size: int, channels: int, cache_dir: Pat
                 array.flush()
                 del array
         except PermissionError:  # a read-only data volume: decode for this process only
-            return decode_all(dataset, size, channels, None)
+            return decode_all(dataset, size, channels, None, interpolation)
     array = np.load(path, mmap_mode="r")
     if array.shape != shape or array.dtype != np.uint8:
         raise ValueError(f"decoded-image cache {path} has shape {array.shape}; delete it")

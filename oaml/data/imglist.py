@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
+
+from oaml.imaging import convert_mode
 
 
 class ImglistError(ValueError):
@@ -64,20 +65,6 @@ def load_image(path: Path, mode: str) -> Image.Image:
         raise ImglistError(f"image {path} does not exist") from None
     except (OSError, Image.DecompressionBombError, ValueError) as exc:
         raise ImglistError(f"image {path} cannot be read: {exc}") from None
-
-
-def convert_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Convert any PIL mode to 8-bit `mode`: high-bit-depth images are rescaled by their range
-    (PIL would clip them), transparency is composited on black (the benchmarks' background)."""
-    if img.mode in {"I", "I;16", "I;16B", "I;16L", "F"}:
-        array = np.asarray(img, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
-        img = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
-    if img.mode in {"P", "LA", "PA", "RGBA"} or "transparency" in img.info:
-        img = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img)
-    return img.convert(mode)
 
 
 class ImglistDataset:

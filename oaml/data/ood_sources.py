@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
+
+from oaml import imaging
 
 # Test 'photos' and the OOD validation set come from different bundled photographs.
 PHOTO_TEST_SOURCES = (
@@ -37,14 +38,13 @@ def _skimage_image(name: str) -> np.ndarray:
     elif image.dtype != np.uint8:
         image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
     if image.ndim == 3:
-        image = np.asarray(Image.fromarray(image[..., :3]).convert("L"))
+        image = imaging.to_channels(image[..., :3], 1)[..., 0]
     return image
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Antialiased resize of a grayscale uint8 image to size x size."""
-    pil = Image.fromarray(image, mode="L")
-    return np.asarray(pil.resize((size, size), Image.Resampling.LANCZOS))
+    """Antialiased (Lanczos) resize of a grayscale uint8 image to size x size."""
+    return imaging.resize(np.asarray(image, dtype=np.uint8), size, "lanczos")
 
 
 def random_crops(

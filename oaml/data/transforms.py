@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from PIL import Image
 from torchvision import transforms as T
 
+from oaml.imaging import DEFAULT_INTERPOLATION, check_interpolation, mode_for, resize
 from oaml.models.factory import ModelSpec
 
 AUGMENTATIONS = ("crop", "flip", "resized_crop")
@@ -13,20 +15,49 @@ AUGMENTATIONS = ("crop", "flip", "resized_crop")
 
 def image_mode(spec: ModelSpec) -> str:
     """PIL mode matching the model's input channels."""
-    return "L" if spec.in_chans == 1 else "RGB"
+    return mode_for(spec.in_chans)
 
 
-class ResizeIfNeeded(T.Resize):
-    """Resize only images whose size differs (most benchmark images already match)."""
+class Resize:
+    """PIL image -> size x size by oaml.imaging.resize, the resize evaluation and serving use
+    (images already at that size, most benchmark images, pass unchanged)."""
 
-    def forward(self, img):
-        if getattr(img, "size", None) == (self.size[1], self.size[0]):
-            return img
-        return super().forward(img)
+    def __init__(self, size: int, interpolation: str = DEFAULT_INTERPOLATION) -> None:
+        self.size, self.interpolation = int(size), check_interpolation(interpolation)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return resize(img, self.size, self.interpolation)
+
+    def __repr__(self) -> str:
+        return f"Resize(size={self.size}, interpolation={self.interpolation!r})"
+
+
+class RandomResizedCrop:
+    """ImageNet's random-resized crop: torchvision's crop box, then oaml.imaging.resize (the
+    same pixels torchvision's RandomResizedCrop gives on PIL images at the same filter)."""
+
+    def __init__(
+        self,
+        size: int,
+        interpolation: str = DEFAULT_INTERPOLATION,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    ) -> None:
+        self.size, self.interpolation = int(size), check_interpolation(interpolation)
+        self.scale, self.ratio = scale, ratio
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        top, left, height, width = T.RandomResizedCrop.get_params(img, self.scale, self.ratio)
+        crop = img.crop((left, top, left + width, top + height))
+        return resize(crop, self.size, self.interpolation)
+
+    def __repr__(self) -> str:
+        return f"RandomResizedCrop(size={self.size}, interpolation={self.interpolation!r})"
 
 
 def build_transform(spec: ModelSpec, augment: Sequence[str] = ()) -> T.Compose:
-    """Resize to the model's input size, optional augmentation, then a uint8 CHW tensor.
+    """Resize to the model's input size (with its recorded interpolation), optional
+    augmentation, then a uint8 CHW tensor.
 
     Normalisation happens inside the model (OamlNet.normalize), on whole batches.
     `crop` is pad-and-crop (padding = size / 8, as CIFAR recipes use), `flip` a horizontal flip,
@@ -38,9 +69,9 @@ def build_transform(spec: ModelSpec, augment: Sequence[str] = ()) -> T.Compose:
     size = spec.input_size
     steps: list = []
     if "resized_crop" in augment:
-        steps.append(T.RandomResizedCrop(size, antialias=True))
+        steps.append(RandomResizedCrop(size, spec.interpolation))
     else:
-        steps.append(ResizeIfNeeded((size, size), antialias=True))
+        steps.append(Resize(size, spec.interpolation))
         if "crop" in augment:
             steps.append(T.RandomCrop(size, padding=max(1, size // 8)))
     if "flip" in augment:

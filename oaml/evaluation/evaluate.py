@@ -19,6 +19,7 @@ from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import external_dataset, image_set_dataset
 from oaml.device import pick_device
 from oaml.evaluation.metrics import accuracy, ood_metrics
+from oaml.imaging import to_nhwc
 from oaml.io import atomic_write
 from oaml.models.checkpoint import load_checkpoint
 from oaml.models.factory import ModelSpec
@@ -69,13 +70,13 @@ def _onnx_predictor(path: Path) -> tuple[ModelSpec, Predict]:
         mean=info.mean,
         std=info.std,
         class_names=info.class_names,
+        interpolation=info.interpolation,
     )
 
     def run(loader: DataLoader, desc: str) -> tuple[np.ndarray, np.ndarray]:
         logits, labels = [], []
         for images, targets in progress(loader, desc=desc, unit="batch"):
-            nhwc = np.ascontiguousarray(images.numpy().transpose(0, 2, 3, 1))
-            logits.append(detector.run(nhwc)[0])
+            logits.append(detector.run(to_nhwc(images.numpy()))[0])
             labels.append(np.asarray(targets))
         return np.concatenate(logits), np.concatenate(labels)
 

@@ -67,3 +67,16 @@ def ood_metrics(id_conf: np.ndarray, ood_conf: np.ndarray) -> dict[str, float]:
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     return float((predictions == labels).mean()) if labels.size else float("nan")
+
+
+def roc_points(confidences: dict[str, np.ndarray], points: int = 200) -> dict[str, list[float]]:
+    """The ROC of ID (positive) against every OOD set pooled, thinned to about `points` (what
+    Kubeflow's UI plots)."""
+    id_conf = confidences["id"]
+    ood = np.concatenate([c for name, c in confidences.items() if name != "id"])
+    labels = np.concatenate([np.ones_like(id_conf), np.zeros_like(ood)])
+    fpr, tpr, thresholds = skm.roc_curve(labels, np.concatenate([id_conf, ood]))
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
+    # Kubeflow rejects infinities; the first threshold is +inf by sklearn's convention.
+    finite = np.nan_to_num(thresholds[keep], posinf=float(np.max(id_conf)) + 1.0)
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": finite.tolist()}

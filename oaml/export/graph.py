@@ -18,9 +18,12 @@ from oaml.scores import energy
 class DetectorGraph(nn.Module):
     """uint8 [N, H, W, C] -> (logits [N, K], energy [N]); any H, W is resized to the model's size.
 
-    The resize is bilinear without antialiasing and is exact (the identity) at the native size;
-    callers that want training's PIL resize for other sizes resize before sending (the server's
-    image endpoint does).
+    The in-graph resize is a torch op (bilinear, no antialiasing, whatever interpolation the
+    model records), so any size runs. It is not oaml.imaging.resize, the PIL resize training,
+    evaluation and the server's image endpoint use: the two agree exactly at the native size,
+    where both are the identity, and differ elsewhere. Callers that want training's pixels for
+    other sizes resize with oaml.imaging.resize before sending (the image endpoint does, with
+    the interpolation the metadata records).
     """
 
     def __init__(self, model: OamlNet, input_size: int, temperature: float = 1.0) -> None:

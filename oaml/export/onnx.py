@@ -2,8 +2,9 @@
 
 The graph (export.graph.DetectorGraph) takes raw uint8 NHWC pixels and returns logits and energy.
 Metadata (ONNX metadata_props, all strings) carries what a server or scorer needs and nothing
-else has to re-declare: class names, input size and channels, mean/std, temperature, the OOD
-threshold calibrated at 95% ID TPR on the ID validation split, and the training lineage.
+else has to re-declare: class names, input size and channels, mean/std, the resize interpolation
+(oaml.imaging.resize), temperature, the OOD threshold calibrated at 95% ID TPR on the ID
+validation split, and the training lineage.
 Parity with PyTorch (max abs difference of logits and energy) is checked before the file appears.
 """
 
@@ -20,6 +21,7 @@ import torch
 from oaml import __version__
 from oaml.contract import INPUT_NAME, OUTPUT_NAMES, Calibration, write_metadata
 from oaml.export.graph import DetectorGraph
+from oaml.imaging import to_nchw, to_nhwc
 from oaml.io import atomic_path, sha256_file
 from oaml.models.checkpoint import load_checkpoint
 from oaml.models.factory import ModelSpec
@@ -59,6 +61,7 @@ def detector_metadata(
         mean=spec.mean,
         std=spec.std,
         temperature=temperature,
+        interpolation=spec.interpolation,
         lineage={**payload.get("lineage", {}), "checkpoint_sha256": sha256_file(checkpoint)},
         calibration=checkpoint_calibration(payload),
     )
@@ -68,7 +71,7 @@ def _torch_outputs(model, images_nhwc: np.ndarray, temperature: float):
     from oaml.scores import energy
 
     with torch.no_grad():
-        x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(to_nchw(images_nhwc))
         logits = model(x)
         return logits.numpy(), energy(logits, temperature).numpy()
 
@@ -89,7 +92,7 @@ def parity_batches(spec: ModelSpec, payload: dict[str, Any], data_root: Path | N
             dataset = image_set_dataset(bench.val, root, spec)
             count = min(n, len(dataset))
             images = np.stack([dataset[i][0].numpy() for i in range(count)])
-            batches["real"] = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+            batches["real"] = to_nhwc(images)
     return batches
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from oaml.contract import INPUT_NAME, Calibration, Meta, calibration_props
+from oaml.imaging import to_nhwc
 from oaml.io import atomic_path, atomic_write_json
 from oaml.serving.detector import Detector
 
@@ -46,7 +47,7 @@ def _val_images(detector: Detector, data_root: Path | None, limit: int | None) -
     spec, _ = _onnx_predictor(detector.path)
     dataset = image_set_dataset(get_benchmark(lineage["benchmark"]).val, root, spec)
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    return np.stack([dataset[i][0].numpy().transpose(1, 2, 0) for i in range(count)])
+    return to_nhwc(np.stack([dataset[i][0].numpy() for i in range(count)]))
 
 
 def _recalibrate(path: Path, val: np.ndarray, temperature: float) -> Calibration:

@@ -14,6 +14,7 @@ import timm
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
+from oaml.imaging import DEFAULT_INTERPOLATION, check_interpolation
 from oaml.models.net import OamlNet
 from oaml.registry import Registry
 
@@ -35,6 +36,12 @@ class ModelSpec:
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
     class_names: tuple[str, ...] = ()
+    # How images are resized to input_size (oaml.imaging.resize); checkpoints written before it
+    # existed load with the default, which is what they were trained with.
+    interpolation: str = DEFAULT_INTERPOLATION
+
+    def __post_init__(self) -> None:
+        check_interpolation(self.interpolation)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

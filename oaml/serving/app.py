@@ -207,7 +207,14 @@ def create_app(detector: Detector, settings: ServeSettings):
         images = await run_in_threadpool(
             lambda: np.stack(
                 [
-                    decode_image(data, info.input_size, info.channels, name, settings.max_pixels)
+                    decode_image(
+                        data,
+                        info.input_size,
+                        info.channels,
+                        name,
+                        settings.max_pixels,
+                        interpolation=info.interpolation,
+                    )
                     for name, data in blobs
                 ]
             )

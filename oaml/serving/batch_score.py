@@ -103,7 +103,15 @@ def score_images(
             images, kept = [], []
             for path in chunk:
                 try:
-                    images.append(decode_image(path, info.input_size, info.channels, str(path)))
+                    images.append(
+                        decode_image(
+                            path,
+                            info.input_size,
+                            info.channels,
+                            str(path),
+                            interpolation=info.interpolation,
+                        )
+                    )
                     kept.append(path)
                 except ImageInputError as exc:
                     errors += 1

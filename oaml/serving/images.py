@@ -1,8 +1,8 @@
 """Image files to the detector's input, exactly as training and evaluation load them.
 
-Same mode conversion (oaml.data.imglist.convert_mode) and the same resize (PIL bilinear, which is
-what torchvision's Resize does on PIL images), so a file scored by the server or `oaml score`
-gets the numbers `oaml evaluate` gives it. PIL and numpy only.
+Same mode conversion and the same resize as training's data path (oaml.imaging.convert_mode and
+oaml.imaging.resize, at the interpolation the detector's metadata records), so a file scored by
+the server or `oaml score` gets the numbers `oaml evaluate` gives it. PIL and numpy only.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from oaml.data.imglist import convert_mode
+from oaml.contract import DEFAULT_INTERPOLATION
+from oaml.imaging import convert_mode, mode_for, resize
 
 # Far above any real photo this detector sees, far below a decompression bomb's size.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -26,9 +27,15 @@ class ImageInputError(ValueError):
 
 
 def decode_image(
-    data: bytes | Path, size: int, channels: int, name: str = "image", max_pixels: int = 0
+    data: bytes | Path,
+    size: int,
+    channels: int,
+    name: str = "image",
+    max_pixels: int = 0,
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> np.ndarray:
-    """Bytes or a file -> uint8 [size, size, channels], or ImageInputError naming `name`."""
+    """Bytes or a file -> uint8 [size, size, channels] (resized with `interpolation`, the one
+    the detector records), or ImageInputError naming `name`."""
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
@@ -40,7 +47,7 @@ def decode_image(
                     f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels}"
                 )
             img.load()
-            img = convert_mode(img, "L" if channels == 1 else "RGB")
+            img = convert_mode(img, mode_for(channels))
     except ImageInputError:
         raise
     except FileNotFoundError:
@@ -53,7 +60,5 @@ def decode_image(
         raise ImageInputError(f"{name}: refused as a decompression bomb ({exc})") from None
     except Exception as exc:  # decoders raise many types (OSError, ValueError, SyntaxError...)
         raise ImageInputError(f"{name}: corrupt or truncated image ({exc})") from None
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    array = np.asarray(img, dtype=np.uint8)
+    array = np.asarray(resize(img, size, interpolation), dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array

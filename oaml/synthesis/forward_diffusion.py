@@ -3,15 +3,12 @@ features obtained in the forward diffusion process").
 
 x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with Stable Diffusion's schedule (scaled_linear
 betas 0.00085..0.012, 1000 steps) from diffusers' DDPMScheduler, t uniform in [t_min, t_max].
-Images are written in shards (uint8, native size) with a manifest; every shard's randomness comes
-from (seed, shard), so a killed run resumes by skipping the shards already written and produces
-exactly what an uninterrupted run would.
+Images are written in shards (uint8, native size) with a manifest (synthesis.shards); each
+shard's randomness comes from (seed, shard), so a resumed run writes what a whole run would.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,10 +18,8 @@ import torch
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import stratified_subset
 from oaml.data.imglist import load_image, parse_imglist
-from oaml.io import atomic_write, atomic_write_json, sha256_file
-from oaml.progress import progress
-
-MANIFEST = "manifest.json"
+from oaml.io import sha256_file
+from oaml.synthesis.shards import ShardWriter, load_kind
 
 
 @dataclass(frozen=True)
@@ -83,21 +78,12 @@ def synthesize(
     bench = get_benchmark(benchmark)
     root = Path(data_root).expanduser().resolve()
     bench.require(root, [bench.train])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".shard_*.tmp"):
-        stale.unlink()  # left by a run killed while writing
     entries = stratified_subset(parse_imglist(bench.train.imglist_path(root)), cfg.count, cfg.seed)
     image_root = bench.train.image_root(root)
     sched = scheduler(cfg)
-    shards = []
-    starts = range(0, len(entries), cfg.shard_size)
-    for number, start in enumerate(progress(starts, desc="forward diffusion", unit="shard")):
-        name = f"shard_{number:05d}.npz"
-        shards.append(name)
-        if (out / name).is_file():
-            continue  # written completely by an earlier (possibly killed) run
-        chunk = entries[start : start + cfg.shard_size]
+    writer = ShardWriter(out_dir, ("images",))
+    chunks = [entries[s : s + cfg.shard_size] for s in range(0, len(entries), cfg.shard_size)]
+    for number, chunk in writer.pending(chunks, "forward diffusion"):
         images = np.stack(
             [_as_hwc(np.asarray(load_image(image_root / e.path, bench.image_mode))) for e in chunk]
         )
@@ -105,48 +91,21 @@ def synthesize(
         timesteps = rng.integers(cfg.t_min, cfg.t_max + 1, size=len(chunk))
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         noised = noise_images(images, timesteps, generator, sched)
-        atomic_write(
-            out / name,
-            lambda fh, n=noised, t=timesteps, c=chunk: np.savez(
-                fh, images=n, timesteps=t, sources=np.array([e.path for e in c])
-            ),
-        )
-    manifest = {
-        "kind": "forward_diffusion",
-        "benchmark": benchmark,
-        "count": len(entries),
-        "shards": shards,
-        "params": asdict(cfg),
-        "source_imglist_sha256": sha256_file(bench.train.imglist_path(root)),
-        "shards_sha256": _hash_files(out, shards),
-    }
-    atomic_write_json(out / MANIFEST, manifest)
-    return out / MANIFEST
+        sources = np.array([e.path for e in chunk])
+        writer.write(number, {"images": noised}, timesteps=timesteps, sources=sources)
+    return writer.finish(
+        "forward_diffusion",
+        benchmark=benchmark,
+        count=len(entries),
+        params=asdict(cfg),
+        source_imglist_sha256=sha256_file(bench.train.imglist_path(root)),
+    )
 
 
 def _as_hwc(array: np.ndarray) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def _hash_files(folder: Path, names: list[str]) -> str:
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(bytes.fromhex(sha256_file(folder / name)))
-    return digest.hexdigest()
-
-
 def load_outlier_images(folder: str | Path) -> np.ndarray:
     """All images (N, H, W, C) uint8 of a finished synthesis run, in manifest order."""
-    folder = Path(folder)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{manifest_path} does not exist: the synthesis run in {folder} is missing or "
-            "unfinished; run `oaml synthesize` again (it resumes)"
-        )
-    manifest = json.loads(manifest_path.read_text())
-    arrays = []
-    for name in manifest["shards"]:
-        with np.load(folder / name) as shard:
-            arrays.append(shard["images"])
-    return np.concatenate(arrays)
+    return load_kind(folder, "images")

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oaml.io import atomic_write, atomic_write_json
-from oaml.progress import progress
-from oaml.synthesis.stable_diffusion import MANIFEST, _to_uint8, load_pipeline
+from oaml.synthesis.shards import ShardWriter
+from oaml.synthesis.stable_diffusion import _to_uint8, load_pipeline
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,9 @@ def _check(cfg: LatentDiffusionConfig, train_steps: int) -> None:
 
 def _pixels(images: list, size: int, device, dtype) -> torch.Tensor:
     """PIL RGB images -> [-1, 1] NCHW at `size` (the VAE's input)."""
-    from PIL import Image
+    from oaml.imaging import resize
 
-    arrays = [np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images]
+    arrays = [np.asarray(resize(im, size, "bicubic"), dtype=np.float32) for im in images]
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
     return x.to(device, dtype)
 
@@ -72,19 +71,11 @@ def latent_forward_diffusion(
     torch_device = pick_device(device)
     pipe = load_pipeline(checkpoint, torch_device)
     _check(cfg, pipe.scheduler.config.num_train_timesteps)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     entries = stratified_subset(parse_imglist(bench.train.imglist_path(root)), cfg.count, cfg.seed)
     image_root = bench.train.image_root(root)
-    files: dict[str, list[str]] = {"latents": [], "images": []}
-    starts = range(0, len(entries), cfg.shard_size)
-    for number, start in enumerate(progress(starts, desc="latent diffusion", unit="shard")):
-        names = {k: f"{k}_{number:05d}.npz" for k in files}
-        for kind, name in names.items():
-            files[kind].append(name)
-        if all((out / n).is_file() for n in names.values()):
-            continue
-        chunk = entries[start : start + cfg.shard_size]
+    writer = ShardWriter(out_dir, ("latents", "images"))
+    chunks = [entries[s : s + cfg.shard_size] for s in range(0, len(entries), cfg.shard_size)]
+    for number, chunk in writer.pending(chunks, "latent diffusion"):
         rng = np.random.default_rng([cfg.seed, number])
         timesteps = rng.integers(cfg.t_min, cfg.t_max + 1, size=len(chunk))
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
@@ -98,26 +89,17 @@ def latent_forward_diffusion(
             latents.append(lat)
             images.append(img)
         labels = np.array([e.label for e in chunk], dtype=np.int64)
-        stacked = {"latents": np.concatenate(latents), "images": np.concatenate(images)}
-        for kind, array in stacked.items():
-            atomic_write(
-                out / names[kind],
-                lambda fh, k=kind, a=array, y=labels, t=timesteps: np.savez(
-                    fh, **{k: a, "labels": y, "timesteps": t}
-                ),
-            )
-    manifest = {
-        "kind": "stable_diffusion",
-        "mode": "latent_forward_diffusion" + ("+img2img" if cfg.denoise else ""),
-        "checkpoint": str(Path(checkpoint).expanduser().resolve()),
-        "benchmark": benchmark,
-        "class_names": list(bench.class_names),
-        "count": len(entries),
-        "params": asdict(cfg),
-        **files,
-    }
-    atomic_write_json(out / MANIFEST, manifest)
-    return out / MANIFEST
+        arrays = {"latents": np.concatenate(latents), "images": np.concatenate(images)}
+        writer.write(number, arrays, labels=labels, timesteps=timesteps)
+    return writer.finish(
+        "stable_diffusion",
+        mode="latent_forward_diffusion" + ("+img2img" if cfg.denoise else ""),
+        checkpoint=str(Path(checkpoint).expanduser().resolve()),
+        benchmark=benchmark,
+        class_names=list(bench.class_names),
+        count=len(entries),
+        params=asdict(cfg),
+    )
 
 
 def _noised(pipe, pil, t, labels, class_names, cfg: LatentDiffusionConfig, generator):

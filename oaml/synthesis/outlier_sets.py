@@ -3,34 +3,40 @@ images, or Stable Diffusion's decoded images with their final latents (DeepCLUB'
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from oaml.synthesis.forward_diffusion import MANIFEST, load_outlier_images
+from oaml.synthesis.shards import load_kind, read_manifest, shard_files
 
 
 @dataclass(frozen=True)
 class OutlierSet:
     images: np.ndarray  # (N, H, W, C) uint8
-    latents: np.ndarray | None = None  # (N, ...) float32, Stable Diffusion only
+    latents: np.ndarray | None = None  # (N, ...) float32, where the backend kept latents
 
 
 def load_outliers(folder: str | Path) -> OutlierSet:
     """The images (and latents, where the backend wrote them) in manifest order."""
-    folder = Path(folder)
-    manifest_path = folder / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    if manifest.get("kind") != "stable_diffusion":
-        return OutlierSet(load_outlier_images(folder))  # names a missing manifest clearly
+    manifest = read_manifest(folder)
+    images = load_kind(folder, "images", manifest)
+    if not shard_files(manifest, "latents"):
+        return OutlierSet(images)
+    return OutlierSet(images, load_kind(folder, "latents", manifest).astype(np.float32))
 
-    def stacked(kind: str) -> np.ndarray:
-        arrays = []
-        for name in manifest[kind]:
-            with np.load(folder / name) as shard:
-                arrays.append(shard[kind])
-        return np.concatenate(arrays)
 
-    return OutlierSet(stacked("images"), stacked("latents").astype(np.float32))
+def outlier_grid(folder: str | Path, path: Path, n: int = 64) -> Path:
+    """A PNG grid of the first outlier images (what the student is taught to reject)."""
+    from PIL import Image
+
+    images = load_outliers(folder).images[:n]
+    side = int(np.ceil(np.sqrt(len(images))))
+    h, w = images.shape[1:3]
+    grid = np.zeros((side * h, side * w, *images.shape[3:]), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, side)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
+    grid = grid.squeeze(-1) if grid.ndim == 3 and grid.shape[-1] == 1 else grid
+    Image.fromarray(grid).resize((side * w * 3, side * h * 3), Image.NEAREST).save(path)
+    return path

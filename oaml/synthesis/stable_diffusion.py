@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from oaml.io import atomic_write, atomic_write_json
-from oaml.progress import progress
+from oaml.synthesis.shards import ShardWriter
 
-MANIFEST = "manifest.json"
 SCHEDULERS = ("pndm", "ddim")
 
 
@@ -237,6 +236,36 @@ def synthesize_sd(
     anchors = torch.stack(
         [token_embedding(pipe, p, q) for p, q in zip(positions, prompts, strict=True)]
     )
+    embeddings, source, report = _outlier_embeddings(
+        out, anchors, cfg, embeddings, teacher, benchmark, data_root, device
+    )
+    if embeddings.shape[:2] != (len(class_names), cfg.n_per_class):
+        raise ValueError(
+            f"embeddings have shape {embeddings.shape}, need ({len(class_names)}, "
+            f"{cfg.n_per_class}, D)"
+        )
+    jobs = [(c, i) for c in range(len(class_names)) for i in range(cfg.n_per_class)]
+    writer = ShardWriter(out, ("latents", "images"))
+    shards = [jobs[s : s + cfg.shard_size] for s in range(0, len(jobs), cfg.shard_size)]
+    for number, shard in writer.pending(shards, "stable diffusion"):
+        latents, images = _generate_shard(pipe, shard, embeddings, prompts, positions, cfg)
+        labels = np.array([c for c, _ in shard], dtype=np.int64)
+        writer.write(number, {"latents": latents, "images": images}, labels=labels)
+    return writer.finish(
+        "stable_diffusion",
+        checkpoint=str(Path(checkpoint).expanduser().resolve()),
+        class_names=list(class_names),
+        count=len(jobs),
+        embeddings=source,
+        embeddings_file="embeddings.npy",
+        text_space=report,
+        params=asdict(cfg),
+    )
+
+
+def _outlier_embeddings(out: Path, anchors, cfg, embeddings, teacher, benchmark, data_root, device):
+    """The run's outlier embeddings and where they came from: given, kept from an earlier
+    (resumed) run, k-NN samples in a teacher's text-conditioned space, or token noise."""
     source, report = "given", {}
     saved = out / "embeddings.npy"
     about = out / "embeddings.json"
@@ -259,40 +288,7 @@ def synthesize_sd(
     if not (saved.is_file() and about.is_file()):
         atomic_write(saved, lambda fh: np.save(fh, np.asarray(embeddings, dtype=np.float32)))
         atomic_write_json(about, {"source": source, "report": report})
-    if embeddings.shape[:2] != (len(class_names), cfg.n_per_class):
-        raise ValueError(
-            f"embeddings have shape {embeddings.shape}, need ({len(class_names)}, "
-            f"{cfg.n_per_class}, D)"
-        )
-    jobs = [(c, i) for c in range(len(class_names)) for i in range(cfg.n_per_class)]
-    shards = [jobs[s : s + cfg.shard_size] for s in range(0, len(jobs), cfg.shard_size)]
-    files: dict[str, list[str]] = {"latents": [], "images": []}
-    for number, shard in enumerate(progress(shards, desc="stable diffusion", unit="shard")):
-        names = {k: f"{k}_{number:05d}.npz" for k in files}
-        for kind, name in names.items():
-            files[kind].append(name)
-        if all((out / n).is_file() for n in names.values()):
-            continue  # written by an earlier (possibly killed) run
-        latents, images = _generate_shard(pipe, shard, embeddings, prompts, positions, cfg)
-        labels = np.array([c for c, _ in shard], dtype=np.int64)
-        for kind, array in (("latents", latents), ("images", images)):
-            atomic_write(
-                out / names[kind],
-                lambda fh, k=kind, a=array, y=labels: np.savez(fh, **{k: a, "labels": y}),
-            )
-    manifest = {
-        "kind": "stable_diffusion",
-        "checkpoint": str(Path(checkpoint).expanduser().resolve()),
-        "class_names": list(class_names),
-        "count": len(jobs),
-        "embeddings": source,
-        "embeddings_file": saved.name,
-        "text_space": report,
-        "params": asdict(cfg),
-        **files,
-    }
-    atomic_write_json(out / MANIFEST, manifest)
-    return out / MANIFEST
+    return np.asarray(embeddings), source, report
 
 
 def _generate_shard(pipe, shard, embeddings, prompts, positions, cfg: GenerationConfig):

@@ -92,3 +92,13 @@ def test_non_checkpoint_file_is_rejected(tmp_path):
         load_checkpoint(tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_spec_interpolation_defaults_for_old_checkpoints_and_is_checked():
+    old = ModelSpec("resnet18_32x32", 3).to_dict()
+    assert old.pop("interpolation") == "bilinear"
+    assert ModelSpec.from_dict(old).interpolation == "bilinear"  # written before the field
+    spec = ModelSpec("resnet18_32x32", 3, interpolation="bicubic")
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown interpolation 'area'"):
+        ModelSpec("resnet18_32x32", 3, interpolation="area")

@@ -43,3 +43,16 @@ def test_bad_inputs_name_the_problem(tmp_path):
         decode_image(png.read_bytes(), 28, 1, "t.png", max_pixels=1000)
     with pytest.raises(ImageInputError, match="does not exist"):
         decode_image(tmp_path / "missing.png", 28, 1, "missing.png")
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_decoding_resizes_with_the_recorded_interpolation(tmp_path, interpolation):
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    path = tmp_path / "x.png"
+    img.save(path)
+    spec = ModelSpec("resnet18_32x32", 10, input_size=28, interpolation=interpolation)
+    expected = build_transform(spec)(load_image(path, "RGB")).numpy()
+    decoded = decode_image(path.read_bytes(), 28, 3, interpolation=interpolation)
+    np.testing.assert_array_equal(decoded, expected.transpose(1, 2, 0))
+    if interpolation != "bilinear":
+        assert not np.array_equal(decoded, decode_image(path.read_bytes(), 28, 3))

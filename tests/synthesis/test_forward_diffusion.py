@@ -51,16 +51,16 @@ def test_shards_manifest_and_resume_after_deleting_a_shard(tmp_path, data_root):
     cfg = ForwardDiffusionConfig(count=300, shard_size=100, seed=1)
     manifest = synthesize("fmnist", data_root, tmp_path / "a", cfg)
     meta = json.loads(manifest.read_text())
-    assert meta["shards"] == ["shard_00000.npz", "shard_00001.npz", "shard_00002.npz"]
+    assert meta["images"] == ["images_00000.npz", "images_00001.npz", "images_00002.npz"]
     images = load_outlier_images(tmp_path / "a")
     assert images.shape == (300, 28, 28, 1) and images.dtype == np.uint8
-    with np.load(tmp_path / "a" / "shard_00001.npz") as shard:
+    with np.load(tmp_path / "a" / "images_00001.npz") as shard:
         assert shard["timesteps"].min() >= 300 and shard["timesteps"].max() <= 700
-    first = (tmp_path / "a" / "shard_00001.npz").read_bytes()
-    (tmp_path / "a" / "shard_00001.npz").unlink()
+    first = (tmp_path / "a" / "images_00001.npz").read_bytes()
+    (tmp_path / "a" / "images_00001.npz").unlink()
     manifest.unlink()
     synthesize("fmnist", data_root, tmp_path / "a", cfg)
-    assert (tmp_path / "a" / "shard_00001.npz").read_bytes() == first
+    assert (tmp_path / "a" / "images_00001.npz").read_bytes() == first
     assert json.loads(manifest.read_text())["shards_sha256"] == meta["shards_sha256"]
 
 
@@ -74,7 +74,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data_root):
         [str(exe), *args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.time() + 120
-    while not (killed / "shard_00000.npz").exists() and time.time() < deadline:
+    while not (killed / "images_00000.npz").exists() and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

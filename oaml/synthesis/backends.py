@@ -1,0 +1,110 @@
+"""The synthesis backends, by name: the one place that turns a request into outlier shards.
+
+`oaml synthesize --backend NAME`, the pipeline's outlier stage and the quality benchmark all call
+`synthesize(name, request)`; a new backend is one function and one decorator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from oaml.registry import Registry
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """What to synthesize and where; each backend reads the fields it uses."""
+
+    benchmark: str
+    data_root: Path
+    out: Path
+    count: int = 10000  # outlier images in all (Stable Diffusion: spread over the classes)
+    n_per_class: int | None = None  # Stable Diffusion: per class (default: count / classes)
+    seed: int | None = None  # None: the backend's default (Stable Diffusion: 42, the paper's)
+    device: str = "auto"
+    t_min: int = 300
+    t_max: int = 700
+    shard_size: int | None = None  # None: the backend's default
+    checkpoint: Path | None = None  # a local Stable Diffusion folder or file
+    teacher: Path | None = None  # its features make the text-conditioned k-NN space
+    steps: int = 50
+    size: int = 512
+    guidance: float = 7.5
+    scheduler: str = "pndm"
+    eta: float = 0.0
+    batch_size: int = 4
+    denoise: bool = False  # latent forward diffusion: img2img from t
+
+
+Backend = Callable[[SynthesisRequest], Path]
+BACKENDS: Registry[Backend] = Registry("synthesis backend")
+
+
+def synthesize(backend: str, request: SynthesisRequest) -> Path:
+    """Run `backend` on `request`; return the manifest path (a killed run resumes)."""
+    return BACKENDS.get(backend)(request)
+
+
+def _needs_checkpoint(request: SynthesisRequest, backend: str) -> Path:
+    if request.checkpoint is None:
+        raise ValueError(
+            f"--backend {backend} needs --checkpoint SD_DIR (a local diffusers folder)"
+        )
+    return request.checkpoint
+
+
+def _sized(request: SynthesisRequest, default: int) -> dict[str, int]:
+    return {"shard_size": request.shard_size or default}
+
+
+@BACKENDS.register("forward-diffusion")
+def forward_diffusion(request: SynthesisRequest) -> Path:
+    """ID training pixels noised through q(x_t | x_0) (the paper's noisy forward-diffusion
+    features); needs no checkpoint."""
+    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig
+    from oaml.synthesis.forward_diffusion import synthesize as run
+
+    cfg = ForwardDiffusionConfig(
+        count=request.count, t_min=request.t_min, t_max=request.t_max,
+        seed=request.seed or 0, **_sized(request, 2048),
+    )  # fmt: skip
+    return run(request.benchmark, request.data_root, request.out, cfg)
+
+
+@BACKENDS.register("stable-diffusion")
+def stable_diffusion(request: SynthesisRequest) -> Path:
+    """Stable Diffusion generations around outlier embeddings of the class tokens (DreamOOD),
+    latents and decoded images."""
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.synthesis.stable_diffusion import GenerationConfig, synthesize_sd
+
+    checkpoint = _needs_checkpoint(request, "stable-diffusion")
+    names = list(get_benchmark(request.benchmark).class_names)
+    cfg = GenerationConfig(
+        n_per_class=request.n_per_class or max(1, request.count // len(names)),
+        steps=request.steps, size=request.size, guidance=request.guidance,
+        scheduler=request.scheduler, eta=request.eta, batch_size=request.batch_size,
+        seed=42 if request.seed is None else request.seed, **_sized(request, 64),
+    )  # fmt: skip
+    return synthesize_sd(
+        checkpoint, names, request.out, cfg, device=request.device, teacher=request.teacher,
+        benchmark=request.benchmark, data_root=request.data_root,
+    )  # fmt: skip
+
+
+@BACKENDS.register("stable-diffusion-forward")
+def latent_forward_diffusion(request: SynthesisRequest) -> Path:
+    """ID training images through the SD VAE, their latents noised at t (optionally denoised
+    part of the way under the class prompt)."""
+    from oaml.synthesis.latent_diffusion import LatentDiffusionConfig
+    from oaml.synthesis.latent_diffusion import latent_forward_diffusion as run
+
+    checkpoint = _needs_checkpoint(request, "stable-diffusion-forward")
+    cfg = LatentDiffusionConfig(
+        count=request.count, t_min=request.t_min, t_max=request.t_max, size=request.size,
+        seed=request.seed or 0, denoise=request.denoise, steps=request.steps,
+        guidance=request.guidance, batch_size=request.batch_size, **_sized(request, 64),
+    )  # fmt: skip
+    return run(checkpoint, request.benchmark, request.data_root, request.out, cfg, request.device)
