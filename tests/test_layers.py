@@ -132,3 +132,24 @@ def test_serving_side_never_imports_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+def test_modules_and_functions_stay_small():
+    """Each module under 400 lines and each function under 80 (decorators included), so a
+    reader can hold one in their head. The pipeline's @dsl.pipeline wiring (one declaration of
+    which step feeds which) is exempt."""
+    too_big = []
+    for path in _sources("oaml", "components"):
+        source = path.read_text(encoding="utf-8")
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_big.append(f"{path.relative_to(ROOT)}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                length = node.end_lineno - start + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_big.append(f"{path.relative_to(ROOT)}:{start} {node.name}: {length} lines")
+    assert not too_big, "\n".join(too_big)

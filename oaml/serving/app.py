@@ -54,27 +54,109 @@ def _error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
 
 
+class DetectorService:
+    """The served model's state and checks, shared by the routes: one batcher, one readiness."""
+
+    def __init__(self, detector: Detector, settings: ServeSettings) -> None:
+        if detector.info.threshold is None:
+            raise ValueError(
+                f"{detector.path} carries no calibrated OOD threshold; pass --threshold ENERGY"
+            )
+        self.detector, self.info, self.settings = detector, detector.info, settings
+        self.metrics = ServerMetrics()
+        self.batcher = MicroBatcher(
+            detector.run, settings.max_batch, settings.max_wait_ms, self.metrics.batch_size.observe
+        )
+        self.ready = False
+
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """404 unless `name` (and `version`, when given) is the model served here."""
+        served = self.settings
+        if name != served.name:
+            raise OipError(
+                f"model {name!r} is not served here; this server serves {served.name!r}", 404
+            )
+        if version is not None and version != served.version:
+            raise OipError(
+                f"version {version!r} of {name!r} is not served here; this server serves "
+                f"version {served.version!r}",
+                404,
+            )
+
+    def check_images(self, images: np.ndarray) -> None:
+        """400 unless `images` is an NHWC batch within the count and pixel limits."""
+        channels, limits = self.info.channels, self.settings
+        if images.ndim != 4 or images.shape[3] != channels:
+            raise OipError(
+                f"input {INPUT_NAME!r} must be [N, H, W, {channels}] (NHWC, {channels} "
+                f"channel(s)), got shape {list(images.shape)}"
+            )
+        n, height, width = images.shape[:3]
+        if not 1 <= n <= limits.max_images:
+            raise OipError(f"send 1 to {limits.max_images} images per request, got {n}")
+        if height < 1 or width < 1 or height * width > limits.max_pixels:
+            raise OipError(f"image size {height}x{width} is empty or over the pixel limit")
+
+    async def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and energies through the shared batcher (503 once it has stopped)."""
+        try:
+            logits, energy = await self.batcher.submit(images)
+        except BatcherStopped as exc:
+            raise OipError(str(exc), 503) from None
+        self.metrics.images.inc(len(energy))
+        self.metrics.ood_images.inc(int(is_ood(energy, self.info.threshold).sum()))
+        return logits, energy
+
+    def model_metadata(self) -> dict:
+        """The OIP model metadata, with the detector's classes, size and threshold."""
+        info, k = self.info, self.info.num_classes
+        return {
+            "name": self.settings.name,
+            "versions": [self.settings.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [
+                {"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, -1, -1, info.channels]}
+            ],
+            "outputs": [
+                {"name": "logits", "datatype": "FP32", "shape": [-1, k]},
+                {"name": "energy", "datatype": "FP32", "shape": [-1]},
+                {"name": "label", "datatype": "INT64", "shape": [-1]},
+                {"name": "is_ood", "datatype": "BOOL", "shape": [-1]},
+            ],
+            "parameters": {
+                "class_names": list(info.class_names),
+                "input_size": info.input_size,
+                "temperature": info.temperature,
+                "ood_threshold": info.threshold,
+                "arch": info.arch,
+            },
+        }
+
+
 def create_app(detector: Detector, settings: ServeSettings):
     """The ASGI app serving `detector`: FastAPI routes inside metrics, body-limit, auth guards."""
-    info, metrics = detector.info, ServerMetrics()
-    if info.threshold is None:
-        raise ValueError(
-            f"{detector.path} carries no calibrated OOD threshold; pass --threshold ENERGY"
-        )
-    batcher = MicroBatcher(
-        detector.run, settings.max_batch, settings.max_wait_ms, metrics.batch_size.observe
-    )
-    state = {"ready": False}
+    service = DetectorService(detector, settings)
 
     @asynccontextmanager
     async def lifespan(_app):
-        await batcher.start()
-        state["ready"] = True
+        await service.batcher.start()
+        service.ready = True
         yield
-        state["ready"] = False
-        await batcher.stop()  # requests already queued are answered first
+        service.ready = False
+        await service.batcher.stop()  # requests already queued are answered first
 
     app = FastAPI(title="oaml detector", version=__version__, lifespan=lifespan, docs_url=None)
+    _add_error_handlers(app)
+    _add_health_routes(app, service)
+    _add_infer_routes(app, service)
+    _add_score_route(app, service)
+    # Auth outermost: an unauthenticated body is refused before it is read.
+    guarded = require_token(limit_body(app, settings.max_body_bytes), settings.token)
+    return service.metrics.middleware(guarded)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as {"error": message}: 4xx for bad requests, 500 (details logged) otherwise."""
 
     @app.exception_handler(HTTPException)
     async def http_error(_request, exc: HTTPException):
@@ -94,38 +176,9 @@ def create_app(detector: Detector, settings: ServeSettings):
         log.exception("unexpected error while serving a request")
         return _error(f"internal error ({type(exc).__name__}); see the server log", 500)
 
-    def check_model(name: str, version: str | None = None) -> None:
-        if name != settings.name:
-            raise OipError(
-                f"model {name!r} is not served here; this server serves {settings.name!r}", 404
-            )
-        if version is not None and version != settings.version:
-            raise OipError(
-                f"version {version!r} of {name!r} is not served here; this server serves "
-                f"version {settings.version!r}",
-                404,
-            )
 
-    def check_images(images: np.ndarray) -> None:
-        if images.ndim != 4 or images.shape[3] != info.channels:
-            raise OipError(
-                f"input {INPUT_NAME!r} must be [N, H, W, {info.channels}] (NHWC, {info.channels} "
-                f"channel(s)), got shape {list(images.shape)}"
-            )
-        n, height, width = images.shape[:3]
-        if not 1 <= n <= settings.max_images:
-            raise OipError(f"send 1 to {settings.max_images} images per request, got {n}")
-        if height < 1 or width < 1 or height * width > settings.max_pixels:
-            raise OipError(f"image size {height}x{width} is empty or over the pixel limit")
-
-    async def score(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            logits, energy = await batcher.submit(images)
-        except BatcherStopped as exc:
-            raise OipError(str(exc), 503) from None
-        metrics.images.inc(len(energy))
-        metrics.ood_images.inc(int(is_ood(energy, info.threshold).sum()))
-        return logits, energy
+def _add_health_routes(app: FastAPI, service: DetectorService) -> None:
+    """Liveness, readiness, server and model metadata, Prometheus metrics."""
 
     @app.get("/v2/health/live")
     async def live():
@@ -133,102 +186,82 @@ def create_app(detector: Detector, settings: ServeSettings):
 
     @app.get("/v2/health/ready")
     async def ready():
-        return _json({"ready": state["ready"]}, 200 if state["ready"] else 503)
+        return _json({"ready": service.ready}, 200 if service.ready else 503)
 
     @app.get("/v2")
     async def server_metadata():
         return _json({"name": "oaml", "version": __version__, "extensions": ["binary_tensor_data"]})
 
-    def model_metadata() -> dict:
-        channels, k = info.channels, info.num_classes
-        return {
-            "name": settings.name,
-            "versions": [settings.version],
-            "platform": "onnxruntime_onnx",
-            "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, -1, -1, channels]}],
-            "outputs": [
-                {"name": "logits", "datatype": "FP32", "shape": [-1, k]},
-                {"name": "energy", "datatype": "FP32", "shape": [-1]},
-                {"name": "label", "datatype": "INT64", "shape": [-1]},
-                {"name": "is_ood", "datatype": "BOOL", "shape": [-1]},
-            ],
-            "parameters": {
-                "class_names": list(info.class_names),
-                "input_size": info.input_size,
-                "temperature": info.temperature,
-                "ood_threshold": info.threshold,
-                "arch": info.arch,
-            },
-        }
-
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def metadata(name: str, version: str | None = None):
-        check_model(name, version)
-        return _json(model_metadata())
+        service.check_model(name, version)
+        return _json(service.model_metadata())
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None):
-        check_model(name, version)
-        return _json({"name": name, "ready": state["ready"]}, 200 if state["ready"] else 503)
+        service.check_model(name, version)
+        return _json({"name": name, "ready": service.ready}, 200 if service.ready else 503)
 
-    # The hot path is a plain Starlette route: no FastAPI parameter solving per request.
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+
+def _add_infer_routes(app: FastAPI, service: DetectorService) -> None:
+    """OIP v2 inference; a plain Starlette route: no FastAPI parameter solving per request."""
+
     async def infer(request: Request):
-        check_model(request.path_params["name"], request.path_params.get("version"))
+        service.check_model(request.path_params["name"], request.path_params.get("version"))
         body, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
         if len(body) > LARGE_BODY:  # big JSON tensors take long to parse: off the event loop
             parsed = await run_in_threadpool(parse_infer, body, header_length, OUTPUTS)
         else:
             parsed = parse_infer(body, header_length, OUTPUTS)
-        check_images(parsed.images)
-        logits, energy = await score(parsed.images)
+        service.check_images(parsed.images)
+        logits, energy = await service.score(parsed.images)
         outputs = {
             "logits": logits,
             "energy": energy,
             "label": logits.argmax(axis=1).astype(np.int64),
-            "is_ood": is_ood(energy, info.threshold),
+            "is_ood": is_ood(energy, service.info.threshold),
         }
-        body, headers = infer_response(settings.name, settings.version, parsed, outputs)
+        name, version = service.settings.name, service.settings.version
+        body, headers = infer_response(name, version, parsed, outputs)
         return Response(body, headers=headers, media_type=headers.pop("content-type"))
 
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         app.router.add_route(path, infer, methods=["POST"])
 
+
+def _add_score_route(app: FastAPI, service: DetectorService) -> None:
+    """`/v1/score`: image files in a multipart form, one decision per file."""
+    info, limits = service.info, service.settings
+
+    def decode_all(blobs: list[tuple[str, bytes]]) -> np.ndarray:
+        return np.stack(
+            [
+                decode_image(
+                    data, info.input_size, info.channels, name, limits.max_pixels,
+                    interpolation=info.interpolation,
+                )
+                for name, data in blobs
+            ]
+        )  # fmt: skip
+
     @app.post("/v1/score")
     async def score_files(request: Request):
-        form = await request.form(max_files=settings.max_images, max_fields=settings.max_images)
+        form = await request.form(max_files=limits.max_images, max_fields=limits.max_images)
         files = form.getlist("files")
         if not files:
             raise OipError("send one or more image files in the multipart form field 'files'")
         if not all(isinstance(f, UploadFile) for f in files):
             raise OipError("form field 'files' must hold files, not text values")
         blobs = [(f.filename or f"files[{i}]", await f.read()) for i, f in enumerate(files)]
-        images = await run_in_threadpool(
-            lambda: np.stack(
-                [
-                    decode_image(
-                        data,
-                        info.input_size,
-                        info.channels,
-                        name,
-                        settings.max_pixels,
-                        interpolation=info.interpolation,
-                    )
-                    for name, data in blobs
-                ]
-            )
-        )
-        logits, energy = await score(images)
-        answers = detector.decide(logits, energy)
+        images = await run_in_threadpool(decode_all, blobs)
+        logits, energy = await service.score(images)
+        answers = service.detector.decide(logits, energy)
         for (name, _), answer in zip(blobs, answers, strict=True):
             answer["file"] = name
         return _json(answers)
-
-    @app.get("/metrics")
-    async def prometheus():
-        return Response(metrics.render(), media_type=metrics.content_type)
-
-    # Auth outermost: an unauthenticated body is refused before it is read.
-    guarded = require_token(limit_body(app, settings.max_body_bytes), settings.token)
-    return metrics.middleware(guarded)
