@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup system-deps container-deps demo test test-images lint format clean gpu-check lock \
+.PHONY: setup system-deps container-deps demo test test-fast test-images lint format clean gpu-check lock \
 	lock-export
 
 setup: system-deps $(STAMP)
@@ -63,6 +63,10 @@ test: setup container-deps
 
 # The training image (built, inspected, the MLflow server started from it) and the whole pipeline
 # with every component in that image (kfp.local's DockerRunner on podman's Docker API).
+# Unit tests only (no real benchmark, services, pipeline runs or images): quick answers.
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow and not gpu and not images"
+
 test-images: setup container-deps
 	$(CONTAINER_ENV) $(VENV)/bin/pytest -m images -v --durations=12
 
@@ -76,6 +80,9 @@ gpu-check: setup
 		$(VENV)/bin/oaml bench sd --out runs/bench-gpu/sd-512 --device cuda \
 			--checkpoint $(SD_CHECKPOINT) --images 8; fi
 	$(VENV)/bin/oaml bench knn --out runs/bench-gpu/knn
+	$(VENV)/bin/oaml data prepare --benchmark fmnist --root runs/bench-gpu/data
+	$(VENV)/bin/oaml bench train --out runs/bench-gpu/train --data-root runs/bench-gpu/data \
+		--device cuda
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from oaml.config import Preset, load_preset, stage_of, to_dict
 from oaml.io import atomic_copy, atomic_write_json, atomic_write_text, sha256_file
 from oaml.tracking.runs import StageRun, Tracking, stage_run
 
@@ -69,12 +70,6 @@ def data_root_of(path: str | Path) -> Path:
     return path
 
 
-def _load(preset_name: str, overrides: list[str]):
-    from oaml.config import load_preset
-
-    return load_preset(preset_name, overrides)
-
-
 def _log_data(run: StageRun, benchmark: str, root: Path, context: str) -> None:
     from oaml.data.prepare import manifest_sha256
 
@@ -83,10 +78,10 @@ def _log_data(run: StageRun, benchmark: str, root: Path, context: str) -> None:
         run.dataset(benchmark, str(root), digest, context)
 
 
-def _log_preset(run: StageRun, preset, overrides: list[str], role: str | None = None) -> None:
+def _log_preset(
+    run: StageRun, preset: Preset, overrides: list[str], role: str | None = None
+) -> None:
     import yaml
-
-    from oaml.config import stage_of, to_dict
 
     run.params({"preset": preset.name, "overrides": " ".join(overrides)})
     run.params(to_dict(stage_of(preset, role)) if role else {"benchmark": preset.benchmark})
@@ -139,81 +134,41 @@ def synthesize_outliers(
     work_dir: str | Path | None = None,
 ) -> Path:
     """The preset's outliers into `out`: forward-diffused ID images, or, with
-    `bench.sd_checkpoint`, Stable Diffusion generations (latents and images)."""
-    preset = _load(preset_name, overrides)
+    `outliers.sd_checkpoint`, Stable Diffusion generations (latents and images)."""
+    from oaml.synthesis.backends import preset_request, request_settings, synthesize
+    from oaml.synthesis.outlier_sets import outlier_grid
+
+    preset = load_preset(preset_name, overrides)
     root, out = data_root_of(data), Path(out)
     work = Path(work_dir) if work_dir else None
     with stage_run(tracking, "outliers") as run:
         _log_preset(run, preset, overrides)
         _log_data(run, preset.benchmark, root, "source")
-        settings, write = _outlier_backend(preset, root)
+        backend, request = preset_request(preset, root, out)
+        settings = request_settings(backend, request)
         run.params(settings)
         folder = _stage_dir(work, out, "outliers", settings, _manifest(preset, root))
-        manifest = json.loads(write(folder).read_text())
-        names = ["manifest.json", *manifest.get("shards", [])]
-        names += [*manifest.get("latents", []), *manifest.get("images", [])]
+        manifest = json.loads(synthesize(backend, replace(request, out=folder)).read_text())
+        names = ["manifest.json", *manifest.get("latents", []), *manifest.get("images", [])]
         names += [n for n in ("embeddings.npy", "embeddings.json") if (folder / n).is_file()]
         _publish(folder, out, names)
         run.metrics({"outliers": manifest["count"]})
         run.artifact(out / "manifest.json", "outliers")
-        run.artifact(_outlier_grid(out, out.parent / f"{out.name}_samples.png"), "plots")
+        run.artifact(outlier_grid(out, out.parent / f"{out.name}_samples.png"), "plots")
     return out
 
 
-def _outlier_backend(preset, root: Path):
-    """The outlier settings (for tracking and the stage folder's name) and the writer."""
-    from dataclasses import asdict
-
-    bench = preset.bench
-    if bench.sd_checkpoint:
-        from oaml.data.benchmarks import get_benchmark
-        from oaml.synthesis.stable_diffusion import GenerationConfig, synthesize_sd
-
-        names = list(get_benchmark(preset.benchmark).class_names)
-        cfg = GenerationConfig(
-            n_per_class=max(1, bench.outliers // len(names)), steps=bench.sd_steps,
-            size=bench.sd_size,
-        )  # fmt: skip
-        settings = {"backend": "stable-diffusion", "checkpoint": bench.sd_checkpoint,
-                    "stable_diffusion": asdict(cfg)}  # fmt: skip
-        return settings, lambda folder: synthesize_sd(bench.sd_checkpoint, names, folder, cfg)
-    from oaml.synthesis.forward_diffusion import ForwardDiffusionConfig, synthesize
-
-    fd = ForwardDiffusionConfig(count=bench.outliers, t_min=bench.t_min, t_max=bench.t_max)
-    settings = {"backend": "forward-diffusion", "forward_diffusion": asdict(fd)}
-    return settings, lambda folder: synthesize(preset.benchmark, root, folder, fd)
-
-
-def _manifest(preset, root: Path) -> str | None:
+def _manifest(preset: Preset, root: Path) -> str | None:
     from oaml.data.prepare import manifest_sha256
 
     return manifest_sha256(preset.benchmark, root)
-
-
-def _outlier_grid(folder: Path, path: Path, n: int = 64) -> Path:
-    """A PNG grid of the first outlier images (what the student is taught to reject)."""
-    import numpy as np
-    from PIL import Image
-
-    from oaml.synthesis.outlier_sets import load_outliers
-
-    images = load_outliers(folder).images[:n]
-    side = int(np.ceil(np.sqrt(len(images))))
-    h, w = images.shape[1:3]
-    grid = np.zeros((side * h, side * w, *images.shape[3:]), dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, side)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
-    grid = grid.squeeze(-1) if grid.ndim == 3 and grid.shape[-1] == 1 else grid
-    Image.fromarray(grid).resize((side * w * 3, side * h * 3), Image.NEAREST).save(path)
-    return path
 
 
 def _train(
     stage: str,
     role: str,
     method: str,
-    preset,
+    preset: Preset,
     overrides: list[str],
     root: Path,
     out: Path,
@@ -222,8 +177,7 @@ def _train(
     work: Path | None,
     inputs: dict[str, str],
 ) -> Path:
-    from oaml.config import stage_of, to_dict
-    from oaml.recipe import trained
+    from oaml.training.stage import train_stage
 
     with stage_run(tracking, stage) as run:
         _log_preset(run, preset, overrides, role)
@@ -236,9 +190,10 @@ def _train(
             _manifest(preset, root),
         )  # fmt: skip
         started = time.perf_counter()
-        checkpoint = trained(
-            preset, role, root, folder, device, method, callbacks=[run.epoch_callback()]
-        )
+        checkpoint = train_stage(
+            preset, role, root, folder, device=device, method=method,
+            callbacks=[run.epoch_callback()],
+        ).checkpoint  # fmt: skip
         _publish(checkpoint.parent, out, [checkpoint.name])
         run.metrics({"seconds": time.perf_counter() - started})
         run.artifact(out / CHECKPOINT, "checkpoint")
@@ -264,7 +219,7 @@ def train_from_scratch(
     if stage not in FROM_SCRATCH:
         raise ValueError(f"stage must be one of {sorted(FROM_SCRATCH)}, got {stage!r}")
     role, method = FROM_SCRATCH[stage]
-    preset = _load(preset_name, overrides)
+    preset = load_preset(preset_name, overrides)
     work = Path(work_dir) if work_dir else None
     return _train(
         stage, role, method, preset, overrides, data_root_of(data), Path(out),
@@ -287,25 +242,20 @@ def train_student(
 ) -> Path:
     """Fine-tune the start with `method` (OAML: KD from the teacher, CLUB against k-NN outlier
     embeddings, energy margins on the outliers) for the preset's fine-tuning budget."""
-    from oaml.recipe import finetune_overrides, outlier_methods, quoted, teacher_methods
+    from oaml.recipe import finetuned, outlier_methods, teacher_methods, with_inputs
 
     work = Path(work_dir) if work_dir else None
-    base = _load(preset_name, overrides)
+    preset = load_preset(preset_name, overrides)
     start_ckpt = stable_input(work, "start", _checkpoint_in(start))
-    extra = finetune_overrides(base, method, start_ckpt)
     inputs = {"start": str(start_ckpt)}
     if method in outlier_methods():
-        folder = stable_input(work, "outliers", Path(outliers))
-        extra.append(f"student.train.outliers={quoted(str(folder))}")
-        inputs["outliers"] = str(folder)
+        inputs["outliers"] = str(stable_input(work, "outliers", Path(outliers)))
     if method in teacher_methods():
-        ckpt = stable_input(work, "teacher", _checkpoint_in(teacher))
-        extra.append(f"student.train.teacher_checkpoint={quoted(str(ckpt))}")
-        inputs["teacher"] = str(ckpt)
-    all_overrides = [*overrides, *extra]
-    preset = _load(preset_name, all_overrides)
+        inputs["teacher"] = str(stable_input(work, "teacher", _checkpoint_in(teacher)))
+    tuned = with_inputs(preset, inputs.get("outliers"), inputs.get("teacher"))
+    tuned = finetuned(tuned, method, start_ckpt)
     return _train(
-        "student", "student", method, preset, all_overrides, data_root_of(data), Path(out),
+        "student", "student", method, tuned, overrides, data_root_of(data), Path(out),
         tracking, device, work, inputs,
     )  # fmt: skip
 
@@ -323,25 +273,6 @@ class EvaluationResult:
     plots: list[Path]
 
 
-def roc_points(confidences: dict[str, Any], points: int = 200) -> dict[str, list[float]]:
-    """The ROC of ID (positive) against every OOD set pooled, thinned to about `points`."""
-    import numpy as np
-    from sklearn.metrics import roc_curve
-
-    id_conf = confidences["id"]
-    ood = np.concatenate([c for name, c in confidences.items() if name != "id"])
-    labels = np.concatenate([np.ones_like(id_conf), np.zeros_like(ood)])
-    fpr, tpr, thresholds = roc_curve(labels, np.concatenate([id_conf, ood]))
-    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
-    # Kubeflow rejects infinities; the first threshold is +inf by sklearn's convention.
-    finite = np.nan_to_num(thresholds[keep], posinf=float(np.max(id_conf)) + 1.0)
-    return {
-        "fpr": fpr[keep].tolist(),
-        "tpr": tpr[keep].tolist(),
-        "threshold": finite.tolist(),
-    }
-
-
 def evaluate_detector(
     preset_name: str,
     overrides: list[str],
@@ -354,10 +285,11 @@ def evaluate_detector(
     """ID accuracy and OOD metrics on the benchmark; metrics.json, metrics.md, scores and plots
     into `out`, all logged to the stage's run."""
     from oaml.evaluation.evaluate import save_scores
+    from oaml.evaluation.metrics import roc_points
     from oaml.evaluation.report import markdown_table, plot_evaluation
     from oaml.recipe import evaluate_student
 
-    preset = _load(preset_name, overrides)
+    preset = load_preset(preset_name, overrides)
     root, out = data_root_of(data), Path(out)
     ckpt = _checkpoint_in(checkpoint)
     with stage_run(tracking, "evaluate") as run:

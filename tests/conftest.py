@@ -13,8 +13,13 @@ from oaml.data.fashion_mnist import DEBIAN_DIR
 from tests.tracking import services as tracking_services
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: the marks added here count there
 def pytest_collection_modifyitems(config, items):
-    """Skip gpu-marked tests on machines without CUDA."""
+    """Tests on the real benchmark (the data_root fixture) are slow by definition, so
+    `make test-fast` runs unit tests only; gpu-marked tests skip on machines without CUDA."""
+    for item in items:
+        if "data_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     import torch
 
     if torch.cuda.is_available():
@@ -66,8 +71,8 @@ TINY = [
 TINY_RECIPE = [
     *TINY,
     "--set", "student.train.epochs=1",
-    "--set", "bench.finetune_epochs=1",
-    "--set", "bench.outliers=300",
+    "--set", "finetune.epochs=1",
+    "--set", "outliers.count=300",
     "--set", "teacher.train.train_subset=1500",
     "--set", "teacher.train.batch_size=50",
     "--set", "teacher.train.epochs=1",

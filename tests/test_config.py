@@ -54,3 +54,43 @@ def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "quick").mkdir()  # e.g. left by `oaml train --out quick`
     assert load_preset("quick").name == "quick"
+
+
+def test_the_former_bench_section_says_where_its_keys_moved(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("name: old\nbench: {finetune_epochs: 1, outliers: 300, sd_steps: 2, nope: 1}\n")
+    with pytest.raises(ConfigError) as error:
+        load_preset(str(path))
+    message = str(error.value)
+    for old, new in [("finetune_epochs", "finetune.epochs"), ("outliers", "outliers.count"),
+                     ("sd_steps", "outliers.sd_steps")]:  # fmt: skip
+        assert f"bench.{old} to {new}" in message
+    assert "unknown key(s) bench.nope" in message
+    with pytest.raises(ConfigError, match=r"bench\.finetune_lr to finetune\.lr"):
+        load_preset("quick", ["bench.finetune_lr=0.5"])  # an old override, too
+
+
+def test_outliers_and_finetune_sections_are_typed():
+    preset = load_preset("quick", ["outliers.count=300", "finetune.epochs=1"])
+    assert (preset.outliers.count, preset.finetune.epochs) == (300, 1)
+    assert preset.finetune.losses["oaml"]["m_in"] == -10.0
+    with pytest.raises(ConfigError, match=r"finetune\.lr: expected a number"):
+        load_preset("quick", ["finetune.lr=fast"])
+
+
+def test_finetuned_replaces_typed_fields_and_leaves_the_rest():
+    from oaml.recipe import finetuned, with_inputs
+
+    preset = load_preset("quick", ["student.train.optim.warmup_epochs=1"])
+    tuned = finetuned(with_inputs(preset, "/o", "/t.pt"), "oaml", "/start.pt")
+    train = tuned.student.train
+    assert (train.method, train.init_checkpoint, train.epochs) == ("oaml", "/start.pt", 2)
+    assert (train.optim.lr, train.optim.warmup_epochs) == (0.01, 0.0)
+    assert train.optim.momentum == preset.student.train.optim.momentum
+    assert (
+        train.loss == preset.finetune.losses["oaml"]
+        and train.loss is not preset.finetune.losses["oaml"]
+    )
+    assert (train.outliers, train.teacher_checkpoint) == ("/o", "/t.pt")
+    assert tuned.teacher == preset.teacher and preset.student.train.method == "ce"
+    assert finetuned(preset, "ce", "/start.pt").student.train.loss == {}

@@ -22,8 +22,8 @@ def test_outlier_stage_generates_with_stable_diffusion(tmp_path, data_root, own_
     tracking = Tracking(embedded_uri(tmp_path / "mlflow"))
     model = build_tiny_sd(tmp_path / "tiny_sd")
     overrides = [
-        f"bench.sd_checkpoint={json.dumps(str(model))}", "bench.outliers=20",
-        "bench.sd_steps=2", "bench.sd_size=16",
+        f"outliers.sd_checkpoint={json.dumps(str(model))}", "outliers.count=20",
+        "outliers.sd_steps=2", "outliers.sd_size=16",
     ]  # fmt: skip
     out = tmp_path / "artifact"
     synthesize_outliers("quick", overrides, data_root, out, tracking, work_dir=tmp_path / "work")
@@ -35,4 +35,4 @@ def test_outlier_stage_generates_with_stable_diffusion(tmp_path, data_root, own_
         [mlflow.MlflowClient(tracking.tracking_uri).get_experiment_by_name("oaml").experiment_id]
     )[0]
     assert run.data.params["backend"] == "stable-diffusion"
-    assert run.data.params["stable_diffusion.n_per_class"] == "2"
+    assert run.data.params["n_per_class"] == "2"

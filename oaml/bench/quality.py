@@ -1,9 +1,9 @@
 """`oaml bench quality`: train and evaluate each method under the same budget, over seeds.
 
 Per seed, one cross-entropy student is trained from scratch (the preset's student); every method
-then fine-tunes that same start for `bench.finetune_epochs` at `bench.finetune_lr` (`ce` just
-keeps training), as the paper starts OAML from a CE checkpoint. The teacher and the
-forward-diffused outliers are shared inputs, built once per benchmark, like the data.
+then fine-tunes that same start for `finetune.epochs` at `finetune.lr` (`ce` just keeps
+training), as the paper starts OAML from a CE checkpoint. The teacher and the forward-diffused
+outliers (`outliers.count`) are shared inputs, built once per benchmark, like the data.
 Every finished step is kept on disk, so a killed benchmark resumes where it stopped.
 """
 
@@ -17,15 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from oaml import __version__
-from oaml.config import load_preset, to_dict
+from oaml.config import Preset, load_preset, to_dict, with_train
 from oaml.io import atomic_write_json, atomic_write_text, sha256_file
-from oaml.recipe import (
-    evaluate_student,
-    finetune_overrides,
-    shared_inputs,
-    student_methods,
-    trained,
-)
+from oaml.recipe import evaluate_student, finetuned, shared_inputs, student_methods, with_inputs
+from oaml.training.stage import train_stage
 
 HEADLINE = (("id", "accuracy"), ("near", "auroc"), ("near", "fpr95"), ("far", "auroc"),
             ("far", "fpr95"))  # fmt: skip
@@ -64,9 +59,7 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
     from oaml.data.prepare import prepare
 
     out = Path(out).resolve()
-    common = [*plan.overrides, f"benchmark={plan.benchmark}"]
-    preset = load_preset(plan.preset, common)
-    bench_cfg = preset.bench
+    preset = load_preset(plan.preset, [*plan.overrides, f"benchmark={plan.benchmark}"])
     known = student_methods()
     unknown = [m for m in plan.methods if m not in known]
     if unknown:
@@ -81,40 +74,18 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
         out, {"preset": to_dict(preset), "data_root": str(root), "oaml_version": __version__}
     )
 
-    extra = shared_inputs(preset, set(plan.methods), root, out / "shared", device)
-
+    inputs = shared_inputs(preset, set(plan.methods), root, out / "shared", device)
     runs = []
     for seed in range(plan.seeds):
-        seeded = [*common, f"student.train.seed={seed}"]
+        seeded = with_train(preset, "student", seed=seed)
         print(f"seed {seed}: cross-entropy start")
-        start_preset = load_preset(plan.preset, seeded)
-        base = trained(start_preset, "student", root, out / f"seed{seed}" / "start", device, "ce")
+        start_dir = out / f"seed{seed}" / "start"
+        start = train_stage(seeded, "student", root, start_dir, device=device, method="ce")
+        with_shared = with_inputs(seeded, inputs.get("outliers"), inputs.get("teacher"))
         for method in plan.methods:
             run_dir = out / f"seed{seed}" / method
-            result_file = run_dir / "result.json"
-            start_sha = sha256_file(base)
-            if result_file.is_file():
-                kept = json.loads(result_file.read_text())
-                if kept.get("start_sha256") == start_sha:  # else the start was retrained
-                    runs.append(kept)
-                    continue
-            print(f"seed {seed}: {method}")
-            started = time.perf_counter()
-            tuned = load_preset(
-                plan.preset, [*seeded, *extra, *finetune_overrides(preset, method, base)]
-            )
-            checkpoint = trained(tuned, "student", root, run_dir, device, method)
-            metrics = evaluate_student(preset, checkpoint, root, device).metrics
-            run = {
-                "method": method,
-                "seed": seed,
-                "checkpoint": str(checkpoint),
-                "metrics": metrics,
-                "seconds": round(time.perf_counter() - started, 1),
-                "start_sha256": start_sha,
-            }
-            atomic_write_json(result_file, run)
-            runs.append(run)
+            runs.append(_finetune(with_shared, method, start.checkpoint, root, run_dir, device))
+    finetune = preset.finetune
     results = {
         "preset": plan.preset,
         "benchmark": plan.benchmark,
@@ -122,11 +93,11 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
         "seeds": plan.seeds,
         "budget": {
             "start": f"{preset.student.train.epochs} epochs cross-entropy",
-            "finetune_epochs": bench_cfg.finetune_epochs,
-            "finetune_lr": bench_cfg.finetune_lr,
+            "finetune_epochs": finetune.epochs,
+            "finetune_lr": finetune.lr,
             "train_images": preset.student.train.train_subset,
         },
-        "losses": bench_cfg.losses,
+        "losses": finetune.losses,
         "runs": runs,
         "summary": summarize(runs),
     }
@@ -134,6 +105,34 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
     atomic_write_text(out / "results.md", markdown(results))
     plot(results, out / "results.png")
     return results
+
+
+def _finetune(
+    seeded: Preset, method: str, start: Path, root: Path, run_dir: Path, device: str
+) -> dict:
+    """One method's fine-tune of `start`, evaluated; kept in run_dir/result.json and reused
+    while the start is unchanged."""
+    seed = seeded.student.train.seed
+    result_file = run_dir / "result.json"
+    start_sha = sha256_file(start)
+    if result_file.is_file():
+        kept = json.loads(result_file.read_text())
+        if kept.get("start_sha256") == start_sha:  # else the start was retrained
+            return kept
+    print(f"seed {seed}: {method}")
+    started = time.perf_counter()
+    tuned = finetuned(seeded, method, start)
+    trained = train_stage(tuned, "student", root, run_dir, device=device, method=method)
+    run = {
+        "method": method,
+        "seed": seed,
+        "checkpoint": str(trained.checkpoint),
+        "metrics": evaluate_student(tuned, trained.checkpoint, root, device).metrics,
+        "seconds": round(time.perf_counter() - started, 1),
+        "start_sha256": start_sha,
+    }
+    atomic_write_json(result_file, run)
+    return run
 
 
 def _value(metrics: dict, group: str, key: str) -> float:

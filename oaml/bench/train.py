@@ -51,7 +51,7 @@ def stage_plans(preset: Preset) -> list[StagePlan]:
     return [
         StagePlan("teacher", "teacher", "teacher", dict(preset.teacher.train.loss)),
         StagePlan("start", "student", "ce", {}),
-        StagePlan("student", "student", "oaml", dict(preset.bench.losses.get("oaml", {}))),
+        StagePlan("student", "student", "oaml", dict(preset.finetune.losses.get("oaml", {}))),
     ]
 
 

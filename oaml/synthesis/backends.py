@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from oaml.registry import Registry
@@ -108,3 +108,29 @@ def latent_forward_diffusion(request: SynthesisRequest) -> Path:
         guidance=request.guidance, batch_size=request.batch_size, **_sized(request, 64),
     )  # fmt: skip
     return run(checkpoint, request.benchmark, request.data_root, request.out, cfg, request.device)
+
+
+def preset_request(preset, data_root: Path, out: Path) -> tuple[str, SynthesisRequest]:
+    """The backend and request a preset's `outliers:` section asks for: Stable Diffusion
+    generations with `sd_checkpoint`, else forward-diffused ID training images."""
+    from oaml.data.benchmarks import get_benchmark
+
+    found = preset.outliers
+    classes = get_benchmark(preset.benchmark).num_classes
+    request = SynthesisRequest(
+        benchmark=preset.benchmark, data_root=Path(data_root), out=Path(out), count=found.count,
+        t_min=found.t_min, t_max=found.t_max, steps=found.sd_steps, size=found.sd_size,
+        checkpoint=Path(found.sd_checkpoint) if found.sd_checkpoint else None,
+        n_per_class=max(1, found.count // classes) if found.sd_checkpoint else None,
+    )  # fmt: skip
+    return ("stable-diffusion" if found.sd_checkpoint else "forward-diffusion"), request
+
+
+def request_settings(backend: str, request: SynthesisRequest) -> dict[str, object]:
+    """What the outliers depend on (for tracking and a stage folder's name): the backend and
+    the request without where it reads and writes."""
+    fields = {k: v for k, v in asdict(request).items() if k not in {"data_root", "out", "device"}}
+    return {
+        "backend": backend,
+        **{k: str(v) if isinstance(v, Path) else v for k, v in fields.items()},
+    }

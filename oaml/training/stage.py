@@ -1,4 +1,9 @@
-"""`oaml train`: train the student or the teacher of a preset on its benchmark."""
+"""Train the student or the teacher of a preset on its benchmark: `oaml train`, the pipeline's
+training stages and `oaml bench quality` all go through `train_stage`.
+
+A stage folder holds `last.pt` (written every epoch) and `checkpoint.pt` (the final model); a
+finished stage with the same settings is kept and a killed one continues from its last epoch.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,15 @@ from pathlib import Path
 import torch
 
 from oaml import __version__
-from oaml.config import Preset, stage_of
+from oaml.config import Preset, stage_of, to_dict
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import OutlierImages, image_set_dataset, model_spec_for
 from oaml.data.prepare import manifest_sha256
 from oaml.device import pick_device
-from oaml.models.checkpoint import load_checkpoint
+from oaml.models.checkpoint import load_checkpoint, read_checkpoint
 from oaml.models.factory import ModelSpec, build_model
 from oaml.models.net import OamlNet
-from oaml.training.engine import TrainResult, seed_everything, train
+from oaml.training.engine import FINAL_FILE, RESUME_FILE, TrainResult, seed_everything, train
 from oaml.training.methods import PrepareContext, create_method
 
 
@@ -48,12 +53,53 @@ def train_stage(
     role: str,
     data_root: str | Path | None,
     out_dir: str | Path,
-    resume: bool = False,
+    resume: bool = True,
     device: str = "auto",
     method: str | None = None,
     callbacks: list | None = None,
 ) -> TrainResult:
-    """Train the preset's `role` ('student' or 'teacher') and return the final checkpoint."""
+    """Train the preset's `role` ('student' or 'teacher') into `out_dir`. With `resume`, a final
+    checkpoint trained with these settings is kept (another one is refused) and a killed run
+    continues from last.pt; without, training starts over. `callbacks` get each epoch's log."""
+    out = Path(out_dir)
+    final = out / FINAL_FILE
+    if resume and final.is_file():
+        payload = read_checkpoint(final)
+        differing = _differences(payload, preset, role, method)
+        if differing:
+            raise ValueError(
+                f"{final} was trained with other settings ({', '.join(differing)}); "
+                "use a new --out or delete that folder"
+            )
+        return TrainResult(final, int(payload["epoch"]), list(payload["history"]))
+    resume = resume and (out / RESUME_FILE).is_file()
+    return _run(preset, role, data_root, out, resume, device, method, callbacks)
+
+
+def _differences(payload: dict, preset: Preset, role: str, method: str | None) -> list[str]:
+    """Settings under which a checkpoint (`payload`) was trained that differ from the preset's."""
+    stage = stage_of(preset, role)
+    saved, current = payload.get("train_config", {}), to_dict(stage.train)
+    differing = sorted(k for k in current if saved.get(k) != current[k])
+    if payload.get("lineage", {}).get("method") != (method or stage.train.method):
+        differing.append("method")
+    spec = payload["spec"]
+    if (spec["arch"], spec["width"]) != (stage.model.arch, stage.model.width):
+        differing.append("model")
+    return differing
+
+
+def _run(
+    preset: Preset,
+    role: str,
+    data_root: str | Path | None,
+    out_dir: Path,
+    resume: bool,
+    device: str,
+    method: str | None,
+    callbacks: list | None,
+) -> TrainResult:
+    """Build the stage's data, model and method, and run the training loop."""
     stage = stage_of(preset, role)
     cfg = stage.train
     method_name = method or cfg.method
@@ -88,23 +134,7 @@ def train_stage(
     train_set = method_module.prepare(
         PrepareContext(cfg, spec, model, train_set, bench, root, torch_device, outliers)
     )
-    lineage = {
-        "preset": preset.name,
-        "benchmark": bench.name,
-        "role": role,
-        "method": method_name,
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "train_images": len(train_set),
-        "data_root": str(root),
-        "data_manifest_sha256": manifest_sha256(bench.name, root),
-        "init_checkpoint": cfg.init_checkpoint,
-        "outliers": cfg.outliers,
-        "teacher_checkpoint": cfg.teacher_checkpoint,
-        "pretrained_file": stage.model.pretrained_file,
-        "oaml_version": __version__,
-        "torch_version": str(torch.__version__),
-    }
+    lineage = _lineage(preset, role, method_name, bench.name, root, len(train_set))
     return train(
         model,
         spec,
@@ -120,3 +150,28 @@ def train_stage(
         outliers=outliers,
         callbacks=callbacks,
     )
+
+
+def _lineage(
+    preset: Preset, role: str, method: str, benchmark: str, root: Path, train_images: int
+) -> dict:
+    """What the checkpoint records about how it came to be (data, inputs, versions)."""
+    stage = stage_of(preset, role)
+    cfg = stage.train
+    return {
+        "preset": preset.name,
+        "benchmark": benchmark,
+        "role": role,
+        "method": method,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "train_images": train_images,
+        "data_root": str(root),
+        "data_manifest_sha256": manifest_sha256(benchmark, root),
+        "init_checkpoint": cfg.init_checkpoint,
+        "outliers": cfg.outliers,
+        "teacher_checkpoint": cfg.teacher_checkpoint,
+        "pretrained_file": stage.model.pretrained_file,
+        "oaml_version": __version__,
+        "torch_version": str(torch.__version__),
+    }

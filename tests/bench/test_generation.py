@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from tests.conftest import run_oaml
 
 
+@pytest.mark.slow  # several CLI processes
 def test_bench_sd_reports_images_per_second(tmp_path):
     out = tmp_path / "bench"
     run_oaml("bench", "sd", "--out", str(out), "--device", "cpu", "--steps", "2", "--images", "4")

@@ -42,5 +42,5 @@ def test_quality_benchmark_runs_resumes_and_guards_its_folder(data_root, tmp_pat
     run_oaml(*args, timeout=300)
     assert (out / "seed0" / "oaml" / "result.json").read_bytes() == before
 
-    other = run_oaml(*args, "--set", "bench.finetune_lr=0.5", check=False)
+    other = run_oaml(*args, "--set", "finetune.lr=0.5", check=False)
     assert other.returncode == 2 and "other settings" in other.stderr

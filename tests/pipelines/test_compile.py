@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from tests.conftest import run_oaml
@@ -82,6 +83,7 @@ def test_deterministic_stages_are_cached(tmp_path):
             assert "parent_run_id" not in every[stage]["inputs"].get("parameters", {}), stage
 
 
+@pytest.mark.slow  # several CLI processes
 def test_params_and_bad_param_errors():
     listed = run_oaml("pipeline", "params").stdout
     assert "registered_model" in listed and "'oaml-detector'" in listed
