@@ -36,7 +36,3 @@ _load_plugins()
 
 def main() -> None:  # pragma: no cover - console entry point alias
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
