@@ -8,7 +8,6 @@ pipelines/) plug in through the `oaml.cli` entry point group, so oaml never impo
 from __future__ import annotations
 
 import importlib
-import sys
 from importlib.metadata import entry_points
 
 from oaml.cli.common import app
