@@ -55,7 +55,7 @@ def stage_plans(preset: Preset) -> list[StagePlan]:
     ]
 
 
-def _frozen_inputs(method, preset: Preset, stage: StageConfig, model, n_train: int, device):
+def _frozen_inputs(method, preset: Preset, stage: StageConfig, spec, model, n_train: int, device):
     """Random teacher outputs and k-NN embeddings of the real shapes for a distilling method."""
     bench = get_benchmark(preset.benchmark)
     teacher = preset.teacher.model
@@ -69,14 +69,9 @@ def _frozen_inputs(method, preset: Preset, stage: StageConfig, model, n_train: i
         rng.standard_normal((n_train, teacher_dim), dtype=np.float32),
         rng.standard_normal((classes, per_class, teacher_dim), dtype=np.float32),
         student_dim=model.feature_dim,
-        outlier_dim=bench.channels * model_input_pixels(stage, bench),
+        outlier_dim=spec.in_chans * spec.input_size**2,
     )
     method.to(device)
-
-
-def model_input_pixels(stage: StageConfig, bench) -> int:
-    size = stage.model.input_size or bench.input_size
-    return size * size
 
 
 def _time_variant(
@@ -97,7 +92,7 @@ def _time_variant(
     method = create_method(plan.method, plan.loss).to(device)
     outliers = None
     if method.needs_teacher:
-        _frozen_inputs(method, preset, stage, model, len(train_set), device)
+        _frozen_inputs(method, preset, stage, spec, model, len(train_set), device)
         train_set = WithIndex(train_set, np.arange(len(train_set)))
     if method.needs_outliers:
         images = np.random.default_rng(1).integers(
@@ -111,7 +106,7 @@ def _time_variant(
     )  # fmt: skip
     outlier_batches = (
         endless_outliers(outliers, cfg.outlier_batch_size or cfg.batch_size, 0)
-        if outliers
+        if outliers is not None
         else None
     )
     model.train()

@@ -344,6 +344,12 @@ def _finish(resume_path: Path, final_file: Path, model, spec, started: float) ->
     )
 
 
+def changed_settings(checkpoint: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The training settings of `cfg` that differ from those a checkpoint was written with."""
+    saved, current = checkpoint.get("train_config", {}), to_dict(cfg)
+    return sorted(k for k in current if saved.get(k) != current[k])
+
+
 def _check_resumable(state: dict[str, Any], spec: ModelSpec, cfg: TrainConfig, path: Path) -> None:
     """Refuse to continue a run whose model or training settings differ from this one."""
     if state["spec"] != spec.to_dict():
@@ -351,8 +357,7 @@ def _check_resumable(state: dict[str, Any], spec: ModelSpec, cfg: TrainConfig, p
             f"{path} was written for another model ({state['spec']['arch']}, width "
             f"{state['spec']['width']}); resume with the same settings or use a new --out"
         )
-    saved, current = state.get("train_config", {}), to_dict(cfg)
-    differing = sorted(k for k in current if saved.get(k) != current[k])
+    differing = changed_settings(state, cfg)
     if differing:
         raise ValueError(
             f"{path} was written with other training settings ({', '.join(differing)}); "

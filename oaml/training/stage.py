@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from oaml import __version__
-from oaml.config import Preset, stage_of, to_dict
+from oaml.config import Preset, stage_of
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import OutlierImages, image_set_dataset, model_spec_for
 from oaml.data.prepare import manifest_sha256
@@ -20,7 +20,14 @@ from oaml.device import pick_device
 from oaml.models.checkpoint import load_checkpoint, read_checkpoint
 from oaml.models.factory import ModelSpec, build_model
 from oaml.models.net import OamlNet
-from oaml.training.engine import FINAL_FILE, RESUME_FILE, TrainResult, seed_everything, train
+from oaml.training.engine import (
+    FINAL_FILE,
+    RESUME_FILE,
+    TrainResult,
+    changed_settings,
+    seed_everything,
+    train,
+)
 from oaml.training.methods import PrepareContext, create_method
 
 
@@ -79,8 +86,7 @@ def train_stage(
 def _differences(payload: dict, preset: Preset, role: str, method: str | None) -> list[str]:
     """Settings under which a checkpoint (`payload`) was trained that differ from the preset's."""
     stage = stage_of(preset, role)
-    saved, current = payload.get("train_config", {}), to_dict(stage.train)
-    differing = sorted(k for k in current if saved.get(k) != current[k])
+    differing = changed_settings(payload, stage.train)
     if payload.get("lineage", {}).get("method") != (method or stage.train.method):
         differing.append("method")
     spec = payload["spec"]
