@@ -10,6 +10,7 @@ path the uncached dataset takes, so both give identical pixels.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -69,7 +70,9 @@ def decode_all(
                 _decode_into(dataset, array)
                 array.flush()
                 del array
-        except PermissionError:  # a read-only data volume: decode for this process only
+        except OSError as exc:  # a read-only data volume: decode for this process only
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
             return decode_all(dataset, size, channels, None, interpolation)
     array = np.load(path, mmap_mode="r")
     if array.shape != shape or array.dtype != np.uint8:
