@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
 from oaml.data.datasets import OutlierImages
@@ -36,3 +37,21 @@ def test_decoded_cache_key_names_only_a_non_default_interpolation(tmp_path):
     default = cache_key(dataset, 28)
     assert cache_key(dataset, 28, "bilinear") == default  # existing caches keep their key
     assert cache_key(dataset, 28, "bicubic") != default
+
+
+def test_decoded_cache_gives_the_files_pixels_and_is_reused(data_root):
+    """Training reads the cache instead of the PNGs: same pixels and labels, one file, mapped
+    again (not rewritten) by the next stage."""
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.data.datasets import image_set_dataset, model_spec_for
+
+    bench = get_benchmark("fmnist")
+    spec = model_spec_for(bench, "resnet18_32x32", 0.25)
+    plain = image_set_dataset(bench.val, data_root, spec, subset=300)
+    cached = image_set_dataset(bench.val, data_root, spec, subset=300, decoded=True)
+    for i in range(0, 300, 7):
+        assert torch.equal(cached[i][0], plain[i][0]) and cached[i][1] == plain[i][1]
+    file = data_root / "cache" / "decoded" / f"decoded-{cache_key(plain, spec.input_size)}.npy"
+    stamp = file.stat().st_mtime_ns
+    again = image_set_dataset(bench.val, data_root, spec, subset=300, decoded=True)
+    assert torch.equal(again[5][0], plain[5][0]) and file.stat().st_mtime_ns == stamp
