@@ -190,10 +190,15 @@ def _train(
             _manifest(preset, root),
         )  # fmt: skip
         started = time.perf_counter()
-        checkpoint = train_stage(
+        result = train_stage(
             preset, role, root, folder, device=device, method=method,
             callbacks=[run.epoch_callback()],
-        ).checkpoint  # fmt: skip
+        )  # fmt: skip
+        if result.reused:
+            # The run of a reused stage still shows the curves its checkpoint was trained with.
+            run.tags({"reused": True})
+            run.history(result.history)
+        checkpoint = result.checkpoint
         _publish(checkpoint.parent, out, [checkpoint.name])
         run.metrics({"seconds": time.perf_counter() - started})
         run.artifact(out / CHECKPOINT, "checkpoint")

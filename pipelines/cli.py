@@ -143,6 +143,13 @@ def pipeline_run(
         str | None,
         typer.Option(help="Image for --runner docker (default: the pipeline's, `make images`)"),
     ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Stage folders (default: OUT/work): finished stages there are reused, e.g. "
+            "to register an earlier run's models in another MLflow"
+        ),
+    ] = None,
 ) -> None:
     """Run the very same pipeline on this machine (kfp.local) and write OUT/summary.json."""
     _require_kfp()
@@ -155,5 +162,5 @@ def pipeline_run(
     _check_method(method)
     run_demo(
         out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model,
-        runner=runner, image=image,
+        runner=runner, image=image, work_dir=work_dir,
     )  # fmt: skip

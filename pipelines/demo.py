@@ -28,10 +28,11 @@ def run_demo(
     registered_model: str = "oaml-detector",
     runner: str = "subprocess",
     image: str | None = None,
+    work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the local pipeline into `out` and write `out/summary.json`. A re-run reuses the
-    finished stages (OUT/work) and registers a new version. `runner="docker"` runs every stage
-    in the project image `image` (pipelines/containers.py)."""
+    finished stages (`work_dir`, default OUT/work) and registers a new version.
+    `runner="docker"` runs every stage in the project image `image` (pipelines/containers.py)."""
     from oaml.config import load_preset
     from oaml.evaluation.report import markdown_table
     from pipelines.runner import run_local
@@ -50,6 +51,8 @@ def run_demo(
     }
     if data_root or preset.data_root:
         params["data_root"] = str(Path(data_root or preset.data_root).expanduser().resolve())
+    if work_dir:
+        params["work_dir"] = str(Path(work_dir).expanduser().resolve())
     result = run_local(out, params, tracking_uri, runner=runner, image=image)
     # Stable paths for the newest run's results (the artifacts stay under OUT/pipeline_root).
     checkpoint = atomic_copy(result["checkpoint"], out / "checkpoint.pt")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,11 +46,18 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def run_oaml(
-    *args: str, timeout: float = 600, check: bool = True, cwd: Path | None = None
+    *args: str,
+    timeout: float = 600,
+    check: bool = True,
+    cwd: Path | None = None,
+    unset: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """Run the installed `oaml` command as a user would, capturing its output."""
+    """Run the installed `oaml` command as a user would (without the variables in `unset`),
+    capturing its output."""
     exe = Path(sys.executable).with_name("oaml")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in unset:
+        env.pop(name, None)
     proc = subprocess.run(
         [str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
     )
@@ -90,6 +99,34 @@ def tiny_checkpoint(tmp_path_factory, data_root) -> Path:
         "--set", "student.train.epochs=1",
     )  # fmt: skip
     return out / "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One `oaml demo` on TINY_RECIPE: where it ran (its embedded store is under `cwd`), its
+    output folder and the summary.json it wrote."""
+
+    cwd: Path
+    out: Path
+    summary: dict
+
+    @property
+    def work(self) -> Path:
+        return self.out / "work"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, data_root) -> DemoRun:
+    """The whole local pipeline, run once per session on tiny settings and the embedded MLflow
+    store; later tests re-run it on top of its finished stages (tests/test_demo.py,
+    tests/tracking/test_pipeline_services.py)."""
+    cwd = tmp_path_factory.mktemp("demo")
+    out = cwd / "demo"
+    run_oaml(
+        "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
+        timeout=900, cwd=cwd, unset=("MLFLOW_TRACKING_URI",),
+    )  # fmt: skip
+    return DemoRun(cwd, out, json.loads((out / "summary.json").read_text()))
 
 
 @pytest.fixture(scope="session")

@@ -13,16 +13,10 @@ from tests.conftest import TINY_RECIPE, run_oaml
 pytestmark = pytest.mark.slow
 
 
-def test_demo_runs_the_local_pipeline(tmp_path, data_root, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    out = tmp_path / "demo"
-    run_oaml(
-        "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
-        timeout=900, cwd=tmp_path,
-    )  # fmt: skip
-    summary = json.loads((out / "summary.json").read_text())
+def test_demo_runs_the_local_pipeline(demo_run, data_root):
+    summary, out = demo_run.summary, demo_run.out
     # Every ACCEPTANCE field is filled; the embedded store lives under the working folder.
-    store = tmp_path / "runs" / "mlflow" / "mlflow.db"
+    store = demo_run.cwd / "runs" / "mlflow" / "mlflow.db"
     assert summary["tracking_uri"] == f"sqlite:///{store}" and store.is_file()
     assert (summary["registered_model"], summary["version"], summary["alias"]) == (
         "oaml-detector", "1", "challenger",
@@ -70,35 +64,31 @@ def test_demo_runs_the_local_pipeline(tmp_path, data_root, monkeypatch):
         == json.loads(read_onnx_metadata(summary["onnx"])["lineage"])["checkpoint_sha256"]
     )
 
-    # A second run reuses the finished stages (same folders, untouched) and registers version 2.
-    work = out / "work"
-    teacher_dirs = sorted(work.glob("teacher-*"))
-    stamp = (teacher_dirs[0] / "checkpoint.pt").stat().st_mtime_ns
-    run_oaml(
-        "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
-        timeout=900, cwd=tmp_path,
-    )  # fmt: skip
-    again = json.loads((out / "summary.json").read_text())
-    assert again["version"] == "2"
-    assert sorted(work.glob("teacher-*")) == teacher_dirs
-    assert (teacher_dirs[0] / "checkpoint.pt").stat().st_mtime_ns == stamp
 
-    # A stage that fails: a one-line error naming it, its run and the parent run FAILED, the
-    # trained stages kept (an evaluation setting does not invalidate them).
+def test_a_failed_stage_is_named_and_keeps_the_trained_stages(demo_run, data_root):
+    """A re-run whose evaluation setting is bad: a one-line error naming the stage, its run and
+    the parent run FAILED, the trained stages reused untouched (an evaluation setting does not
+    invalidate them). The re-run that succeeds is tests/tracking/test_pipeline_services.py's."""
+    teacher_dirs = sorted(demo_run.work.glob("teacher-*"))
+    stamp = (teacher_dirs[0] / "checkpoint.pt").stat().st_mtime_ns
     failed = run_oaml(
-        "demo", "--out", str(out), "--data-root", str(data_root), *TINY_RECIPE,
-        "--set", "evaluation.score=bogus", timeout=900, check=False, cwd=tmp_path,
+        "demo", "--out", str(demo_run.out), "--data-root", str(data_root), *TINY_RECIPE,
+        "--set", "evaluation.score=bogus", timeout=900, check=False, cwd=demo_run.cwd,
+        unset=("MLFLOW_TRACKING_URI",),
     )  # fmt: skip
     assert failed.returncode == 2, failed.stderr
     assert "the local pipeline failed in stage evaluate" in failed.stderr
     assert "Traceback" not in failed.stderr.split("error:")[-1]
-    assert sorted(work.glob("teacher-*")) == teacher_dirs
+    assert sorted(demo_run.work.glob("teacher-*")) == teacher_dirs
+    assert (teacher_dirs[0] / "checkpoint.pt").stat().st_mtime_ns == stamp
+    client = mlflow.MlflowClient(demo_run.summary["tracking_uri"])
+    version = client.get_model_version_by_alias("oaml-detector", "challenger")
     parents = client.search_runs(
         [version_experiment(client, version)],
         filter_string="tags.`oaml.pipeline_run` = 'true'",
         order_by=["attributes.start_time DESC"],
     )
-    assert [p.info.status for p in parents[:3]] == ["FAILED", "FINISHED", "FINISHED"]
+    assert [p.info.status for p in parents[:2]] == ["FAILED", "FINISHED"]
     children = client.search_runs(
         [parents[0].info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'",
@@ -106,6 +96,9 @@ def test_demo_runs_the_local_pipeline(tmp_path, data_root, monkeypatch):
     statuses = {r.data.tags["oaml.stage"]: r.info.status for r in children}
     assert statuses["evaluate"] == "FAILED" and statuses["student"] == "FINISHED"
     assert "register" not in statuses
+    # The reused training stages still show the curves they were trained with.
+    teacher = next(r for r in children if r.data.tags["oaml.stage"] == "teacher")
+    assert teacher.data.tags["reused"] == "True" and "val_accuracy" in teacher.data.metrics
 
 
 def version_experiment(client, version) -> str:

@@ -4,7 +4,8 @@ Per class, on L2-normalised ID features: the `select` points farthest from their
 are the class boundary; around boundary points, Gaussian candidates x + sigma * N(0, I) are drawn
 and the `keep` candidates farthest (K-th neighbour distance) from the class are kept, until
 `n_per_class` outliers exist; they are finally rescaled to `scale` (DreamOOD: the norm of the
-class token embedding). Nearest-neighbour search uses faiss (GPU index when available).
+class token embedding). Nearest-neighbour search: faiss's GPU index where one is available,
+brute force (BLAS matmul + partition) on a CPU.
 """
 
 from __future__ import annotations
@@ -73,12 +74,30 @@ class _NumpyIndex:
         out = np.empty(len(queries), np.float32)
         for start in range(0, len(queries), chunk):
             q = queries[start : start + chunk]
-            d2 = (q**2).sum(axis=1)[:, None] + self.sq_norms[None, :] - 2.0 * (q @ self.points.T)
+            # |q|^2 + |p|^2 - 2 q.p, in place: the temporaries cost more than the matmul.
+            d2 = q @ self.points.T
+            d2 *= -2.0
+            d2 += self.sq_norms[None, :]
+            d2 += np.einsum("ij,ij->i", q, q)[:, None]
             out[start : start + chunk] = np.partition(d2, k - 1, axis=1)[:, k - 1]
         return np.sqrt(np.maximum(out, 0.0))
 
 
 INDEXES = {"faiss": _Index, "numpy": _NumpyIndex}
+
+
+def _auto_index(features: np.ndarray, use_gpu: bool | None = None) -> _Index | _NumpyIndex:
+    """faiss on a GPU; brute force on a CPU, where it is faster for DreamOOD's per-class sizes
+    (K = 300 makes faiss's CPU heap selection the bottleneck: `oaml bench knn`)."""
+    if use_gpu is not False:
+        import faiss
+
+        if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            return _Index(features, use_gpu)
+    return _NumpyIndex(features)
+
+
+INDEXES["auto"] = _auto_index
 
 
 def boundary_indices(index: _Index, features: np.ndarray, cfg: KnnConfig) -> np.ndarray:
@@ -97,7 +116,7 @@ def sample_class(
     cfg: KnnConfig,
     rng: np.random.Generator,
     use_gpu=None,
-    backend: str = "faiss",
+    backend: str = "auto",
 ) -> np.ndarray:
     """`n` outlier embeddings for one class's normalised features (N, D) -> (n, D)."""
     index = INDEXES[backend](features, use_gpu)
@@ -108,8 +127,9 @@ def sample_class(
     total = 0
     while total < n:
         chosen = rng.choice(boundary, size=min(per_round, len(boundary)), replace=False)
-        noise = rng.standard_normal((len(chosen), cfg.candidates, features.shape[1]))
-        candidates = features[chosen][:, None, :] + cfg.sigma * noise.astype(np.float32)
+        noise = rng.standard_normal((len(chosen), cfg.candidates, features.shape[1]), np.float32)
+        noise *= cfg.sigma
+        candidates = features[chosen][:, None, :] + noise
         flat = candidates.reshape(-1, features.shape[1])
         distances = index.kth_distance(flat, k).reshape(len(chosen), cfg.candidates)
         best = np.argsort(-distances, axis=1, kind="stable")[:, : cfg.keep]
@@ -125,12 +145,13 @@ def sample_outliers(
     cfg: KnnConfig = KnnConfig(),
     scale: np.ndarray | float | None = None,
     use_gpu: bool | None = None,
-    backend: str = "faiss",
+    backend: str = "auto",
 ) -> np.ndarray:
     """Outlier embeddings for every class: features (C, N, D) -> (C, n_per_class, D) float32.
 
     `scale` (per class or one value) rescales each outlier to that norm; None keeps unit norm.
-    `backend`: "faiss" (GPU index when present) or "numpy" (brute force, the benchmark baseline).
+    `backend`: "faiss" (GPU index when present), "numpy" (brute force) or "auto" (faiss on a
+    GPU, brute force on a CPU).
     """
     if backend not in INDEXES:
         raise ValueError(f"unknown k-NN backend {backend!r}; available: {sorted(INDEXES)}")

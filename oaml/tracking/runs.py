@@ -148,6 +148,11 @@ class StageRun:
 
         mlflow.set_tags({k: str(v) for k, v in values.items()})
 
+    def history(self, rows: list[dict[str, Any]]) -> None:
+        """Log a finished training's per-epoch rows (the checkpoint's history), one step each."""
+        for row in rows:
+            self.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
     def epoch_callback(self) -> Callable[[Any], None]:
         """A training-engine callback logging each epoch's loss terms, accuracy, speed, lr."""
 

@@ -52,6 +52,8 @@ class TrainResult:
     epochs: int
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    # True when a finished checkpoint with the same settings was kept instead of training.
+    reused: bool = False
 
 
 def seed_everything(seed: int) -> None:

@@ -78,7 +78,7 @@ def train_stage(
                 f"{final} was trained with other settings ({', '.join(differing)}); "
                 "use a new --out or delete that folder"
             )
-        return TrainResult(final, int(payload["epoch"]), list(payload["history"]))
+        return TrainResult(final, int(payload["epoch"]), list(payload["history"]), reused=True)
     resume = resume and (out / RESUME_FILE).is_file()
     return _run(preset, role, data_root, out, resume, device, method, callbacks)
 

@@ -33,9 +33,9 @@ def _reference(features: np.ndarray, n: int, cfg: KnnConfig) -> tuple[list, np.n
         found = []
         while sum(len(f) for f in found) < n:
             chosen = rng.choice(boundary, size=len(boundary), replace=False)
-            noise = rng.standard_normal((len(chosen), cfg.candidates, points.shape[1]))
+            noise = rng.standard_normal((len(chosen), cfg.candidates, points.shape[1]), np.float32)
             for row, idx in enumerate(chosen):
-                cands = points[idx] + cfg.sigma * noise[row].astype(np.float32)
+                cands = points[idx] + cfg.sigma * noise[row]
                 order = np.argsort(-_kth(points, cands, cfg.k), kind="stable")[: cfg.keep]
                 found.append(cands[order])
         out.append(np.concatenate(found)[:n])
@@ -57,9 +57,10 @@ def test_same_boundary_points_as_brute_force(features):
         assert found.tolist() == boundaries[c].tolist()
 
 
-def test_same_outliers_as_brute_force(features):
+@pytest.mark.parametrize("backend", ["faiss", "numpy", "auto"])
+def test_same_outliers_as_brute_force(features, backend):
     _, expected = _reference(features, 10, CFG)
-    outliers = sample_outliers(features, 10, CFG, use_gpu=False)
+    outliers = sample_outliers(features, 10, CFG, use_gpu=False, backend=backend)
     assert outliers.shape == (3, 10, 16) and outliers.dtype == np.float32
     np.testing.assert_allclose(outliers, expected, atol=1e-6)
 

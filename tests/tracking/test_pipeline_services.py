@@ -1,5 +1,7 @@
 """The local pipeline against real services: an `mlflow server` on PostgreSQL with SeaweedFS S3
-artifacts. Runs, metrics, S3 objects, the registered version, its alias and the model itself."""
+artifacts. Runs, metrics, S3 objects, the registered version, its alias and the model itself.
+It re-runs the session's demo on top of its finished stages (the reuse a user gets when moving
+an earlier run into a shared MLflow): the trained stages are kept and still tracked in full."""
 
 from __future__ import annotations
 
@@ -19,16 +21,21 @@ STAGES = {"data", "outliers", "teacher", "start", "student", "evaluate", "export
 
 
 def test_local_pipeline_tracks_registers_and_promotes(
-    tmp_path, data_root, tracking_server, s3_store, monkeypatch
+    tmp_path, data_root, demo_run, tracking_server, s3_store, monkeypatch
 ):
     out = tmp_path / "pipeline"
     env = {"MLFLOW_TRACKING_URI": tracking_server, **services.s3_env(s3_store)}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    trained = {p: p.stat().st_mtime_ns for p in demo_run.work.glob("*/checkpoint.pt")}
     run_oaml(
         "pipeline", "run", "--local", "--out", str(out), "--data-root", str(data_root),
-        "--registered-model", "fmnist-detector", *TINY_RECIPE, timeout=900,
+        "--work-dir", str(demo_run.work), "--registered-model", "fmnist-detector",
+        *TINY_RECIPE, timeout=900,
     )  # fmt: skip
+    # Every training stage was reused, untouched.
+    assert {"teacher", "start", "student"} <= {p.parent.name.split("-")[0] for p in trained}
+    assert {p: p.stat().st_mtime_ns for p in demo_run.work.glob("*/checkpoint.pt")} == trained
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tracking_uri"] == tracking_server
     assert (summary["registered_model"], summary["version"], summary["alias"]) == (
