@@ -11,6 +11,9 @@ import importlib
 from importlib.metadata import entry_points
 
 from oaml.cli.common import app
+from oaml.process import freeze_gc_at_exit
+
+freeze_gc_at_exit()
 
 PLUGIN_GROUP = "oaml.cli"
 # Imported in this order, which is the order `oaml --help` lists the commands in.

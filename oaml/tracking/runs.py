@@ -172,6 +172,9 @@ def stage_run(tracking: Tracking, stage: str, system_metrics: bool = True) -> It
     with system metrics sampled while the stage works; FAILED if the stage raises."""
     import mlflow
 
+    from oaml.process import freeze_gc_at_exit
+
+    freeze_gc_at_exit()  # a pipeline stage is a process of its own
     mlflow.set_tracking_uri(tracking.tracking_uri)
     tags = {STAGE_TAG: stage, KFP_RUN_TAG: tracking.kfp_run_id}
     with mlflow.start_run(
