@@ -54,12 +54,18 @@ lock-export:
 demo: setup
 	$(VENV)/bin/oaml demo --out $(DEMO_OUT)
 
+# One pytest-xdist worker per core (at most 4: each holds its own copy of the benchmark data);
+# tests sharing a costly fixture stay together (tests/conftest.py). PYTEST_PARALLEL= runs the
+# suite in one process.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
+PYTEST_PARALLEL ?= -n $(PYTEST_WORKERS) --dist loadgroup
+
 # The suite, including the serving image built and driven as a container (tests/docker); the
 # training image and the pipeline in containers are `make test-images`.
 test: setup container-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(CONTAINER_ENV) $(VENV)/bin/pytest -m "not gpu and not images"
+	$(CONTAINER_ENV) $(VENV)/bin/pytest -m "not gpu and not images" $(PYTEST_PARALLEL)
 
 # The training image (built, inspected, the MLflow server started from it) and the whole pipeline
 # with every component in that image (kfp.local's DockerRunner on podman's Docker API).

@@ -14,6 +14,21 @@ import pytest
 from oaml.data.fashion_mnist import DEBIAN_DIR
 from tests.tracking import services as tracking_services
 
+# `make test` runs on two pytest-xdist workers (--dist loadgroup). Tests that share an expensive
+# session fixture, or a container engine's image store, stay on one worker as a group, so each
+# such fixture is built once: the demo run (its re-runs and the services run build on it) and the
+# images (built once per session through the Makefile).
+XDIST_GROUPS = {"demo_run": "demo", "tracking_server": "demo"}
+ENGINE_TESTS = ("tests/docker/", "tests/pipelines/test_containers.py")
+
+
+def _xdist_group(item) -> str | None:
+    for fixture, group in XDIST_GROUPS.items():
+        if fixture in getattr(item, "fixturenames", ()):
+            return group
+    path = item.nodeid.replace("\\", "/")
+    return "engine" if path.startswith(ENGINE_TESTS) else None
+
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects: the marks added here count there
 def pytest_collection_modifyitems(config, items):
@@ -22,6 +37,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "data_root" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
     import torch
 
     if torch.cuda.is_available():
@@ -64,6 +82,22 @@ def run_oaml(
     if check and proc.returncode != 0:
         raise AssertionError(f"oaml {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def oaml_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The `oaml` command's own app run inside this test process (typer's CliRunner), for
+    commands that fail on their input: the same parsing and one-line error handling as
+    `run_oaml`, without a fresh interpreter's 3-4 s of imports for each case."""
+    from typer.testing import CliRunner
+
+    from oaml.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"oaml {' '.join(args)} raised") from result.exception
+    return subprocess.CompletedProcess(
+        ["oaml", *args], result.exit_code, result.stdout, result.stderr
+    )
 
 
 # Settings that make a real training run take seconds: a tiny subset, one-eighth width.

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from oaml.data.imglist import parse_imglist
-from tests.conftest import TINY, run_oaml
+from tests.conftest import TINY, oaml_in_process, run_oaml
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,10 @@ def test_user_errors_are_one_line(tmp_path, data_root, checkpoint):
             "given twice",
         ),
     ]
-    for args, message in cases:
-        proc = run_oaml("evaluate", "--data-root", str(data_root), *args, check=False)
+    common = ("evaluate", "--data-root", str(data_root))
+    # The first case as a user meets it (a process of its own), the rest in this process.
+    procs = [run_oaml(*common, *cases[0][0], check=False)]
+    procs += [oaml_in_process(*common, *args) for args, _ in cases[1:]]
+    for proc, (_, message) in zip(procs, cases, strict=True):
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr

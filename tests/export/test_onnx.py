@@ -13,7 +13,7 @@ from oaml.contract import Calibration
 from oaml.export.onnx import PARITY_TOLERANCE, export_onnx
 from oaml.models.checkpoint import load_checkpoint, read_checkpoint
 from oaml.serving.detector import Detector
-from tests.conftest import run_oaml
+from tests.conftest import oaml_in_process, run_oaml
 
 pytestmark = pytest.mark.slow
 
@@ -106,8 +106,7 @@ def test_int8_variant_reports_its_deltas(tiny_onnx, data_root, tmp_path):
 def test_export_of_a_non_checkpoint_is_a_one_line_error(tmp_path):
     bogus = tmp_path / "x.pt"
     bogus.write_bytes(b"not a checkpoint")
-    proc = run_oaml("export", "--checkpoint", str(bogus), "--out", str(tmp_path / "m.onnx"),
-                    check=False)  # fmt: skip
+    proc = oaml_in_process("export", "--checkpoint", str(bogus), "--out", str(tmp_path / "m.onnx"))
     assert proc.returncode == 2
     assert "x.pt" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "m.onnx").exists()

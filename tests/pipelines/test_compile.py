@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
-from tests.conftest import run_oaml
+from tests.conftest import oaml_in_process, run_oaml
 
 STAGES = {
     "prepare-data", "synthesize-outliers", "train-teacher", "train-start", "train-student",
@@ -83,16 +82,14 @@ def test_deterministic_stages_are_cached(tmp_path):
             assert "parent_run_id" not in every[stage]["inputs"].get("parameters", {}), stage
 
 
-@pytest.mark.slow  # several CLI processes
 def test_params_and_bad_param_errors():
     listed = run_oaml("pipeline", "params").stdout
     assert "registered_model" in listed and "'oaml-detector'" in listed
-    bad = run_oaml("pipeline", "submit", "--host", "http://127.0.0.1:9", "--param", "nope=1",
-                   check=False)  # fmt: skip
+    bad = oaml_in_process("pipeline", "submit", "--host", "http://127.0.0.1:9", "--param", "nope=1")
     assert bad.returncode == 2 and "unknown pipeline parameter 'nope'" in bad.stderr
     # No Kubeflow here: submitting to a closed port fails with one line naming the host.
-    closed = run_oaml("pipeline", "submit", "--host", "http://127.0.0.1:9", check=False)
+    closed = oaml_in_process("pipeline", "submit", "--host", "http://127.0.0.1:9")
     assert closed.returncode == 2 and "no Kubeflow Pipelines API answers at" in closed.stderr
     assert "Traceback" not in closed.stderr
-    no_local = run_oaml("pipeline", "run", check=False)
+    no_local = oaml_in_process("pipeline", "run")
     assert no_local.returncode == 2 and "--local" in no_local.stderr

@@ -12,7 +12,7 @@ import pytest
 from oaml.data.imglist import parse_imglist
 from oaml.serving.detector import Detector
 from oaml.serving.images import decode_image
-from tests.conftest import run_oaml
+from tests.conftest import oaml_in_process, run_oaml
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +65,10 @@ def test_score_openood_imglist_with_image_root(tiny_onnx, data_root, tmp_path):
 
 
 def test_score_rejects_unknown_output_format_and_missing_input(tiny_onnx, tmp_path):
-    proc = run_oaml("score", str(tmp_path), "--model", str(tiny_onnx),
-                    "--out", str(tmp_path / "x.parquet"), check=False)  # fmt: skip
+    proc = oaml_in_process("score", str(tmp_path), "--model", str(tiny_onnx),
+                           "--out", str(tmp_path / "x.parquet"))  # fmt: skip
     assert proc.returncode == 2 and ".csv or .jsonl" in proc.stderr
-    proc = run_oaml("score", str(tmp_path / "nope.png"), "--model", str(tiny_onnx),
-                    "--out", str(tmp_path / "x.csv"), check=False)  # fmt: skip
+    proc = oaml_in_process("score", str(tmp_path / "nope.png"), "--model", str(tiny_onnx),
+                           "--out", str(tmp_path / "x.csv"))  # fmt: skip
     assert proc.returncode == 2 and "nope.png" in proc.stderr
     assert not (tmp_path / "x.csv").exists()

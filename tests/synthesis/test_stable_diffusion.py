@@ -10,7 +10,7 @@ import torch
 
 from oaml.synthesis import stable_diffusion as sd
 from oaml.synthesis.tiny_sd import build_tiny_sd
-from tests.conftest import run_oaml
+from tests.conftest import oaml_in_process, run_oaml
 
 TINY = sd.GenerationConfig(n_per_class=3, steps=2, size=16, batch_size=2, shard_size=4)
 CLASSES = ["T-shirt/top", "Ankle boot"]
@@ -93,16 +93,16 @@ def test_missing_or_unusable_checkpoint_is_one_line_naming_the_path(tmp_path, da
     missing = tmp_path / "no-such-sd"
     args = ["synthesize", "--backend", "stable-diffusion", "--data-root", str(data_root),
             "--out", str(tmp_path / "out")]  # fmt: skip
-    result = run_oaml(*args, "--checkpoint", str(missing), check=False)
+    result = oaml_in_process(*args, "--checkpoint", str(missing))
     assert result.returncode == 2 and str(missing) in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_oaml(*args, "--checkpoint", str(empty), check=False)
+    result = oaml_in_process(*args, "--checkpoint", str(empty))
     assert result.returncode == 2 and "no model_index.json" in result.stderr
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"not a checkpoint")
-    result = run_oaml(*args, "--checkpoint", str(broken), check=False)
+    result = oaml_in_process(*args, "--checkpoint", str(broken))
     assert result.returncode == 2 and f"cannot load Stable Diffusion from {broken}" in result.stderr
     assert "Traceback" not in result.stderr
 

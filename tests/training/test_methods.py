@@ -7,7 +7,7 @@ import torch
 from oaml.models.checkpoint import read_checkpoint
 from oaml.models.factory import create_model
 from oaml.training.methods import METHODS, PrepareContext, create_method
-from tests.conftest import TINY, run_oaml
+from tests.conftest import TINY, oaml_in_process, run_oaml
 
 
 def test_every_method_returns_a_total_and_named_terms():
@@ -69,9 +69,9 @@ def test_outlier_methods_end_to_end(tmp_path, data_root):
     payload = read_checkpoint(out / "checkpoint.pt")
     assert payload["lineage"]["method"] == "oe_energy"
     assert "train_energy" in payload["history"][0]
-    missing = run_oaml(
+    missing = oaml_in_process(
         "train", "--method", "oe_energy", "--out", str(tmp_path / "x"),
-        "--data-root", str(data_root), *TINY, check=False,
+        "--data-root", str(data_root), *TINY,
     )  # fmt: skip
     assert missing.returncode == 2 and "train.outliers" in missing.stderr
 
@@ -89,9 +89,7 @@ def test_outlier_methods_end_to_end(tmp_path, data_root):
         "--set", f"student.train.outliers={tmp_path}/fd",
         "--set", "student.train.knn_outliers_per_class=20",
     ]  # fmt: skip
-    no_teacher = run_oaml(
-        "train", "--method", "oaml", "--out", str(tmp_path / "y"), *common, check=False
-    )
+    no_teacher = oaml_in_process("train", "--method", "oaml", "--out", str(tmp_path / "y"), *common)
     assert no_teacher.returncode == 2 and "teacher_checkpoint" in no_teacher.stderr
     run_oaml(
         "train", "--method", "oaml", "--out", str(tmp_path / "oaml"), *common,
