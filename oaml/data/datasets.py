@@ -41,12 +41,14 @@ def image_set_dataset(
     decoded: bool = False,
 ) -> ImglistDataset | DecodedImages:
     """Dataset over one imglist of a benchmark under `root`. `decoded`: decode every image once
-    into a memory-mapped cache under `root/cache/` (for sets read every epoch)."""
+    into a memory-mapped cache under `root/cache/` (for sets read every epoch or evaluation)."""
     entries = parse_imglist(image_set.imglist_path(root))
     if subset is not None:
         entries = stratified_subset(entries, subset, seed)
     cache_bytes = len(entries) * spec.in_chans * spec.input_size**2
-    cacheable = decoded and "resized_crop" not in augment and cache_bytes <= MAX_DECODED_BYTES
+    cacheable = (
+        decoded and entries and "resized_crop" not in augment and cache_bytes <= MAX_DECODED_BYTES
+    )
     dataset = ImglistDataset(
         image_set.imglist_path(root),
         image_set.image_root(root),

@@ -87,7 +87,7 @@ class DecodedImages:
         if len(pixels) != len(source):
             raise ValueError(f"{len(pixels)} decoded images for {len(source)} entries")
         self.source, self.pixels, self.augment = source, pixels, augment
-        self.entries = source.entries
+        self.entries, self.imglist = source.entries, source.imglist
         self._labels = torch.tensor([e.label for e in source.entries], dtype=torch.long)
 
     @property
