@@ -51,6 +51,17 @@ class Meta:
     VARIANT = "variant"  # set on derived files, e.g. "int8"
 
 
+# The registry tag with the SHA-256 of a version's ONNX file: written at registration, checked
+# when the server loads that version, so what is served is byte for byte what was registered.
+ONNX_SHA256_TAG = "onnx_sha256"
+
+
+def main_onnx(files: list[Path]) -> Path | None:
+    """The graph a registered version serves: its full-precision file before an int8 variant."""
+    ordered = sorted(files, key=lambda p: (".int8." in p.name, str(p)))
+    return ordered[0] if ordered else None
+
+
 class DetectorError(ValueError):
     """A file that is not a usable oaml detector; the message names the file and the fix."""
 

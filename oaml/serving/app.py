@@ -69,6 +69,11 @@ class DetectorService:
         )
         self.ready = False
 
+    @property
+    def serving(self) -> bool:
+        """Ready: started, not shutting down, and the batcher's worker alive."""
+        return self.ready and self.batcher.alive
+
     def check_model(self, name: str, version: str | None = None) -> None:
         """404 unless `name` (and `version`, when given) is the model served here."""
         served = self.settings
@@ -103,6 +108,13 @@ class DetectorService:
             logits, energy = await self.batcher.submit(images)
         except BatcherStopped as exc:
             raise OipError(str(exc), 503) from None
+        except Exception as exc:
+            # onnxruntime refusing an input it was given is the request's fault: a 400 naming
+            # what it said (batches only join equal shapes, so no other request shares it).
+            if type(exc).__name__ == "InvalidArgument" and "onnxruntime" in type(exc).__module__:
+                reason = str(exc).splitlines()[0][:300]
+                raise OipError(f"the model refused the input: {reason}") from None
+            raise
         self.metrics.images.inc(len(energy))
         self.metrics.ood_images.inc(int(is_ood(energy, self.info.threshold).sum()))
         return logits, energy
@@ -186,7 +198,7 @@ def _add_health_routes(app: FastAPI, service: DetectorService) -> None:
 
     @app.get("/v2/health/ready")
     async def ready():
-        return _json({"ready": service.ready}, 200 if service.ready else 503)
+        return _json({"ready": service.serving}, 200 if service.serving else 503)
 
     @app.get("/v2")
     async def server_metadata():
@@ -202,7 +214,7 @@ def _add_health_routes(app: FastAPI, service: DetectorService) -> None:
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None):
         service.check_model(name, version)
-        return _json({"name": name, "ready": service.ready}, 200 if service.ready else 503)
+        return _json({"name": name, "ready": service.serving}, 200 if service.serving else 503)
 
     @app.get("/metrics")
     async def prometheus():
@@ -252,16 +264,46 @@ def _add_score_route(app: FastAPI, service: DetectorService) -> None:
 
     @app.post("/v1/score")
     async def score_files(request: Request):
+        _require_complete_multipart(request.headers.get("content-type", ""), await request.body())
         form = await request.form(max_files=limits.max_images, max_fields=limits.max_images)
-        files = form.getlist("files")
-        if not files:
-            raise OipError("send one or more image files in the multipart form field 'files'")
-        if not all(isinstance(f, UploadFile) for f in files):
-            raise OipError("form field 'files' must hold files, not text values")
-        blobs = [(f.filename or f"files[{i}]", await f.read()) for i, f in enumerate(files)]
+        try:
+            files = form.getlist("files")
+            if not files:
+                raise OipError("send one or more image files in the multipart form field 'files'")
+            if not all(isinstance(f, UploadFile) for f in files):
+                raise OipError("form field 'files' must hold files, not text values")
+            blobs = [(_file_name(f.filename, i), await f.read()) for i, f in enumerate(files)]
+        finally:
+            await form.close()  # spooled uploads leave the pod's /tmp now, not at collection
         images = await run_in_threadpool(decode_all, blobs)
         logits, energy = await service.score(images)
         answers = service.detector.decide(logits, energy)
         for (name, _), answer in zip(blobs, answers, strict=True):
             answer["file"] = name
         return _json(answers)
+
+
+MAX_NAME = 255  # characters of a file name echoed back (a common file system limit)
+
+
+def _file_name(name: str | None, index: int) -> str:
+    """The upload's file name as answers and errors show it: never longer than MAX_NAME."""
+    if not name:
+        return f"files[{index}]"
+    return name if len(name) <= MAX_NAME else f"{name[: MAX_NAME - 3]}..."
+
+
+def _require_complete_multipart(content_type: str, body: bytes) -> None:
+    """400 unless `body` is multipart/form-data that ends in its closing boundary. The parser
+    answers a body cut off in transit with the files before the cut, which must not be scored
+    as if they were the whole request."""
+    from python_multipart.multipart import parse_options_header
+
+    media, params = parse_options_header(content_type)
+    if media != b"multipart/form-data":
+        raise OipError("send the images as multipart/form-data in the form field 'files'")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise OipError("the multipart Content-Type has no boundary")
+    if body.rfind(b"--" + boundary + b"--") < 0:
+        raise OipError("the multipart body is incomplete (no closing boundary): send it whole")

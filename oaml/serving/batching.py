@@ -46,6 +46,11 @@ class MicroBatcher:
     async def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._serve())
 
+    @property
+    def alive(self) -> bool:
+        """The worker is running: readiness is false once it has stopped or died."""
+        return self._worker is not None and not self._worker.done()
+
     async def stop(self) -> None:
         """Finish every queued request, then stop the worker."""
         while self._pending:
@@ -58,7 +63,7 @@ class MicroBatcher:
 
     async def submit(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits, energy) for these images, computed in a shared batch."""
-        if self._worker is None or self._worker.done():
+        if not self.alive:
             raise BatcherStopped("the model is not serving (starting up or shutting down)")
         future = asyncio.get_running_loop().create_future()
         self._pending += 1
@@ -99,8 +104,9 @@ class MicroBatcher:
             items = [(x, f) for x, f in items if not f.done()]  # drop cancelled requests
             if not items:
                 continue
-            batch = items[0][0] if len(items) == 1 else np.concatenate([x for x, _ in items])
             try:
+                # Inside the try: whatever fails here fails these requests, never the worker.
+                batch = items[0][0] if len(items) == 1 else np.concatenate([x for x, _ in items])
                 logits, energy = await loop.run_in_executor(self._pool, self._run, batch)
             except Exception as exc:  # hand the error to every waiting request
                 for _, future in items:

@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from oaml.contract import ONNX_SHA256_TAG, main_onnx
+from oaml.io import sha256_file
 from oaml.serving.detector import DetectorError
 
 REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -55,9 +57,25 @@ def resolve_model(reference: str, download_dir: str | Path | None = None) -> Mod
         raise DetectorError(
             f"cannot load {reference} from MLflow at {mlflow.get_tracking_uri()}: {exc.message}"
         ) from None
-    found_files = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
-    # The full-precision graph first when a version also carries its int8 variant.
-    candidates = sorted(found_files, key=lambda p: (".int8." in p.name, str(p)))
-    if not candidates:
+    path = main_onnx(sorted(local.rglob("*.onnx")) if local.is_dir() else [local])
+    if path is None:
         raise DetectorError(f"{reference} (version {found.version}) holds no .onnx file")
-    return ModelSource(candidates[0], name, str(found.version))
+    _verify_sha256(path, found, reference)
+    return ModelSource(path, name, str(found.version))
+
+
+def _verify_sha256(path: Path, version, reference: str) -> None:
+    """Refuse a downloaded file whose SHA-256 is not the one tagged at registration."""
+    expected = version.tags.get(ONNX_SHA256_TAG)
+    if not expected:
+        raise DetectorError(
+            f"{reference} (version {version.version}) has no {ONNX_SHA256_TAG} tag to verify "
+            "its file against: register it again with this oaml (`oaml pipeline run` or the "
+            "register stage) before serving it"
+        )
+    actual = sha256_file(path)
+    if actual != expected:
+        raise DetectorError(
+            f"{reference} (version {version.version}): {path.name} has SHA-256 {actual}, not "
+            f"the registered {expected}; the artifact changed after registration, refusing it"
+        )

@@ -60,7 +60,7 @@ def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise OipError(f"{where}: 'parameters' must be an object, got {value!r}")
+        raise OipError(f"{where}: 'parameters' must be an object, got {_brief(value)}")
     return value
 
 
@@ -72,11 +72,15 @@ def _images_from(tensor: dict[str, Any], binary: bytes | None, max_values: int) 
     datatype = tensor.get("datatype")
     if datatype not in ACCEPTED_INPUT_TYPES:
         raise OipError(
-            f"{WHERE} has datatype {datatype!r}; send UINT8 pixels (FP32 0..255 also works)"
+            f"{WHERE} has datatype {_brief(datatype)}; send UINT8 pixels (FP32 0..255 also works)"
         )
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise OipError(f"{WHERE} needs a shape list of non-negative integers, got {shape!r}")
+        raise OipError(f"{WHERE} needs a shape list of non-negative integers, got {_brief(shape)}")
+    if len(shape) != 4 or 0 in shape:
+        # Checked before any array is made: numpy refuses over 64 dimensions, and a zero beside
+        # huge dimensions passes a size check but not a reshape.
+        raise OipError(f"{WHERE} must have shape [N, H, W, C] with every dimension at least 1")
     count = math.prod(shape)  # Python ints: no overflow, unlike np.prod
     if count > max_values:
         raise OipError(f"{WHERE} of shape {shape} holds more values than the size limit")
@@ -91,15 +95,11 @@ def _images_from(tensor: dict[str, Any], binary: bytes | None, max_values: int) 
     else:
         if "data" not in tensor:
             raise OipError(f"{WHERE} has no 'data' (and no binary_data_size)")
-        try:
-            array = np.asarray(tensor["data"], dtype=np.float64 if datatype == "FP32" else None)
-        except (ValueError, TypeError):
-            raise OipError(f"{WHERE}: 'data' is not a regular array of numbers") from None
+        array = _numbers(tensor["data"])
         if array.size != count:
             raise OipError(f"{WHERE}: {array.size} values for shape {shape} ({count})")
-        if array.size and array.dtype.kind not in "iuf":
-            raise OipError(f"{WHERE}: 'data' must hold numbers, got {array.dtype}")
-        array = array.reshape(-1)
+        if datatype == "UINT8" and array.dtype.kind == "f" and (array != np.rint(array)).any():
+            raise OipError(f"{WHERE}: UINT8 data must be whole numbers (send FP32 for fractions)")
     if array.size and (not np.isfinite(array).all() if array.dtype.kind == "f" else False):
         raise OipError(f"{WHERE} holds NaN or infinite values")
     if array.size and (array.min() < 0 or array.max() > 255):
@@ -109,6 +109,24 @@ def _images_from(tensor: dict[str, Any], binary: bytes | None, max_values: int) 
     if datatype == "FP32" or array.dtype != np.uint8:
         array = np.rint(array).astype(np.uint8)
     return array.reshape(shape)
+
+
+def _numbers(data: Any) -> np.ndarray:
+    """JSON `data` as a flat numeric array; strings, booleans, nulls and ragged lists refused
+    (numpy would turn "1" into 1.0 if asked for floats, so the kind is checked first)."""
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):
+        raise OipError(f"{WHERE}: 'data' is not a regular array of numbers") from None
+    if array.size and array.dtype.kind not in "iuf":
+        raise OipError(f"{WHERE}: 'data' must hold numbers only")
+    return array.reshape(-1)
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters: error messages never echo a huge input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def parse_infer(
@@ -137,14 +155,17 @@ def parse_infer(
     for tensor in inputs:
         if not isinstance(tensor, dict):
             raise OipError("each entry of 'inputs' must be an object")
+        name = tensor.get("name")
         size = _params(tensor, "input").get("binary_data_size")
         chunk = None
         if size is not None:
             if not _is_count(size) or offset + size > len(blob):
-                raise OipError(f"input {tensor.get('name')!r}: binary_data_size {size!r} is wrong")
+                raise OipError(f"input {_brief(name)}: binary_data_size {_brief(size)} is wrong")
             chunk, offset = blob[offset : offset + size], offset + size
-        if tensor.get("name") != INPUT_NAME:
-            raise OipError(f"unknown input {tensor.get('name')!r}; this model takes {INPUT_NAME!r}")
+        if name != INPUT_NAME:
+            raise OipError(f"unknown input {_brief(name)}; this model takes {INPUT_NAME!r}")
+        if images is not None:
+            raise OipError(f"input {INPUT_NAME!r} is given more than once; send it once")
         images = _images_from(tensor, chunk, max_values=max(len(body), 1))
     if offset != len(blob):
         raise OipError(f"{len(blob) - offset} binary bytes after the last input")
@@ -160,7 +181,7 @@ def parse_infer(
         raise OipError(f"unknown output(s) {unknown}; this model gives {list(known_outputs)}")
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise OipError(f"'id' must be a string, got {request_id!r}")
+        raise OipError(f"'id' must be a string, got {_brief(request_id)}")
     return InferRequest(
         images=images,
         id=request_id,

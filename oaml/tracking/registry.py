@@ -8,12 +8,14 @@ Every promotion is recorded as tags on the promoted version, which is the histor
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oaml.contract import INPUT_NAME, Meta
+from oaml.contract import INPUT_NAME, ONNX_SHA256_TAG, Meta, main_onnx
+from oaml.io import sha256_file
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -58,14 +60,37 @@ def gated_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+# Every evaluation measures these; the AUROC and FPR95 of near or far depend on the benchmark.
+REQUIRED_METRICS = ("id_accuracy",)
+# Tags two versions must share to be compared at all: the same benchmark on the same data.
+COMPARABLE_TAGS = ("benchmark", "data_manifest_sha256")
+
+
+def metric_problems(metrics: dict[str, float], who: str) -> list[str]:
+    """Why these metrics cannot be gated: one missing, not a number, or outside [0, 1]."""
+    problems = [f"{who} has no {name} metric" for name in REQUIRED_METRICS if name not in metrics]
+    if not any(name.endswith("auroc") for name in metrics):
+        problems.append(f"{who} has no AUROC metric (near_auroc or far_auroc)")
+    for name, value in metrics.items():
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            problems.append(f"{who}'s {name} is {value!r}, not a fraction in [0, 1]")
+    return problems
+
+
 def check_gate(challenger: dict[str, float], champion: dict[str, float], gate: Gate) -> GateResult:
-    """Compare the challenger's metrics with the champion's; name every metric that fails."""
+    """Compare the challenger's metrics with the champion's; name every metric that fails.
+    Fails closed: unusable metrics on either side, or a metric only one side has, fail."""
     result = GateResult(passed=True)
+    result.failures += metric_problems(challenger, "the challenger")
+    result.failures += metric_problems(champion, "the champion")
     for name in GATED_METRICS:
         new, old = challenger.get(name), champion.get(name)
         result.compared[name] = (new, old)
+        if old is None and new is None:
+            continue  # neither measured it (the benchmark lacks that group)
         if old is None:
-            continue  # the champion never measured it: nothing to defend
+            result.failures.append(f"{name}: the champion has no value to compare with")
+            continue
         if new is None:
             result.failures.append(f"{name}: the challenger has no value (champion {old:.4f})")
             continue
@@ -89,21 +114,49 @@ def _client(tracking_uri: str | None = None):
 
 
 def version_metrics(version: Any) -> dict[str, float]:
-    """The gated metrics a registered version carries as `metric.*` tags."""
-    return {
-        key.removeprefix(METRIC_PREFIX): float(value)
-        for key, value in version.tags.items()
-        if key.startswith(METRIC_PREFIX)
-    }
+    """The gated metrics a registered version carries as `metric.*` tags (an unreadable value
+    reads as NaN, which the gate refuses)."""
+    metrics = {}
+    for key, value in version.tags.items():
+        if key.startswith(METRIC_PREFIX):
+            try:
+                metrics[key.removeprefix(METRIC_PREFIX)] = float(value)
+            except ValueError:
+                metrics[key.removeprefix(METRIC_PREFIX)] = math.nan
+    return metrics
 
 
 def _by_alias(client, name: str, alias: str):
+    """The version `alias` points at; None only when MLflow says it does not exist. Any other
+    error (the server unreachable, a permission refused) stops the promotion: a gate that
+    cannot read the champion must not wave the challenger through."""
     from mlflow.exceptions import MlflowException
 
     try:
+        # The aliases first: stores answer a missing alias with differing error codes, but a
+        # missing model always with RESOURCE_DOES_NOT_EXIST.
+        if alias not in client.get_registered_model(name).aliases:
+            return None
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise PromotionError(
+            f"cannot read {name}@{alias} from MLflow ({exc.error_code}: {exc.message}); "
+            "nothing was promoted"
+        ) from None
+
+
+def comparability_problems(challenger: Any, champion: Any) -> list[str]:
+    """The tags (benchmark, data manifest) on which two versions differ or one lacks."""
+    problems = []
+    for tag in COMPARABLE_TAGS:
+        new, old = challenger.tags.get(tag), champion.tags.get(tag)
+        if not new or not old:
+            problems.append(f"{tag}: a version has none (challenger {new!r}, champion {old!r})")
+        elif new != old:
+            problems.append(f"{tag} differs (challenger {new!r}, champion {old!r})")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -147,6 +200,7 @@ def register_detector(
     version = str(info.registered_model_version)
     client = _client()
     all_tags = {f"{METRIC_PREFIX}{k}": f"{v:.6f}" for k, v in gated_metrics(evaluation).items()}
+    all_tags[ONNX_SHA256_TAG] = _stored_onnx_sha256(name, version)
     lineage = json.loads(metadata.get(Meta.LINEAGE, "{}"))
     for key in ("data_manifest_sha256", "checkpoint_sha256", "method", "benchmark"):
         if lineage.get(key):
@@ -156,6 +210,23 @@ def register_detector(
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, alias, version)
     return Registered(name, version, alias, f"models:/{name}@{alias}", info.run_id)
+
+
+def _stored_onnx_sha256(name: str, version: str) -> str:
+    """SHA-256 of the ONNX file as the registry stores it (MLflow re-serialises the model, so
+    the stored bytes, not the exported file's, are what a server will download and verify)."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="oaml-register-") as folder:
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=folder)
+        )
+        path = main_onnx(sorted(local.rglob("*.onnx")))
+        if path is None:
+            raise PromotionError(f"{name} version {version} was logged without an .onnx file")
+        return sha256_file(path)
 
 
 def _run_onnx(path: str | Path, images) -> dict[str, Any]:
@@ -198,15 +269,28 @@ def promote(
         raise PromotionError(f"{name} version {challenger.version} is already {target_alias}")
     if force and not reason.strip():
         raise PromotionError("--force needs --reason: why the gate is overridden is recorded")
-    result = (
-        check_gate(version_metrics(challenger), version_metrics(champion), gate)
-        if champion is not None
-        else GateResult(passed=True)
-    )
+    if champion is not None:
+        result = check_gate(version_metrics(challenger), version_metrics(champion), gate)
+        result.failures += comparability_problems(challenger, champion)
+        result.passed = not result.failures
+        against = f"{target_alias} version {champion.version}"
+    else:  # the first champion is compared with nothing, but its metrics must be usable
+        result = GateResult(passed=True, failures=metric_problems(
+            version_metrics(challenger), "the challenger"
+        ))  # fmt: skip
+        result.passed = not result.failures
+        against = "the gate's checks"
     if not result.passed and not force:
         raise PromotionError(
-            f"{name} version {challenger.version} does not pass the gate against "
-            f"{target_alias} version {champion.version}: " + "; ".join(result.failures)
+            f"{name} version {challenger.version} does not pass {against}: "
+            + "; ".join(result.failures)
+        )
+    # Re-read just before the alias moves: a promotion that raced this one wins, this aborts.
+    now = _by_alias(client, name, target_alias)
+    if (now and now.version) != (champion and champion.version):
+        raise PromotionError(
+            f"{name}@{target_alias} changed to version {now and now.version} during this "
+            "promotion; nothing was promoted, run it again to compare with the new holder"
         )
     client.set_registered_model_alias(name, target_alias, challenger.version)
     record = {

@@ -83,3 +83,26 @@ def test_a_failing_call_fails_only_its_requests():
     error, answer = asyncio.run(main())
     assert isinstance(error, RuntimeError)
     assert answer[1][0] == 4.0
+
+
+def test_alive_tells_whether_the_worker_runs():
+    """Readiness reads `alive`: false before start, true while serving, false once the worker
+    has ended for any reason (here: cancelled from outside), and then submits fail at once."""
+    from oaml.serving.batching import BatcherStopped
+
+    async def main():
+        batcher = MicroBatcher(_run)
+        states = [batcher.alive]
+        await batcher.start()
+        await batcher.submit(np.ones((1, 2, 2, 1), np.uint8))
+        states.append(batcher.alive)
+        batcher._worker.cancel()
+        await asyncio.sleep(0)
+        states.append(batcher.alive)
+        try:
+            await batcher.submit(np.ones((1, 2, 2, 1), np.uint8))
+        except BatcherStopped:
+            states.append("refused")
+        return states
+
+    assert asyncio.run(main()) == [False, True, False, "refused"]

@@ -19,17 +19,27 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, tiny_onnx):
-    """A sqlite MLflow store with the tiny detector registered as version 1, alias champion."""
+    """A sqlite MLflow store with the tiny detector registered as the pipeline registers it
+    (version 1, alias champion); version 2 logged by plain MLflow, without the SHA-256 tag
+    (alias untagged); version 3 registered, then its tag changed (alias tampered)."""
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder}/mlflow.db"
     script = f"""
 import mlflow, onnx
+from oaml.tracking.registry import register_detector
 mlflow.set_tracking_uri({uri!r})
 mlflow.set_experiment("serve-test")
+evaluation = {{"id": {{"accuracy": 0.9}}, "far": {{"auroc": 0.9, "fpr95": 0.3}}}}
+client = mlflow.MlflowClient()
+with mlflow.start_run():
+    register_detector({str(tiny_onnx)!r}, "fmnist-detector", evaluation, {{}}, alias="champion")
 with mlflow.start_run():
     mlflow.onnx.log_model(onnx.load({str(tiny_onnx)!r}), name="detector",
                           registered_model_name="fmnist-detector")
-mlflow.MlflowClient().set_registered_model_alias("fmnist-detector", "champion", "1")
+client.set_registered_model_alias("fmnist-detector", "untagged", "2")
+with mlflow.start_run():
+    register_detector({str(tiny_onnx)!r}, "fmnist-detector", evaluation, {{}}, alias="tampered")
+client.set_model_version_tag("fmnist-detector", "3", "onnx_sha256", "0" * 64)
 """
     env = {**os.environ, "MLFLOW_ARTIFACTS_DESTINATION": str(folder / "artifacts")}
     subprocess.run([sys.executable, "-c", script], check=True, cwd=folder, env=env,
@@ -47,6 +57,11 @@ def test_registry_uri_resolves_to_the_registered_onnx(registry, monkeypatch, tmp
         resolve_model("models:/fmnist-detector@missing", tmp_path)
     with pytest.raises(DetectorError, match="models:/NAME@ALIAS"):
         resolve_model("models:/a/b/c", tmp_path)
+    # What is served is what was registered, byte for byte, or nothing.
+    with pytest.raises(DetectorError, match="has no onnx_sha256 tag"):
+        resolve_model("models:/fmnist-detector@untagged", tmp_path / "untagged")
+    with pytest.raises(DetectorError, match="artifact changed after registration"):
+        resolve_model("models:/fmnist-detector@tampered", tmp_path / "tampered")
 
 
 def test_server_serves_a_registry_alias(registry, tiny_onnx):

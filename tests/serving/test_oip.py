@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import orjson
 import pytest
@@ -64,7 +66,12 @@ def test_fp32_pixels_are_accepted_and_rounded():
             orjson.dumps(
                 {
                     "inputs": [
-                        {"name": "images", "datatype": "UINT8", "shape": [2, 2], "data": [1, 2, 3]}
+                        {
+                            "name": "images",
+                            "datatype": "UINT8",
+                            "shape": [1, 2, 2, 1],
+                            "data": [1, 2, 3],
+                        }
                     ]
                 }
             ),
@@ -74,7 +81,12 @@ def test_fp32_pixels_are_accepted_and_rounded():
             orjson.dumps(
                 {
                     "inputs": [
-                        {"name": "images", "datatype": "UINT8", "shape": [2], "data": [1, 300]}
+                        {
+                            "name": "images",
+                            "datatype": "UINT8",
+                            "shape": [1, 1, 2, 1],
+                            "data": [1, 300],
+                        }
                     ]
                 }
             ),
@@ -84,7 +96,12 @@ def test_fp32_pixels_are_accepted_and_rounded():
             orjson.dumps(
                 {
                     "inputs": [
-                        {"name": "images", "datatype": "UINT8", "shape": [2], "data": ["a", "b"]}
+                        {
+                            "name": "images",
+                            "datatype": "UINT8",
+                            "shape": [1, 1, 2, 1],
+                            "data": ["a", "b"],
+                        }
                     ]
                 }
             ),
@@ -126,6 +143,9 @@ def test_odd_request_fields_are_400_not_500(change, words):
         ([True, 2, 2, True], "non-negative integers"),
         ([4294967296, 4294967296, 28, 1], "more values than the size limit"),
         ([-1, 2, 2, 1], "non-negative integers"),
+        ([1] * 65, r"shape \[N, H, W, C\]"),
+        ([0, 2**40, 2**40, 1], r"shape \[N, H, W, C\]"),
+        ([28, 28], r"shape \[N, H, W, C\]"),
     ],
 )
 def test_odd_shapes_are_400_not_500(shape, words):
@@ -171,3 +191,25 @@ def test_response_json_and_binary_outputs_round_trip():
     with pytest.raises(OipError, match="unknown output"):
         bad = parse_infer(_json_request(images, outputs=[{"name": "probs"}]), None)
         infer_response("m", "1", bad, outputs)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"data": [0.5, 1, 2, 3]}, "whole numbers"),
+        ({"datatype": "FP32", "data": ["1", "2", "3", "4"]}, "numbers only"),
+        ({"data": [True, False, True, False]}, "numbers only"),
+        ({"data": [1, None, 2, 3]}, "numbers only"),
+        ({"data": [10**30, 1, 2, 3]}, "0..255"),
+    ],
+)
+def test_values_numpy_would_coerce_are_refused(change, words):
+    tensor = {"name": "images", "datatype": "UINT8", "shape": [1, 2, 2, 1], "data": [1, 2, 3, 4]}
+    with pytest.raises(OipError, match=words):
+        parse_infer(json.dumps({"inputs": [{**tensor, **change}]}).encode(), None)
+
+
+def test_the_image_input_given_twice_is_refused_not_last_one_wins():
+    tensor = orjson.loads(_json_request(np.zeros((1, 2, 2, 1), np.uint8)))["inputs"][0]
+    with pytest.raises(OipError, match="more than once"):
+        parse_infer(orjson.dumps({"inputs": [tensor, tensor]}), None)

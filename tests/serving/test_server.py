@@ -166,6 +166,55 @@ def test_malformed_input_gets_4xx_json_and_the_server_keeps_serving(server, tmp_
     assert 'oaml_requests_total{code="413",endpoint="infer"}' in metrics
 
 
+def _multipart(files: list[tuple[str, bytes]], boundary: str = "oaml-test-boundary") -> bytes:
+    parts = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for name, data in files
+    )
+    return parts + f"--{boundary}--\r\n".encode()
+
+
+def test_requests_that_were_500s_or_partial_answers_are_4xx(server, test_files):
+    """Exact bodies that once got a 500 or a 200 they should not have."""
+    infer = f"{server.url}/v2/models/fmnist/infer"
+    score = f"{server.url}/v1/score"
+    good = _infer_json(np.zeros((1, 28, 28, 1), np.uint8))["inputs"][0]
+    png = test_files[0].read_bytes()
+    multipart = {"content-type": "multipart/form-data; boundary=oaml-test-boundary"}
+    whole = _multipart([("a.png", png), ("b.png", png)])
+    cases = {
+        "65 dimensions": dict(url=infer, json={"inputs": [{**good, "shape": [1] * 65}]}),
+        "zero beside huge": dict(
+            url=infer, json={"inputs": [{**good, "shape": [0, 2**40, 2**40, 1], "data": []}]}
+        ),
+        "images twice": dict(url=infer, json={"inputs": [good, good]}),
+        "fractions as UINT8": dict(url=infer, json={"inputs": [{**good, "data": [0.5] * 784}]}),
+        "strings as FP32": dict(
+            url=infer, json={"inputs": [{**good, "datatype": "FP32", "data": ["1"] * 784}]}
+        ),
+        "booleans as UINT8": dict(url=infer, json={"inputs": [{**good, "data": [True] * 784}]}),
+        "truncated multipart": dict(
+            url=score, content=whole[: len(whole) // 2 + 200], headers=multipart
+        ),
+        "multipart without boundary": dict(
+            url=score, content=whole, headers={"content-type": "multipart/form-data"}
+        ),
+    }
+    for kind, request in cases.items():
+        response = httpx.post(request.pop("url"), timeout=30, **request)
+        assert response.status_code == 400, (kind, response.status_code, response.text)
+        assert len(response.text) < 1000 and response.json()["error"], kind
+    # The same multipart body, whole, scores both files; a 20 MB file name is not echoed.
+    answered = httpx.post(score, content=whole, headers=multipart, timeout=30)
+    assert answered.status_code == 200 and len(answered.json()) == 2
+    huge = httpx.post(score, files=[("files", ("n" * 20_000_000 + ".png", png))], timeout=60)
+    assert huge.status_code in (200, 400) and len(huge.text) < 2000
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
 def test_concurrent_requests_are_batched(server):
     images = np.random.default_rng(6).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
     body = json.dumps(_infer_json(images))
@@ -247,3 +296,24 @@ def test_the_serving_path_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_input_onnxruntime_refuses_is_a_400_and_the_model_keeps_serving(tiny_onnx):
+    import asyncio
+
+    from oaml.serving.app import DetectorService, ServeSettings
+    from oaml.serving.oip import OipError
+
+    service = DetectorService(Detector(tiny_onnx), ServeSettings())
+
+    async def main():
+        await service.batcher.start()
+        try:
+            with pytest.raises(OipError, match="the model refused the input") as refused:
+                await service.score(np.zeros((1, 4, 4, 3), np.uint8))  # 3 channels, not 1
+            logits, _ = await service.score(np.zeros((1, 28, 28, 1), np.uint8))
+            return refused.value.status, logits.shape, service.batcher.alive
+        finally:
+            await service.batcher.stop()
+
+    assert asyncio.run(main()) == (400, (1, 10), True)

@@ -112,3 +112,55 @@ def test_register_promote_refuse_force_copy_and_history(store, tiny_onnx):
 def test_promote_without_challenger_says_what_to_do(store):
     result = run_oaml("registry", "promote", "nothing-here", check=False)
     assert result.returncode == 2 and "no version with alias 'challenger'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("challenger", "why"),
+    [
+        ({"far_auroc": float("nan")}, "far_auroc is nan"),
+        ({"far_auroc": 1.5}, "far_auroc is 1.5"),
+        ({"id_accuracy": None}, "the challenger has no id_accuracy"),
+        ({"near_auroc": None, "far_auroc": None}, "has no AUROC metric"),
+    ],
+)
+def test_gate_fails_closed_on_unusable_metrics(challenger, why):
+    champion = registry.gated_metrics(evaluation())
+    metrics = {**champion, **challenger}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    result = registry.check_gate(metrics, champion, registry.Gate())
+    assert not result.passed and why in " ".join(result.failures)
+
+
+def test_gate_refuses_a_champion_missing_what_the_challenger_measured():
+    champion = registry.gated_metrics(evaluation())
+    del champion["near_auroc"]
+    result = registry.check_gate(registry.gated_metrics(evaluation()), champion, registry.Gate())
+    assert result.failures == ["near_auroc: the champion has no value to compare with"]
+
+
+def test_promotion_refuses_versions_of_other_data_and_unusable_first_champions(store, tiny_onnx):
+    register(tiny_onnx, {**evaluation(), "far": {"auroc": float("nan"), "fpr95": 0.3}})
+    with pytest.raises(registry.PromotionError, match="far_auroc is nan"):
+        registry.promote("detector")
+    register(tiny_onnx, evaluation())
+    registry.promote("detector")  # version 2: a usable first champion
+    better = register(tiny_onnx, evaluation(far=0.95))
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag("detector", better.version, "data_manifest_sha256", "other")
+    with pytest.raises(registry.PromotionError, match="data_manifest_sha256 differs"):
+        registry.promote("detector")
+    client.delete_model_version_tag("detector", better.version, "benchmark")
+    with pytest.raises(registry.PromotionError, match="benchmark: a version has none"):
+        registry.promote("detector")
+    assert str(client.get_model_version_by_alias("detector", "champion").version) == "2"
+
+
+def test_an_mlflow_error_while_reading_an_alias_stops_the_promotion(monkeypatch):
+    """A tracking server that does not answer: an error naming the alias, not "no champion"."""
+    from tests.tracking.services import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(registry.PromotionError, match="cannot read detector@challenger"):
+        registry.promote("detector", tracking_uri=uri)
