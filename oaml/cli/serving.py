@@ -31,6 +31,12 @@ def serve(
     ] = 0.0,
     max_images: Annotated[int, typer.Option(help="Most images per request")] = 256,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB")] = 32.0,
+    max_pixels: Annotated[
+        int, typer.Option(help="Most pixels (width x height) of one uploaded image")
+    ] = 4096 * 4096,
+    max_request_pixels: Annotated[
+        int, typer.Option(help="Most pixels of all images of one /v1/score request")
+    ] = 4 * 4096 * 4096,
     threads: Annotated[
         int | None, typer.Option(help="onnxruntime threads (default: usable cores)")
     ] = None,
@@ -48,6 +54,8 @@ def serve(
         max_wait_ms=max_wait_ms,
         max_images=max_images,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_pixels=max_pixels,
+        max_request_pixels=max_request_pixels,
     )
     run_server(model, host, port, name, threshold, settings, threads=threads, device=device)
 

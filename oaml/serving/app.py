@@ -7,6 +7,7 @@ down. Model work goes through one MicroBatcher, so concurrent requests share onn
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from oaml.contract import INPUT_NAME, OUTPUT_NAMES, is_ood
 from oaml.serving.batching import BatcherStopped, MicroBatcher
 from oaml.serving.detector import Detector
 from oaml.serving.guard import limit_body, require_token
-from oaml.serving.images import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
+from oaml.serving.images import ImageInputError, decode_image, image_pixels
 from oaml.serving.metrics import ServerMetrics
 from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
 
 log = logging.getLogger("oaml.serving")
+SERVE_MAX_PIXELS = 4096 * 4096  # per image; `oaml score` offline allows DEFAULT_MAX_PIXELS
 OUTPUTS = (*OUTPUT_NAMES, "label", "is_ood")
 LARGE_BODY = 1 << 20
 
@@ -42,7 +44,11 @@ class ServeSettings:
     max_wait_ms: float = 0.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_images: int = 256  # per request
-    max_pixels: int = DEFAULT_MAX_PIXELS  # per image
+    # Decoding costs memory by pixels, not by file bytes (a 5 KB 1-bit PNG may hold 40 MP):
+    # a limit per image, a budget per request, and a bound on decodes running at once.
+    max_pixels: int = SERVE_MAX_PIXELS  # per image
+    max_request_pixels: int = 4 * SERVE_MAX_PIXELS
+    max_concurrent_decodes: int = 2
     token: str | None = None
 
 
@@ -251,7 +257,15 @@ def _add_score_route(app: FastAPI, service: DetectorService) -> None:
     """`/v1/score`: image files in a multipart form, one decision per file."""
     info, limits = service.info, service.settings
 
+    decoding = asyncio.Semaphore(limits.max_concurrent_decodes)
+
     def decode_all(blobs: list[tuple[str, bytes]]) -> np.ndarray:
+        total = sum(image_pixels(data, name) for name, data in blobs)
+        if total > limits.max_request_pixels:
+            raise OipError(
+                f"the images of this request hold {total} pixels together, over the limit of "
+                f"{limits.max_request_pixels}: send fewer or smaller images per request"
+            )
         return np.stack(
             [
                 decode_image(
@@ -275,7 +289,8 @@ def _add_score_route(app: FastAPI, service: DetectorService) -> None:
             blobs = [(_file_name(f.filename, i), await f.read()) for i, f in enumerate(files)]
         finally:
             await form.close()  # spooled uploads leave the pod's /tmp now, not at collection
-        images = await run_in_threadpool(decode_all, blobs)
+        async with decoding:
+            images = await run_in_threadpool(decode_all, blobs)
         logits, energy = await service.score(images)
         answers = service.detector.decide(logits, energy)
         for (name, _), answer in zip(blobs, answers, strict=True):

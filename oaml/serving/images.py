@@ -26,6 +26,19 @@ class ImageInputError(ValueError):
     """An input that is not a usable image; the message names it and what was wrong."""
 
 
+def image_pixels(data: bytes, name: str = "image") -> int:
+    """Width x height from the file's header alone (nothing decoded), or ImageInputError: lets
+    a server refuse a request whose images together are too large before decoding any."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            width, height = img.size
+    except Exception as exc:  # the same refusals decode_image gives, before any decoding
+        raise ImageInputError(
+            f"{name}: not an image file of a supported format ({', '.join(FORMATS)}): {exc}"
+        ) from None
+    return width * height
+
+
 def decode_image(
     data: bytes | Path,
     size: int,

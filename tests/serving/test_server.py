@@ -3,6 +3,7 @@ malformed input gets a 4xx JSON error and the server keeps serving, load is batc
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -177,6 +178,13 @@ def _multipart(files: list[tuple[str, bytes]], boundary: str = "oaml-test-bounda
     return parts + f"--{boundary}--\r\n".encode()
 
 
+def _one_bit_png(side: int) -> bytes:
+    """A few KB on the wire, side x side pixels once decoded: memory is spent by pixels."""
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_requests_that_were_500s_or_partial_answers_are_4xx(server, test_files):
     """Exact bodies that once got a 500 or a 200 they should not have."""
     infer = f"{server.url}/v2/models/fmnist/infer"
@@ -198,6 +206,12 @@ def test_requests_that_were_500s_or_partial_answers_are_4xx(server, test_files):
         "booleans as UINT8": dict(url=infer, json={"inputs": [{**good, "data": [True] * 784}]}),
         "truncated multipart": dict(
             url=score, content=whole[: len(whole) // 2 + 200], headers=multipart
+        ),
+        "6300 x 6300 1-bit png": dict(
+            url=score, files=[("files", ("wide.png", _one_bit_png(6300)))]
+        ),
+        "pixel budget of a request": dict(
+            url=score, files=[("files", (f"{i}.png", _one_bit_png(4096))) for i in range(5)]
         ),
         "multipart without boundary": dict(
             url=score, content=whole, headers={"content-type": "multipart/form-data"}
