@@ -66,7 +66,7 @@ PYTEST_PARALLEL ?= $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) -
 test: setup container-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(CONTAINER_ENV) $(VENV)/bin/pytest -m "not gpu and not images" $(PYTEST_PARALLEL)
+	$(CONTAINER_ENV) $(VENV)/bin/pytest -m "not gpu and not images" --durations=15 $(PYTEST_PARALLEL)
 
 # The training image (built, inspected, the MLflow server started from it) and the whole pipeline
 # with every component in that image (kfp.local's DockerRunner on podman's Docker API).
