@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 
 from oaml import __version__
 from oaml.contract import INPUT_NAME, OUTPUT_NAMES, is_ood
-from oaml.serving.batching import BatcherStopped, MicroBatcher
+from oaml.serving.batching import BatcherBusy, BatcherStopped, MicroBatcher
 from oaml.serving.detector import Detector
 from oaml.serving.guard import limit_body, require_token
 from oaml.serving.images import ImageInputError, decode_image, image_pixels
@@ -49,6 +49,7 @@ class ServeSettings:
     max_pixels: int = SERVE_MAX_PIXELS  # per image
     max_request_pixels: int = 4 * SERVE_MAX_PIXELS
     max_concurrent_decodes: int = 2
+    max_queued_bytes: int = 256 * 1024 * 1024  # images waiting; past it: 503, Retry-After
     token: str | None = None
 
 
@@ -71,8 +72,9 @@ class DetectorService:
         self.detector, self.info, self.settings = detector, detector.info, settings
         self.metrics = ServerMetrics()
         self.batcher = MicroBatcher(
-            detector.run, settings.max_batch, settings.max_wait_ms, self.metrics.batch_size.observe
-        )
+            detector.run, settings.max_batch, settings.max_wait_ms,
+            self.metrics.batch_size.observe, settings.max_queued_bytes,
+        )  # fmt: skip
         self.ready = False
 
     @property
@@ -114,6 +116,8 @@ class DetectorService:
             logits, energy = await self.batcher.submit(images)
         except BatcherStopped as exc:
             raise OipError(str(exc), 503) from None
+        except BatcherBusy as exc:
+            raise OipError(str(exc), 503, {"retry-after": "1"}) from None
         except Exception as exc:
             # onnxruntime refusing an input it was given is the request's fault: a 400 naming
             # what it said (batches only join equal shapes, so no other request shares it).
@@ -182,7 +186,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OipError)
     async def oip_error(_request, exc: OipError):
-        return _error(str(exc), exc.status)
+        response = _error(str(exc), exc.status)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(ImageInputError)
     async def image_error(_request, exc: ImageInputError):

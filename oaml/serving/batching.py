@@ -23,6 +23,10 @@ class BatcherStopped(RuntimeError):
     """The batcher is not running (not started, stopped, or its worker died)."""
 
 
+class BatcherBusy(RuntimeError):
+    """The queue holds as many images as it may: the caller should retry shortly (503)."""
+
+
 class MicroBatcher:
     """Queue requests of uint8 [n, H, W, C] images; answer each with its rows of the outputs."""
 
@@ -32,15 +36,22 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        max_queued_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self._run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
         self._on_batch = on_batch
+        # Bounded: past this many bytes of images waiting or running, requests are refused at
+        # once instead of queueing without end (memory, and latency no client would wait for).
+        self.max_queued_bytes = max_queued_bytes
         self._queue: asyncio.Queue = asyncio.Queue()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
         self._worker: asyncio.Task | None = None
-        self._pending = 0
+        self._pending = 0  # requests submitted and not yet answered
+        self._queued_bytes = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._carry: tuple[np.ndarray, asyncio.Future] | None = None
 
     async def start(self) -> None:
@@ -53,8 +64,7 @@ class MicroBatcher:
 
     async def stop(self) -> None:
         """Finish every queued request, then stop the worker."""
-        while self._pending:
-            await asyncio.sleep(0.005)
+        await self._idle.wait()
         if self._worker:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -65,13 +75,23 @@ class MicroBatcher:
         """(logits, energy) for these images, computed in a shared batch."""
         if not self.alive:
             raise BatcherStopped("the model is not serving (starting up or shutting down)")
+        if self._queued_bytes + images.nbytes > self.max_queued_bytes:
+            raise BatcherBusy(
+                f"{self._queued_bytes} bytes of images are already waiting (the limit is "
+                f"{self.max_queued_bytes}); retry shortly"
+            )
         future = asyncio.get_running_loop().create_future()
         self._pending += 1
+        self._queued_bytes += images.nbytes
+        self._idle.clear()
         try:
             await self._queue.put((images, future))
             return await future
         finally:
             self._pending -= 1
+            self._queued_bytes -= images.nbytes
+            if not self._pending:
+                self._idle.set()
 
     async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
         first, self._carry = self._carry, None

@@ -30,9 +30,11 @@ WHERE = f"input {INPUT_NAME!r}"  # how error messages name the image tensor
 class OipError(ValueError):
     """A malformed or unsupported request: answered with `status` and {"error": message}."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(
+        self, message: str, status: int = 400, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or {}
 
 
 @dataclass

@@ -106,3 +106,26 @@ def test_alive_tells_whether_the_worker_runs():
         return states
 
     assert asyncio.run(main()) == [False, True, False, "refused"]
+
+
+def test_a_full_queue_refuses_at_once_and_stop_waits_for_what_was_queued():
+    from oaml.serving.batching import BatcherBusy
+
+    async def main():
+        batcher = MicroBatcher(_run, max_batch=2, max_queued_bytes=12)  # three 4-byte images
+        await batcher.start()
+        image = np.ones((1, 2, 2, 1), np.uint8)
+        answers = await asyncio.gather(
+            *(batcher.submit(image) for _ in range(5)), return_exceptions=True
+        )
+        queued = [batcher.submit(image) for _ in range(2)]
+        tasks = [asyncio.ensure_future(q) for q in queued]
+        await asyncio.sleep(0)  # both are queued before stop() is asked
+        await batcher.stop()  # waits for them: no polling loop
+        return answers, [t.result()[1].tolist() for t in tasks]
+
+    answers, after = asyncio.run(main())
+    refused = [a for a in answers if isinstance(a, BatcherBusy)]
+    assert len(refused) == 2 and "retry shortly" in str(refused[0])
+    assert all(a[1].tolist() == [4.0] for a in answers if not isinstance(a, Exception))
+    assert after == [[4.0], [4.0]]

@@ -331,3 +331,27 @@ def test_an_input_onnxruntime_refuses_is_a_400_and_the_model_keeps_serving(tiny_
             await service.batcher.stop()
 
     assert asyncio.run(main()) == (400, (1, 10), True)
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_onnx):
+    import asyncio
+
+    from oaml.serving.app import DetectorService, ServeSettings
+    from oaml.serving.oip import OipError
+
+    service = DetectorService(Detector(tiny_onnx), ServeSettings(max_queued_bytes=784))
+
+    async def main():
+        await service.batcher.start()
+        try:
+            image = np.zeros((1, 28, 28, 1), np.uint8)
+            return await asyncio.gather(
+                service.score(image), service.score(image), return_exceptions=True
+            )
+        finally:
+            await service.batcher.stop()
+
+    served, refused = asyncio.run(main())
+    assert served[0].shape == (1, 10)
+    assert isinstance(refused, OipError) and refused.status == 503
+    assert refused.headers == {"retry-after": "1"}
