@@ -32,9 +32,11 @@ def image_pixels(data: bytes, name: str = "image") -> int:
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             width, height = img.size
-    except Exception as exc:  # the same refusals decode_image gives, before any decoding
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(f"{name}: refused as a decompression bomb ({exc})") from None
+    except Exception:  # unreadable headers: the refusal decode_image gives, before decoding
         raise ImageInputError(
-            f"{name}: not an image file of a supported format ({', '.join(FORMATS)}): {exc}"
+            f"{name}: not an image file of a supported format ({', '.join(FORMATS)})"
         ) from None
     return width * height
 
