@@ -31,6 +31,19 @@ def serve(
     ] = 0.0,
     max_images: Annotated[int, typer.Option(help="Most images per request")] = 256,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB")] = 32.0,
+    max_json_mb: Annotated[float, typer.Option(help="Largest JSON request body, MiB")] = 8.0,
+    max_buffered_mb: Annotated[
+        float, typer.Option(help="Most MiB of request bodies held at once; past it: 503")
+    ] = 512.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds to receive a whole request body; then 408")
+    ] = 30.0,
+    infer_timeout: Annotated[
+        float, typer.Option(help="Seconds a queued request waits for the model; then 503")
+    ] = 30.0,
+    max_connections: Annotated[
+        int, typer.Option(help="Most open connections and requests; past it: 503")
+    ] = 512,
     max_pixels: Annotated[
         int, typer.Option(help="Most pixels (width x height) of one uploaded image")
     ] = 4096 * 4096,
@@ -57,6 +70,11 @@ def serve(
         max_wait_ms=max_wait_ms,
         max_images=max_images,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_json_bytes=int(max_json_mb * 1024 * 1024),
+        max_buffered_bytes=int(max_buffered_mb * 1024 * 1024),
+        body_timeout_s=body_timeout,
+        infer_timeout_s=infer_timeout,
+        max_connections=max_connections,
         max_pixels=max_pixels,
         max_request_pixels=max_request_pixels,
         max_queued_bytes=int(max_queue_mb * 1024 * 1024),

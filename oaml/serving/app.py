@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -16,16 +17,16 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from oaml import __version__
 from oaml.contract import INPUT_NAME, OUTPUT_NAMES, is_ood
 from oaml.serving.batching import BatcherBusy, BatcherStopped, MicroBatcher
-from oaml.serving.detector import Detector
-from oaml.serving.guard import limit_body, require_token
+from oaml.serving.detector import Detector, refused_input
+from oaml.serving.guard import BodyLimits, limit_body, require_token
 from oaml.serving.images import ImageInputError, decode_image, image_pixels
 from oaml.serving.metrics import ServerMetrics
+from oaml.serving.multipart import file_parts
 from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
 
 log = logging.getLogger("oaml.serving")
@@ -36,13 +37,18 @@ LARGE_BODY = 1 << 20
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Limits and batching of one server."""
+    """Limits, batching and health rules of one server."""
 
     name: str = "oaml-detector"
     version: str = "1"
     max_batch: int = 64
     max_wait_ms: float = 0.0
     max_body_bytes: int = 32 * 1024 * 1024
+    max_json_bytes: int = 8 * 1024 * 1024
+    max_buffered_bytes: int = 512 * 1024 * 1024  # bodies of all requests held at once
+    body_timeout_s: float = 30.0  # to receive a whole body
+    infer_timeout_s: float = 30.0  # to wait for the model once queued; then 503
+    max_connections: int = 512  # uvicorn answers 503 past it
     max_images: int = 256  # per request
     # Decoding costs memory by pixels, not by file bytes (a 5 KB 1-bit PNG may hold 40 MP):
     # a limit per image, a budget per request, and a bound on decodes running at once.
@@ -50,7 +56,16 @@ class ServeSettings:
     max_request_pixels: int = 4 * SERVE_MAX_PIXELS
     max_concurrent_decodes: int = 2
     max_queued_bytes: int = 256 * 1024 * 1024  # images waiting; past it: 503, Retry-After
+    # Health: not live after this many model errors in a row (the pod restarts); ready only if
+    # a batch succeeded this recently, or a one-image check run by the probe succeeds now.
+    max_failures_in_a_row: int = 5
+    ready_recent_s: float = 10.0
     token: str | None = None
+
+    def body_limits(self) -> BodyLimits:
+        return BodyLimits(
+            self.max_body_bytes, self.max_json_bytes, self.max_buffered_bytes, self.body_timeout_s
+        )
 
 
 def _json(payload, status: int = 200) -> Response:
@@ -73,14 +88,45 @@ class DetectorService:
         self.metrics = ServerMetrics()
         self.batcher = MicroBatcher(
             detector.run, settings.max_batch, settings.max_wait_ms,
-            self.metrics.batch_size.observe, settings.max_queued_bytes,
+            self.metrics.batch_size.observe, settings.max_queued_bytes, refused_input,
         )  # fmt: skip
         self.ready = False
+        size, channels = self.info.input_size, self.info.channels
+        self._probe_image = np.zeros((1, size, size, channels), np.uint8)
+        self._probing = asyncio.Lock()
 
     @property
     def serving(self) -> bool:
-        """Ready: started, not shutting down, and the batcher's worker alive."""
+        """Started, not shutting down, and the batcher's worker alive."""
         return self.ready and self.batcher.alive
+
+    @property
+    def live(self) -> bool:
+        """False once the worker died or the model failed too often in a row: restart me."""
+        batcher = self.batcher
+        return not batcher.died and batcher.failures_in_a_row < self.settings.max_failures_in_a_row
+
+    def _succeeded_lately(self) -> bool:
+        last, batcher = self.batcher.last_success, self.batcher
+        recent = last is not None and time.monotonic() - last < self.settings.ready_recent_s
+        return recent and batcher.failures_in_a_row == 0
+
+    async def check_ready(self) -> bool:
+        """Serving, and the model answered lately; if it has not, one blank image must pass now
+        (one probe at a time runs it; under traffic real batches answer for it)."""
+        if not self.serving:
+            return False
+        if self._succeeded_lately():
+            return True
+        async with self._probing:
+            if self._succeeded_lately():
+                return True
+            try:
+                await asyncio.wait_for(self.batcher.submit(self._probe_image), 5.0)
+            except Exception:
+                log.warning("readiness: the model failed a one-image check", exc_info=True)
+                return False
+        return True
 
     def check_model(self, name: str, version: str | None = None) -> None:
         """404 unless `name` (and `version`, when given) is the model served here."""
@@ -112,16 +158,20 @@ class DetectorService:
 
     async def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits and energies through the shared batcher (503 once it has stopped)."""
+        timeout = self.settings.infer_timeout_s
         try:
-            logits, energy = await self.batcher.submit(images)
+            logits, energy = await asyncio.wait_for(self.batcher.submit(images), timeout)
         except BatcherStopped as exc:
             raise OipError(str(exc), 503) from None
         except BatcherBusy as exc:
             raise OipError(str(exc), 503, {"retry-after": "1"}) from None
+        except TimeoutError:
+            message = f"the model did not answer within {timeout:g} s; retry shortly"
+            raise OipError(message, 503, {"retry-after": "1"}) from None
         except Exception as exc:
             # onnxruntime refusing an input it was given is the request's fault: a 400 naming
             # what it said (batches only join equal shapes, so no other request shares it).
-            if type(exc).__name__ == "InvalidArgument" and "onnxruntime" in type(exc).__module__:
+            if refused_input(exc):
                 reason = str(exc).splitlines()[0][:300]
                 raise OipError(f"the model refused the input: {reason}") from None
             raise
@@ -173,7 +223,7 @@ def create_app(detector: Detector, settings: ServeSettings):
     _add_infer_routes(app, service)
     _add_score_route(app, service)
     # Auth outermost: an unauthenticated body is refused before it is read.
-    guarded = require_token(limit_body(app, settings.max_body_bytes), settings.token)
+    guarded = require_token(limit_body(app, settings.body_limits()), settings.token)
     return service.metrics.middleware(guarded)
 
 
@@ -206,11 +256,12 @@ def _add_health_routes(app: FastAPI, service: DetectorService) -> None:
 
     @app.get("/v2/health/live")
     async def live():
-        return _json({"live": True})
+        return _json({"live": service.live}, 200 if service.live else 503)
 
     @app.get("/v2/health/ready")
     async def ready():
-        return _json({"ready": service.serving}, 200 if service.serving else 503)
+        is_ready = await service.check_ready()
+        return _json({"ready": is_ready}, 200 if is_ready else 503)
 
     @app.get("/v2")
     async def server_metadata():
@@ -226,7 +277,8 @@ def _add_health_routes(app: FastAPI, service: DetectorService) -> None:
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None):
         service.check_model(name, version)
-        return _json({"name": name, "ready": service.serving}, 200 if service.serving else 503)
+        is_ready = await service.check_ready()
+        return _json({"name": name, "ready": is_ready}, 200 if is_ready else 503)
 
     @app.get("/metrics")
     async def prometheus():
@@ -235,12 +287,16 @@ def _add_health_routes(app: FastAPI, service: DetectorService) -> None:
 
 def _add_infer_routes(app: FastAPI, service: DetectorService) -> None:
     """OIP v2 inference; a plain Starlette route: no FastAPI parameter solving per request."""
+    parsing = asyncio.Semaphore(1)
 
     async def infer(request: Request):
         service.check_model(request.path_params["name"], request.path_params.get("version"))
         body, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
-        if len(body) > LARGE_BODY:  # big JSON tensors take long to parse: off the event loop
-            parsed = await run_in_threadpool(parse_infer, body, header_length, OUTPUTS)
+        if len(body) > LARGE_BODY and header_length is None:
+            # Big JSON tensors take long to parse and ~10x their size while parsing: off the
+            # event loop, one at a time.
+            async with parsing:
+                parsed = await run_in_threadpool(parse_infer, body, header_length, OUTPUTS)
         else:
             parsed = parse_infer(body, header_length, OUTPUTS)
         service.check_images(parsed.images)
@@ -265,7 +321,7 @@ def _add_score_route(app: FastAPI, service: DetectorService) -> None:
 
     decoding = asyncio.Semaphore(limits.max_concurrent_decodes)
 
-    def decode_all(blobs: list[tuple[str, bytes]]) -> np.ndarray:
+    def decode_all(blobs: list[tuple[str, memoryview]]) -> np.ndarray:
         total = sum(image_pixels(data, name) for name, data in blobs)
         if total > limits.max_request_pixels:
             raise OipError(
@@ -284,17 +340,10 @@ def _add_score_route(app: FastAPI, service: DetectorService) -> None:
 
     @app.post("/v1/score")
     async def score_files(request: Request):
-        _require_complete_multipart(request.headers.get("content-type", ""), await request.body())
-        form = await request.form(max_files=limits.max_images, max_fields=limits.max_images)
-        try:
-            files = form.getlist("files")
-            if not files:
-                raise OipError("send one or more image files in the multipart form field 'files'")
-            if not all(isinstance(f, UploadFile) for f in files):
-                raise OipError("form field 'files' must hold files, not text values")
-            blobs = [(_file_name(f.filename, i), await f.read()) for i, f in enumerate(files)]
-        finally:
-            await form.close()  # spooled uploads leave the pod's /tmp now, not at collection
+        parts = file_parts(
+            request.headers.get("content-type", ""), await request.body(), limits.max_images
+        )
+        blobs = [(_file_name(part.filename, i), part.data) for i, part in enumerate(parts)]
         async with decoding:
             images = await run_in_threadpool(decode_all, blobs)
         logits, energy = await service.score(images)
@@ -312,19 +361,3 @@ def _file_name(name: str | None, index: int) -> str:
     if not name:
         return f"files[{index}]"
     return name if len(name) <= MAX_NAME else f"{name[: MAX_NAME - 3]}..."
-
-
-def _require_complete_multipart(content_type: str, body: bytes) -> None:
-    """400 unless `body` is multipart/form-data that ends in its closing boundary. The parser
-    answers a body cut off in transit with the files before the cut, which must not be scored
-    as if they were the whole request."""
-    from python_multipart.multipart import parse_options_header
-
-    media, params = parse_options_header(content_type)
-    if media != b"multipart/form-data":
-        raise OipError("send the images as multipart/form-data in the form field 'files'")
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise OipError("the multipart Content-Type has no boundary")
-    if body.rfind(b"--" + boundary + b"--") < 0:
-        raise OipError("the multipart body is incomplete (no closing boundary): send it whole")

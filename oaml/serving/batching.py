@@ -37,6 +37,7 @@ class MicroBatcher:
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
         max_queued_bytes: int = 256 * 1024 * 1024,
+        blames_input: Callable[[Exception], bool] = lambda _exc: False,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -53,6 +54,12 @@ class MicroBatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._carry: tuple[np.ndarray, asyncio.Future] | None = None
+        # Health: runtime errors in a row (errors `blames_input` puts on the request excluded)
+        # and when a batch last succeeded, for liveness and readiness.
+        self._blames_input = blames_input
+        self.failures_in_a_row = 0
+        self.last_success: float | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._serve())
@@ -62,9 +69,15 @@ class MicroBatcher:
         """The worker is running: readiness is false once it has stopped or died."""
         return self._worker is not None and not self._worker.done()
 
+    @property
+    def died(self) -> bool:
+        """The worker ended without being stopped: it will never answer again."""
+        return self._worker is not None and self._worker.done() and not self._stopping
+
     async def stop(self) -> None:
         """Finish every queued request, then stop the worker."""
         await self._idle.wait()
+        self._stopping = True
         if self._worker:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -129,10 +142,13 @@ class MicroBatcher:
                 batch = items[0][0] if len(items) == 1 else np.concatenate([x for x, _ in items])
                 logits, energy = await loop.run_in_executor(self._pool, self._run, batch)
             except Exception as exc:  # hand the error to every waiting request
+                if not self._blames_input(exc):
+                    self.failures_in_a_row += 1
                 for _, future in items:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            self.failures_in_a_row, self.last_success = 0, time.monotonic()
             if self._on_batch:
                 self._on_batch(len(batch))
             start = 0

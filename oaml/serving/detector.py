@@ -29,6 +29,7 @@ __all__ = [  # DetectorError and DetectorInfo live in oaml.contract; imported fr
     "DetectorInfo",
     "default_threads",
     "pick_providers",
+    "refused_input",
     "session_options",
 ]
 
@@ -74,6 +75,12 @@ def pick_providers(device: str = "auto") -> list[str]:
         # site-packages, where the CUDA provider would not look by itself.
         ort.preload_dlls()
     return [*chosen, "CPUExecutionProvider"]
+
+
+def refused_input(exc: Exception) -> bool:
+    """onnxruntime refused the input it was given (shape, type): the request's fault, not the
+    model's."""
+    return type(exc).__name__ == "InvalidArgument" and "onnxruntime" in type(exc).__module__
 
 
 class Detector:

@@ -1,4 +1,4 @@
-"""Request guards as pure ASGI middleware: body-size limit and optional bearer-token auth.
+"""Request guards as pure ASGI middleware: bounded bodies and optional bearer-token auth.
 
 Both answer with the OIP error shape {"error": message} before any handler runs, and never log
 or echo the token.
@@ -6,7 +6,9 @@ or echo the token.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from dataclasses import dataclass
 
 import orjson
 
@@ -29,42 +31,106 @@ async def _reject(send, status: int, message: str, headers: list | None = None) 
     await send({"type": "http.response.body", "body": body})
 
 
-def limit_body(app, max_bytes: int):
-    """413 for bodies over `max_bytes`: from Content-Length at once, else while reading.
+@dataclass(frozen=True)
+class BodyLimits:
+    """What one server holds of request bodies: per request, for JSON, in all, and for how long."""
 
-    The body is read here (bounded) and replayed to the app, so no handler ever sees more.
+    max_bytes: int = 32 * 1024 * 1024
+    # JSON tensors cost ~4x their bytes to parse and hold the GIL while parsing: a smaller cap
+    # keeps one parse well under a probe's timeout (8 MiB: about 0.1 s here).
+    max_json_bytes: int = 8 * 1024 * 1024
+    max_buffered_bytes: int = 512 * 1024 * 1024  # all requests' bodies held at once
+    read_timeout_s: float = 30.0  # a body trickled in slower than this is dropped (408)
+
+
+def _is_json(scope) -> bool:
+    content_type = dict(scope["headers"]).get(b"content-type", b"")
+    return content_type.split(b";")[0].strip().lower() == b"application/json"
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, headers: list | None = None) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers or []
+
+
+class _Budget:
+    """Bytes of request bodies held by all requests together (the event loop is one thread)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, n: int) -> None:
+        if self.held + n > self.limit:
+            raise _Refused(
+                503, "the server holds as many request bodies as it may; retry shortly",
+                [(b"retry-after", b"1")],
+            )  # fmt: skip
+        self.held += n
+
+
+async def _read_body(receive, max_bytes: int, budget: _Budget, taken: list[int]) -> bytes | None:
+    """The whole body (None if the client went away), each chunk charged to `budget` first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        if taken[0] + len(chunk) > max_bytes:
+            raise _Refused(413, f"request body exceeds {max_bytes} bytes")
+        budget.take(len(chunk))
+        taken[0] += len(chunk)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def limit_body(app, limits: BodyLimits):
+    """Read each body whole, bounded in size, total and time, then replay it to the app.
+
+    413 over the size limit (from Content-Length at once, else while reading), 408 when the body
+    does not arrive within the timeout, 503 with Retry-After while the server already holds its
+    budget of bodies. No handler ever sees more than the limit.
     """
+    budget = _Budget(limits.max_buffered_bytes)
 
     async def guarded(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
+        is_json = _is_json(scope)
+        max_bytes = min(limits.max_bytes, limits.max_json_bytes) if is_json else limits.max_bytes
+        hint = " (JSON: send large tensors as binary data)" if is_json else ""
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             return await _reject(
-                send, 413, f"request body of {int(declared)} bytes exceeds {max_bytes}"
+                send, 413, f"request body of {int(declared)} bytes exceeds {max_bytes}{hint}"
             )
-        chunks, seen = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > max_bytes:
-                return await _reject(send, 413, f"request body exceeds {max_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
+        taken = [0]
+        try:
+            try:
+                async with asyncio.timeout(limits.read_timeout_s):
+                    body = await _read_body(receive, max_bytes, budget, taken)
+            except TimeoutError:
+                timeout = limits.read_timeout_s
+                return await _reject(send, 408, f"the request body did not arrive in {timeout:g} s")
+            except _Refused as refused:
+                message = str(refused) + (hint if refused.status == 413 else "")
+                return await _reject(send, refused.status, message, refused.headers)
+            if body is None:
+                return None  # the client went away
+            replayed = False
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        return await app(scope, replay, send)
+            return await app(scope, replay, send)
+        finally:
+            budget.held -= taken[0]
 
     return guarded
 

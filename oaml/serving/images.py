@@ -26,7 +26,7 @@ class ImageInputError(ValueError):
     """An input that is not a usable image; the message names it and what was wrong."""
 
 
-def image_pixels(data: bytes, name: str = "image") -> int:
+def image_pixels(data: bytes | memoryview, name: str = "image") -> int:
     """Width x height from the file's header alone (nothing decoded), or ImageInputError: lets
     a server refuse a request whose images together are too large before decoding any."""
     try:
@@ -42,7 +42,7 @@ def image_pixels(data: bytes, name: str = "image") -> int:
 
 
 def decode_image(
-    data: bytes | Path,
+    data: bytes | memoryview | Path,
     size: int,
     channels: int,
     name: str = "image",
@@ -52,7 +52,7 @@ def decode_image(
     """Bytes or a file -> uint8 [size, size, channels] (resized with `interpolation`, the one
     the detector records), or ImageInputError naming `name`."""
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
-    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
     try:
         with Image.open(source, formats=FORMATS) as img:
             width, height = img.size

@@ -46,7 +46,7 @@ class InferRequest:
     binary_default: bool = False
 
 
-def _json(raw: bytes) -> dict[str, Any]:
+def _json(raw: bytes | memoryview) -> dict[str, Any]:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -70,7 +70,9 @@ def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0  # bool is an int subclass: refuse true/false
 
 
-def _images_from(tensor: dict[str, Any], binary: bytes | None, max_values: int) -> np.ndarray:
+def _images_from(
+    tensor: dict[str, Any], binary: bytes | memoryview | None, max_values: int
+) -> np.ndarray:
     datatype = tensor.get("datatype")
     if datatype not in ACCEPTED_INPUT_TYPES:
         raise OipError(
@@ -147,7 +149,8 @@ def parse_infer(
             ) from None
         if not 0 < split <= len(body):
             raise OipError(f"Inference-Header-Content-Length {split} exceeds the body")
-        request, blob = _json(body[:split]), body[split:]
+        view = memoryview(body)  # slices share the body: the tensors are never copied out
+        request, blob = _json(view[:split]), view[split:]
     else:
         request, blob = _json(body), b""
     inputs = request.get("inputs")

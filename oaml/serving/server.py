@@ -53,5 +53,6 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=graceful_seconds,
+        limit_concurrency=settings.max_connections,
         lifespan="on",
     )
