@@ -50,6 +50,9 @@ def serve(
     max_request_pixels: Annotated[
         int, typer.Option(help="Most pixels of all images of one /v1/score request")
     ] = 4 * 4096 * 4096,
+    max_decode_mb: Annotated[
+        float, typer.Option(help="Most MiB that image decodes may use at once (by image mode)")
+    ] = 512.0,
     max_queue_mb: Annotated[
         float, typer.Option(help="Most MiB of images waiting for the model; past it: 503")
     ] = 256.0,
@@ -78,6 +81,7 @@ def serve(
         max_pixels=max_pixels,
         max_request_pixels=max_request_pixels,
         max_queued_bytes=int(max_queue_mb * 1024 * 1024),
+        max_decode_bytes=int(max_decode_mb * 1024 * 1024),
     )
     run_server(model, host, port, name, threshold, settings, threads=threads, device=device)
 

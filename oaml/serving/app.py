@@ -22,9 +22,10 @@ from starlette.exceptions import HTTPException
 from oaml import __version__
 from oaml.contract import INPUT_NAME, OUTPUT_NAMES, is_ood
 from oaml.serving.batching import BatcherBusy, BatcherStopped, MicroBatcher
+from oaml.serving.budget import ByteBudget
 from oaml.serving.detector import Detector, refused_input
-from oaml.serving.guard import BodyLimits, limit_body, require_token
-from oaml.serving.images import ImageInputError, decode_image, image_pixels
+from oaml.serving.guard import BODY_KEY, BodyLimits, limit_body, require_token
+from oaml.serving.images import ImageInputError, decode_image, image_header
 from oaml.serving.metrics import ServerMetrics
 from oaml.serving.multipart import file_parts
 from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
@@ -55,6 +56,9 @@ class ServeSettings:
     max_pixels: int = SERVE_MAX_PIXELS  # per image
     max_request_pixels: int = 4 * SERVE_MAX_PIXELS
     max_concurrent_decodes: int = 2
+    # Memory decodes may use at once, by each image's mode (images.DECODE_BYTES_PER_PIXEL): an
+    # image that alone needs more is refused; others wait for their share.
+    max_decode_bytes: int = 512 * 1024 * 1024
     max_queued_bytes: int = 256 * 1024 * 1024  # images waiting; past it: 503, Retry-After
     # Health: not live after this many model errors in a row (the pod restarts); ready only if
     # a batch succeeded this recently, or a one-image check run by the probe succeeds now.
@@ -291,7 +295,7 @@ def _add_infer_routes(app: FastAPI, service: DetectorService) -> None:
 
     async def infer(request: Request):
         service.check_model(request.path_params["name"], request.path_params.get("version"))
-        body, header_length = await request.body(), request.headers.get(HEADER_LENGTH)
+        body, header_length = await _body(request), request.headers.get(HEADER_LENGTH)
         if len(body) > LARGE_BODY and header_length is None:
             # Big JSON tensors take long to parse and ~10x their size while parsing: off the
             # event loop, one at a time.
@@ -320,14 +324,29 @@ def _add_score_route(app: FastAPI, service: DetectorService) -> None:
     info, limits = service.info, service.settings
 
     decoding = asyncio.Semaphore(limits.max_concurrent_decodes)
+    decode_budget = ByteBudget(limits.max_decode_bytes)
 
-    def decode_all(blobs: list[tuple[str, memoryview]]) -> np.ndarray:
-        total = sum(image_pixels(data, name) for name, data in blobs)
+    def read_headers(blobs: list[tuple[str, memoryview]]) -> int:
+        """The memory the dearest image of the request needs to decode (they decode one by
+        one); 400 when the request's pixels or one image's decode are over the limits."""
+        headers = [(name, image_header(data, name)) for name, data in blobs]
+        total = sum(header.pixels for _, header in headers)
         if total > limits.max_request_pixels:
             raise OipError(
                 f"the images of this request hold {total} pixels together, over the limit of "
                 f"{limits.max_request_pixels}: send fewer or smaller images per request"
             )
+        for name, header in headers:
+            mib, limit = header.decode_bytes >> 20, limits.max_decode_bytes >> 20
+            if header.decode_bytes > limits.max_decode_bytes:
+                raise OipError(
+                    f"{name}: {header.width}x{header.height} pixels in mode {header.mode} take "
+                    f"about {mib} MiB to decode, over this server's {limit} MiB: send it smaller"
+                    " or as 8-bit RGB / greyscale"
+                )
+        return max(header.decode_bytes for _, header in headers)
+
+    def decode_all(blobs: list[tuple[str, memoryview]]) -> np.ndarray:
         return np.stack(
             [
                 decode_image(
@@ -340,17 +359,23 @@ def _add_score_route(app: FastAPI, service: DetectorService) -> None:
 
     @app.post("/v1/score")
     async def score_files(request: Request):
-        parts = file_parts(
-            request.headers.get("content-type", ""), await request.body(), limits.max_images
-        )
+        content_type = request.headers.get("content-type", "")
+        parts = file_parts(content_type, await _body(request), limits.max_images)
         blobs = [(_file_name(part.filename, i), part.data) for i, part in enumerate(parts)]
-        async with decoding:
+        need = await run_in_threadpool(read_headers, blobs)
+        async with decode_budget.reserve(need), decoding:
             images = await run_in_threadpool(decode_all, blobs)
         logits, energy = await service.score(images)
         answers = service.detector.decide(logits, energy)
         for (name, _), answer in zip(blobs, answers, strict=True):
             answer["file"] = name
         return _json(answers)
+
+
+async def _body(request: Request) -> bytes | bytearray:
+    """The body the guard read, without another copy (Starlette's body() would join it anew)."""
+    body = request.scope.get(BODY_KEY)
+    return body if body is not None else await request.body()
 
 
 MAX_NAME = 255  # characters of a file name echoed back (a common file system limit)

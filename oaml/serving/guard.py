@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from oaml.serving.budget import ByteBudget
+
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics")
 
 
@@ -48,52 +50,68 @@ def _is_json(scope) -> bool:
     return content_type.split(b";")[0].strip().lower() == b"application/json"
 
 
+BODY_KEY = "oaml.body"  # where the guard leaves the body in the ASGI scope for the handlers
+BUSY = [(b"retry-after", b"1")]
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str, headers: list | None = None) -> None:
         super().__init__(message)
         self.status, self.headers = status, headers or []
 
 
-class _Budget:
-    """Bytes of request bodies held by all requests together (the event loop is one thread)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.held = limit, 0
-
-    def take(self, n: int) -> None:
-        if self.held + n > self.limit:
-            raise _Refused(
-                503, "the server holds as many request bodies as it may; retry shortly",
-                [(b"retry-after", b"1")],
-            )  # fmt: skip
-        self.held += n
+def _take(budget: ByteBudget, n: int) -> None:
+    if not budget.try_take(n):
+        raise _Refused(
+            503, "the server holds as many request bodies as it may; retry shortly", BUSY
+        )
 
 
-async def _read_body(receive, max_bytes: int, budget: _Budget, taken: list[int]) -> bytes | None:
-    """The whole body (None if the client went away), each chunk charged to `budget` first."""
-    chunks = []
+async def _read_body(
+    receive, declared: int | None, max_bytes: int, budget: ByteBudget, taken: list[int]
+) -> bytes | bytearray | None:
+    """The whole body (None if the client went away), charged to `budget` before it is read:
+    all of a declared Content-Length at once, into one buffer (no copy to join chunks)."""
+    if declared is not None:
+        _take(budget, declared)
+        taken[0] = declared
+        body, filled = bytearray(declared), 0
+    else:
+        chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return None
         chunk = message.get("body", b"")
-        if taken[0] + len(chunk) > max_bytes:
-            raise _Refused(413, f"request body exceeds {max_bytes} bytes")
-        budget.take(len(chunk))
-        taken[0] += len(chunk)
-        chunks.append(chunk)
+        if declared is not None:
+            if filled + len(chunk) > declared:
+                raise _Refused(400, "the request body is longer than its Content-Length")
+            body[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        else:
+            if taken[0] + len(chunk) > max_bytes:
+                raise _Refused(413, f"request body exceeds {max_bytes} bytes")
+            _take(budget, len(chunk))
+            taken[0] += len(chunk)
+            chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            break
+    if declared is not None:
+        if filled != declared:
+            raise _Refused(400, "the request body is shorter than its Content-Length")
+        return body
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def limit_body(app, limits: BodyLimits):
-    """Read each body whole, bounded in size, total and time, then replay it to the app.
+    """Read each body whole, bounded in size, total and time, then hand it to the app (as the
+    replayed message, and as scope[BODY_KEY] for handlers that take it without a copy).
 
     413 over the size limit (from Content-Length at once, else while reading), 408 when the body
     does not arrive within the timeout, 503 with Retry-After while the server already holds its
     budget of bodies. No handler ever sees more than the limit.
     """
-    budget = _Budget(limits.max_buffered_bytes)
+    budget = ByteBudget(limits.max_buffered_bytes)
 
     async def guarded(scope, receive, send):
         if scope["type"] != "http":
@@ -101,16 +119,17 @@ def limit_body(app, limits: BodyLimits):
         is_json = _is_json(scope)
         max_bytes = min(limits.max_bytes, limits.max_json_bytes) if is_json else limits.max_bytes
         hint = " (JSON: send large tensors as binary data)" if is_json else ""
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        length = dict(scope["headers"]).get(b"content-length")
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > max_bytes:
             return await _reject(
-                send, 413, f"request body of {int(declared)} bytes exceeds {max_bytes}{hint}"
+                send, 413, f"request body of {declared} bytes exceeds {max_bytes}{hint}"
             )
         taken = [0]
         try:
             try:
                 async with asyncio.timeout(limits.read_timeout_s):
-                    body = await _read_body(receive, max_bytes, budget, taken)
+                    body = await _read_body(receive, declared, max_bytes, budget, taken)
             except TimeoutError:
                 timeout = limits.read_timeout_s
                 return await _reject(send, 408, f"the request body did not arrive in {timeout:g} s")
@@ -119,18 +138,19 @@ def limit_body(app, limits: BodyLimits):
                 return await _reject(send, refused.status, message, refused.headers)
             if body is None:
                 return None  # the client went away
+            scope[BODY_KEY] = body
             replayed = False
 
             async def replay():
                 nonlocal replayed
                 if not replayed:
                     replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
+                    return {"type": "http.request", "body": bytes(body), "more_body": False}
                 return await receive()
 
             return await app(scope, replay, send)
         finally:
-            budget.held -= taken[0]
+            budget.give_back(taken[0])
 
     return guarded
 

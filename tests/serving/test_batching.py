@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import numpy as np
@@ -129,3 +130,42 @@ def test_a_full_queue_refuses_at_once_and_stop_waits_for_what_was_queued():
     assert len(refused) == 2 and "retry shortly" in str(refused[0])
     assert all(a[1].tolist() == [4.0] for a in answers if not isinstance(a, Exception))
     assert after == [[4.0], [4.0]]
+
+
+def test_the_batcher_counts_model_errors_in_a_row_but_not_refused_inputs():
+    """Liveness reads failures_in_a_row; an input the model refuses is the request's fault."""
+    broken = {"model": False}
+
+    class Refused(ValueError):
+        pass
+
+    def run(images):
+        if broken["model"]:
+            raise RuntimeError("device lost")
+        if images.shape[1] != 4:
+            raise Refused("wrong size")
+        return _run(images)
+
+    async def main():
+        batcher = MicroBatcher(run, blames_input=lambda exc: isinstance(exc, Refused))
+        await batcher.start()
+        good, odd = np.ones((1, 4, 4, 1), np.uint8), np.ones((1, 5, 5, 1), np.uint8)
+        await batcher.submit(good)
+        seen = [(batcher.failures_in_a_row, batcher.last_success is not None)]
+        for _ in range(3):
+            with contextlib.suppress(Refused):
+                await batcher.submit(odd)
+        seen.append((batcher.failures_in_a_row, batcher.died))
+        broken["model"] = True
+        for _ in range(3):
+            with contextlib.suppress(RuntimeError):
+                await batcher.submit(good)
+        seen.append((batcher.failures_in_a_row, batcher.died))
+        broken["model"] = False
+        await batcher.submit(good)
+        seen.append((batcher.failures_in_a_row, batcher.alive))
+        await batcher.stop()
+        seen.append((batcher.alive, batcher.died))  # stopped on purpose: not "died"
+        return seen
+
+    assert asyncio.run(main()) == [(0, True), (0, False), (3, False), (0, True), (False, False)]

@@ -56,3 +56,20 @@ def test_decoding_resizes_with_the_recorded_interpolation(tmp_path, interpolatio
     np.testing.assert_array_equal(decoded, expected.transpose(1, 2, 0))
     if interpolation != "bilinear":
         assert not np.array_equal(decoded, decode_image(path.read_bytes(), 28, 3))
+
+
+@pytest.mark.parametrize(
+    ("mode", "transparency", "per_pixel"),
+    [("L", False, 5), ("RGB", False, 8), ("P", False, 13), ("L", True, 16), ("I;16", False, 27)],
+)
+def test_the_header_prices_a_decode_by_mode_before_decoding(mode, transparency, per_pixel):
+    import io
+
+    from oaml.serving.images import image_header
+
+    img = Image.new(mode, (300, 200))
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", **({"transparency": 0} if transparency else {}))
+    header = image_header(buffer.getvalue(), "x.png")
+    assert (header.width, header.height, header.mode) == (300, 200, mode)
+    assert header.decode_bytes == 300 * 200 * per_pixel

@@ -3,7 +3,6 @@ malformed input gets a 4xx JSON error and the server keeps serving, load is batc
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import subprocess
@@ -15,11 +14,11 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from oaml.models.checkpoint import load_checkpoint
 from oaml.serving.detector import Detector
 from oaml.serving.images import decode_image
+from tests.serving.bodies import infer_json
 from tests.serving.conftest import running_server
 
 pytestmark = pytest.mark.slow
@@ -35,11 +34,6 @@ def _expected(tiny_onnx, tiny_checkpoint, files):
     return images, detector, logits, energy, torch_logits
 
 
-def _infer_json(images: np.ndarray) -> dict:
-    return {"inputs": [{"name": "images", "datatype": "UINT8", "shape": list(images.shape),
-                        "data": images.reshape(-1).tolist()}]}  # fmt: skip
-
-
 def test_oip_infer_and_score_agree_with_onnxruntime_and_pytorch(
     server, tiny_onnx, tiny_checkpoint, test_files
 ):
@@ -48,7 +42,7 @@ def test_oip_infer_and_score_agree_with_onnxruntime_and_pytorch(
     )
     assert (torch_logits.argmax(1) == logits.argmax(1)).all()
 
-    answer = httpx.post(f"{server.url}/v2/models/fmnist/infer", json=_infer_json(images)).json()
+    answer = httpx.post(f"{server.url}/v2/models/fmnist/infer", json=infer_json(images)).json()
     outputs = {o["name"]: o for o in answer["outputs"]}
     assert outputs["logits"]["shape"] == [len(images), 10]
     np.testing.assert_allclose(
@@ -90,148 +84,9 @@ def test_metadata_and_tritonclient_work_unchanged(server, tiny_onnx):
 EPS = ("x.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "application/postscript")
 
 
-def _bomb_png() -> bytes:
-    """A valid PNG header claiming 30000 x 30000 pixels (900 M) with almost no data."""
-    import io
-
-    buffer = io.BytesIO()
-    Image.new("1", (30000, 30000)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def test_malformed_input_gets_4xx_json_and_the_server_keeps_serving(server, tmp_path):
-    infer = f"{server.url}/v2/models/fmnist/infer"
-    ok = np.zeros((1, 28, 28, 1), np.uint8)
-    too_many = np.zeros((300, 2, 2, 1), np.uint8)
-    cases = {
-        "invalid json": dict(url=infer, content=b"{oops"),
-        "no inputs": dict(url=infer, json={"inputs": []}),
-        "wrong input name": dict(
-            url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0], "name": "x"}]}
-        ),
-        "wrong datatype": dict(
-            url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0], "datatype": "INT16"}]}
-        ),
-        "shape/data mismatch": dict(
-            url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0], "shape": [2, 28, 28, 1]}]}
-        ),
-        "wrong channels": dict(url=infer, json=_infer_json(np.zeros((1, 4, 4, 3), np.uint8))),
-        "not 4-d": dict(url=infer, json=_infer_json(np.zeros((28, 28), np.uint8))),
-        "pixel out of range": dict(
-            url=infer, json={"inputs": [{**_infer_json(ok)["inputs"][0], "data": [256] * 784}]}
-        ),
-        "too many images": dict(url=infer, json=_infer_json(too_many)),
-        "unknown model": dict(url=f"{server.url}/v2/models/other/infer", json=_infer_json(ok)),
-        "body too large": dict(url=infer, content=b"0" * (33 * 1024 * 1024)),
-        "score without files": dict(url=f"{server.url}/v1/score", data={"x": "1"}),
-        "score text not image": dict(
-            url=f"{server.url}/v1/score", files=[("files", ("a.txt", b"hello", "text/plain"))]
-        ),
-        "score truncated png": dict(
-            url=f"{server.url}/v1/score",
-            files=[("files", ("t.png", _bomb_png()[:40], "image/png"))],
-        ),
-        "decompression bomb": dict(
-            url=f"{server.url}/v1/score", files=[("files", ("bomb.png", _bomb_png(), "image/png"))]
-        ),
-        "json to score": dict(url=f"{server.url}/v1/score", json={"files": []}),
-        "unknown version": dict(
-            url=f"{server.url}/v2/models/fmnist/versions/9/infer", json=_infer_json(ok)
-        ),
-        "parameters not an object": dict(url=infer, json={**_infer_json(ok), "parameters": [1]}),
-        "postscript upload": dict(
-            url=f"{server.url}/v1/score",
-            files=[
-                (
-                    "files",
-                    (
-                        "x.eps",
-                        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
-                        "application/postscript",
-                    ),
-                )
-            ],
-        ),
-    }
-    for kind, request in cases.items():
-        url = request.pop("url")
-        response = httpx.post(url, timeout=30, **request)
-        assert 400 <= response.status_code < 500, (kind, response.status_code, response.text)
-        error = response.json()["error"]
-        assert isinstance(error, str) and error, kind
-    assert httpx.get(f"{server.url}/v2/models/fmnist/nothing").status_code == 404
-    # Still serving, and every failure was counted by status.
-    assert httpx.post(infer, json=_infer_json(ok)).status_code == 200
-    metrics = httpx.get(f"{server.url}/metrics").text
-    assert 'oaml_requests_total{code="400",endpoint="infer"}' in metrics
-    assert 'oaml_requests_total{code="413",endpoint="infer"}' in metrics
-
-
-def _multipart(files: list[tuple[str, bytes]], boundary: str = "oaml-test-boundary") -> bytes:
-    parts = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for name, data in files
-    )
-    return parts + f"--{boundary}--\r\n".encode()
-
-
-def _one_bit_png(side: int) -> bytes:
-    """A few KB on the wire, side x side pixels once decoded: memory is spent by pixels."""
-    buffer = io.BytesIO()
-    Image.new("1", (side, side)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def test_requests_that_were_500s_or_partial_answers_are_4xx(server, test_files):
-    """Exact bodies that once got a 500 or a 200 they should not have."""
-    infer = f"{server.url}/v2/models/fmnist/infer"
-    score = f"{server.url}/v1/score"
-    good = _infer_json(np.zeros((1, 28, 28, 1), np.uint8))["inputs"][0]
-    png = test_files[0].read_bytes()
-    multipart = {"content-type": "multipart/form-data; boundary=oaml-test-boundary"}
-    whole = _multipart([("a.png", png), ("b.png", png)])
-    cases = {
-        "65 dimensions": dict(url=infer, json={"inputs": [{**good, "shape": [1] * 65}]}),
-        "zero beside huge": dict(
-            url=infer, json={"inputs": [{**good, "shape": [0, 2**40, 2**40, 1], "data": []}]}
-        ),
-        "images twice": dict(url=infer, json={"inputs": [good, good]}),
-        "fractions as UINT8": dict(url=infer, json={"inputs": [{**good, "data": [0.5] * 784}]}),
-        "strings as FP32": dict(
-            url=infer, json={"inputs": [{**good, "datatype": "FP32", "data": ["1"] * 784}]}
-        ),
-        "booleans as UINT8": dict(url=infer, json={"inputs": [{**good, "data": [True] * 784}]}),
-        "truncated multipart": dict(
-            url=score, content=whole[: len(whole) // 2 + 200], headers=multipart
-        ),
-        "6300 x 6300 1-bit png": dict(
-            url=score, files=[("files", ("wide.png", _one_bit_png(6300)))]
-        ),
-        "pixel budget of a request": dict(
-            url=score, files=[("files", (f"{i}.png", _one_bit_png(4096))) for i in range(5)]
-        ),
-        "multipart without boundary": dict(
-            url=score, content=whole, headers={"content-type": "multipart/form-data"}
-        ),
-    }
-    for kind, request in cases.items():
-        response = httpx.post(request.pop("url"), timeout=30, **request)
-        assert response.status_code == 400, (kind, response.status_code, response.text)
-        assert len(response.text) < 1000 and response.json()["error"], kind
-    # The same multipart body, whole, scores both files; a 20 MB file name is not echoed.
-    answered = httpx.post(score, content=whole, headers=multipart, timeout=30)
-    assert answered.status_code == 200 and len(answered.json()) == 2
-    huge = httpx.post(score, files=[("files", ("n" * 20_000_000 + ".png", png))], timeout=60)
-    assert huge.status_code in (200, 400) and len(huge.text) < 2000
-    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
-
-
 def test_concurrent_requests_are_batched(server):
     images = np.random.default_rng(6).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
-    body = json.dumps(_infer_json(images))
+    body = json.dumps(infer_json(images))
     with httpx.Client() as client, ThreadPoolExecutor(32) as pool:
         codes = list(pool.map(
             lambda _: client.post(f"{server.url}/v2/models/fmnist/infer", content=body).status_code,
@@ -288,7 +143,7 @@ def _metric(url: str, name: str) -> float:
 
 def test_sigterm_finishes_in_flight_requests(tiny_onnx):
     images = np.zeros((250, 28, 28, 1), np.uint8)
-    body = json.dumps(_infer_json(images))
+    body = json.dumps(infer_json(images))
     with running_server(str(tiny_onnx), "--max-batch", "8") as proc:
         url = f"{proc.url}/v2/models/{tiny_onnx.stem}/infer"
         with ThreadPoolExecutor(8) as pool:
@@ -355,3 +210,40 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_onnx):
     assert served[0].shape == (1, 10)
     assert isinstance(refused, OipError) and refused.status == 503
     assert refused.headers == {"retry-after": "1"}
+
+
+def test_health_follows_the_model_readiness_by_a_real_check_liveness_after_errors(tiny_onnx):
+    """Ready needs a recent success or a passing one-image check; a model failing in a row
+    fails liveness (so Kubernetes restarts the pod) until it answers again."""
+    import asyncio
+
+    from oaml.serving.app import DetectorService, ServeSettings
+
+    class FailingDetector(Detector):
+        broken = False
+
+        def run(self, images):
+            if self.broken:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return super().run(images)
+
+    detector = FailingDetector(tiny_onnx)
+    settings = ServeSettings(max_failures_in_a_row=3, ready_recent_s=0.0)
+    service = DetectorService(detector, settings)
+
+    async def main():
+        states = [(await service.check_ready(), service.live)]  # not started: not ready
+        await service.batcher.start()
+        service.ready = True
+        states.append((await service.check_ready(), service.live))
+        detector.broken = True
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                await service.score(np.zeros((1, 28, 28, 1), np.uint8))
+        states.append((await service.check_ready(), service.live))  # the check is error 3
+        detector.broken = False
+        states.append((await service.check_ready(), service.live))
+        await service.batcher.stop()
+        return states
+
+    assert asyncio.run(main()) == [(False, True), (True, True), (False, False), (True, True)]

@@ -1,0 +1,296 @@
+"""Hostile input against a real `oaml serve`: exact bodies, each with the exact status it must
+get, the server still ready after all of them, and its peak memory bounded while requests built
+to exhaust it run concurrently."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from tests.serving.bodies import MULTIPART, infer_json, multipart, png
+from tests.serving.conftest import running_server
+
+pytestmark = pytest.mark.slow
+
+# The server under attack runs with the defaults except a short body timeout (so the slow-body
+# case is quick) and small budgets of held bodies and of decode memory (so the bound is tight).
+BODY_TIMEOUT_S = 2
+BUFFERED_MB = 48
+DECODE_MB = 128
+# Peak RSS may grow at most this much over the idle server's while the memory attacks run: the
+# two budgets, plus one JSON parse (about 10x its 8 MiB) and the allocator's slack.
+RSS_GROWTH_BOUND_MB = BUFFERED_MB + DECODE_MB + 200
+
+GOOD = infer_json(np.zeros((1, 28, 28, 1), np.uint8))["inputs"][0]
+
+
+@functools.cache
+def fmnist_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (28, 28), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _oip(*inputs: dict, **extra) -> dict:
+    return {"json": {"inputs": list(inputs), **extra}}
+
+
+def _binary(header: dict, blob: bytes, split: str | None = None) -> dict:
+    head = orjson.dumps(header)
+    return {
+        "content": head + blob,
+        "headers": {
+            "inference-header-content-length": split or str(len(head)),
+            "content-type": "application/octet-stream",
+        },
+    }
+
+
+def _files(*files: tuple[str, bytes]) -> dict:
+    return {"content": multipart(list(files)), "headers": MULTIPART}
+
+
+def _cases() -> list[tuple[str, str, str, dict, int]]:
+    """(case, method, endpoint, httpx arguments, expected status)."""
+    binary_input = {**GOOD, "parameters": {"binary_data_size": 784}}
+    del binary_input["data"]
+    whole = multipart([("a.png", fmnist_png()), ("b.png", fmnist_png())])
+    infer, score = "infer", "score"
+    one, rgb, many = (
+        infer_json(np.zeros(s, np.uint8)) for s in [(1, 28, 28, 1), (1, 4, 4, 3), (257, 1, 1, 1)]
+    )
+    return [
+        # OIP v2 JSON
+        ("not json", "POST", infer, {"content": b"{oops"}, 400),
+        ("json array", "POST", infer, {"json": [GOOD]}, 400),
+        ("no inputs", "POST", infer, _oip(), 400),
+        ("inputs not objects", "POST", infer, _oip(1, 2), 400),
+        ("unknown input name", "POST", infer, _oip({**GOOD, "name": "x"}), 400),
+        ("images twice", "POST", infer, _oip(GOOD, GOOD), 400),
+        ("INT16 datatype", "POST", infer, _oip({**GOOD, "datatype": "INT16"}), 400),
+        ("65 dimensions", "POST", infer, _oip({**GOOD, "shape": [1] * 65}), 400),
+        ("zero beside huge", "POST", infer,
+         _oip({**GOOD, "shape": [0, 2**40, 2**40, 1], "data": []}), 400),
+        ("negative dimension", "POST", infer, _oip({**GOOD, "shape": [-1, 28, 28, 1]}), 400),
+        ("booleans in shape", "POST", infer, _oip({**GOOD, "shape": [True, 28, 28, 1]}), 400),
+        ("2**70 values claimed", "POST", infer,
+         _oip({**GOOD, "shape": [2**35, 2**35, 1, 1]}), 400),
+        ("fractions as UINT8", "POST", infer, _oip({**GOOD, "data": [0.5] * 784}), 400),
+        ("strings as FP32", "POST", infer,
+         _oip({**GOOD, "datatype": "FP32", "data": ["1"] * 784}), 400),
+        ("booleans as UINT8", "POST", infer, _oip({**GOOD, "data": [True] * 784}), 400),
+        ("nulls as data", "POST", infer, _oip({**GOOD, "data": [None] * 784}), 400),
+        ("ragged data", "POST", infer, _oip({**GOOD, "data": [[1, 2], [3]]}), 400),
+        ("pixel 256", "POST", infer, _oip({**GOOD, "data": [256] * 784}), 400),
+        ("fewer values than the shape", "POST", infer, _oip({**GOOD, "data": [0] * 783}), 400),
+        ("three channels", "POST", infer, {"json": rgb}, 400),
+        ("257 images", "POST", infer, {"json": many}, 400),
+        ("unknown output", "POST", infer, _oip(GOOD, outputs=[{"name": "secret"}]), 400),
+        ("parameters a list", "POST", infer, _oip(GOOD, parameters=[1]), 400),
+        ("id a number", "POST", infer, _oip(GOOD, id=7), 400),
+        ("json over 8 MiB", "POST", infer,
+         {"content": b"[" + b"0," * (4 * 1024 * 1024 + 8) + b"0]",
+          "headers": {"content-type": "application/json"}}, 413),
+        ("body over 32 MiB", "POST", infer, {"content": b"0" * (33 * 1024 * 1024)}, 413),
+        # OIP v2 binary tensor extension
+        ("header length not a number", "POST", infer,
+         _binary({"inputs": [binary_input]}, bytes(784), split="12x"), 400),
+        ("header length past the body", "POST", infer,
+         _binary({"inputs": [binary_input]}, bytes(784), split="999999"), 400),
+        ("binary size past the data", "POST", infer,
+         _binary({"inputs": [binary_input]}, bytes(100)), 400),
+        ("bytes after the last input", "POST", infer,
+         _binary({"inputs": [binary_input]}, bytes(800)), 400),
+        # Routing
+        ("unknown model", "POST", "/v2/models/other/infer", {"json": one}, 404),
+        ("unknown version", "POST", "/v2/models/fmnist/versions/9/infer", _oip(GOOD), 404),
+        ("unknown route", "GET", "/v2/models/fmnist/nothing", {}, 404),
+        ("GET on infer", "GET", infer, {}, 405),
+        # /v1/score
+        ("json to score", "POST", score, {"json": {"files": []}}, 400),
+        ("multipart without boundary", "POST", score,
+         {"content": whole, "headers": {"content-type": "multipart/form-data"}}, 400),
+        ("truncated multipart", "POST", score,
+         {"content": whole[: len(whole) // 2 + 200], "headers": MULTIPART}, 400),
+        ("garbage after the boundary line", "POST", score,
+         {"content": b"--oaml-test-boundary\r\nno headers here", "headers": MULTIPART}, 400),
+        ("no files field", "POST", score,
+         {"data": {"x": "1"}, "files": {"other": ("a.png", fmnist_png())}}, 400),
+        ("files as text", "POST", score, {"data": {"files": "not a file"}}, 400),
+        ("text file", "POST", score, _files(("a.txt", b"hello")), 400),
+        ("truncated png", "POST", score, _files(("t.png", fmnist_png()[:40])), 400),
+        ("postscript", "POST", score,
+         _files(("x.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")), 400),
+        ("30000 x 30000 bomb", "POST", score, _files(("bomb.png", png(30000, 30000))), 400),
+        ("6300 x 6300 1-bit png", "POST", score, _files(("wide.png", png(6300, 6300))), 400),
+        ("6300 x 6300 palette png", "POST", score,
+         _files(("wide.png", png(6300, 6300, 1, 3))), 400),
+        ("4096 x 4096 16-bit png: decode memory", "POST", score,
+         _files(("deep.png", png(4096, 4096, 16))), 400),
+        ("4096 x 4096 palette png: decode memory", "POST", score,
+         _files(("wide.png", png(4096, 4096, 1, 3))), 400),
+        ("pixel budget of a request", "POST", score,
+         _files(*[(f"{i}.png", png(4096, 4096)) for i in range(5)]), 400),
+        ("257 files", "POST", score,
+         _files(*[(f"{i}.png", fmnist_png()) for i in range(257)]), 400),
+        ("20 MB file name", "POST", score,
+         _files(("n" * 20_000_000 + ".png", fmnist_png())), 400),
+    ]  # fmt: skip
+
+
+CASES = _cases()
+
+
+@pytest.fixture(scope="module")
+def hostile(tiny_onnx):
+    with running_server(
+        str(tiny_onnx), "--name", "fmnist", "--body-timeout", str(BODY_TIMEOUT_S),
+        "--max-buffered-mb", str(BUFFERED_MB), "--max-decode-mb", str(DECODE_MB),
+    ) as proc:  # fmt: skip
+        yield proc
+
+
+def _url(server, endpoint: str) -> str:
+    paths = {"infer": "/v2/models/fmnist/infer", "score": "/v1/score"}
+    return server.url + paths.get(endpoint, endpoint)
+
+
+def test_the_suite_holds_enough_cases():
+    assert len(CASES) >= 24 and len({case[0] for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("method", "endpoint", "request_args", "status"),
+                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])  # fmt: skip
+def test_hostile_request_gets_its_status(hostile, method, endpoint, request_args, status):
+    response = httpx.request(method, _url(hostile, endpoint), timeout=60, **request_args)
+    assert response.status_code == status, response.text[:500]
+    error = response.json()["error"]
+    # A clear message, never an echo of the input (the 20 MB name, the huge shape).
+    assert isinstance(error, str) and error and len(response.content) < 1000
+
+
+def _raw_request(url: str, head: str, body: bytes, wait: float) -> tuple[socket.socket, float]:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(head.encode() + body)
+    time.sleep(wait)
+    return sock, time.monotonic()
+
+
+def _status_of(sock: socket.socket) -> int:
+    reply = sock.recv(4096).decode("latin-1")
+    return int(reply.split(" ", 2)[1])
+
+
+def test_a_body_that_never_arrives_whole_gets_408(hostile):
+    head = (
+        "POST /v2/models/fmnist/infer HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    sock, sent = _raw_request(hostile.url, head, b'{"inputs": [', 0)
+    with sock:
+        assert _status_of(sock) == 408
+    assert time.monotonic() - sent < BODY_TIMEOUT_S + 5
+
+
+def test_bodies_past_the_servers_budget_get_503_with_retry_after(hostile):
+    """One slow client holds most of the budget; the next body over the rest is turned away."""
+    held, other = 28 * 1024 * 1024, 24 * 1024 * 1024  # each under the 32 MiB body limit
+    head = (
+        "POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {held + 1}\r\n\r\n"
+    )
+    sock, _ = _raw_request(hostile.url, head, bytes(held), 0.5)  # one byte short: it waits
+    with sock:
+        refused = httpx.post(_url(hostile, "score"), content=bytes(other),
+                             headers=MULTIPART, timeout=30)  # fmt: skip
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+    # The slow client's bytes are released when it times out: the same body now passes the
+    # guard and gets the handler's answer.
+    time.sleep(BODY_TIMEOUT_S + 0.5)
+    later = httpx.post(_url(hostile, "score"), content=bytes(other), headers=MULTIPART, timeout=30)
+    assert later.status_code == 400 and "multipart" in later.json()["error"]
+
+
+def _memory_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _attacks(server) -> list[tuple[str, dict, set[int]]]:
+    """(endpoint, request, statuses it may get): requests built to cost memory, not bytes.
+    Big bodies may also time out (408): 20 uploads at once share two cores and a 2 s limit."""
+    big_binary = _binary(
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": "UINT8",
+                    "shape": [38000, 28, 28, 1],
+                    "parameters": {"binary_data_size": 38000 * 784},
+                }
+            ]
+        },
+        bytes(38000 * 784),
+    )  # fmt: skip  (29.8 MB held, then refused: more than 256 images)
+    big_json = {
+        "content": orjson.dumps(
+            {"inputs": [{**GOOD, "shape": [5300, 28, 28, 1], "data": [7] * (5300 * 784)}]}
+        ),
+        "headers": {"content-type": "application/json"},
+    }  # 8.3 MB of JSON, 4.2 M numbers, each parsed then refused: more than 256 images
+    decodes = _files(*[(f"{i}.png", png(2048, 2048, 1, 3)) for i in range(3)])  # 55 MB each
+    return (
+        [("infer", big_binary, {400, 408, 503})] * 8
+        + [("infer", big_json, {400, 408, 503})] * 4
+        + [("score", decodes, {200, 503})] * 8
+    )
+
+
+def test_memory_attacks_stay_under_the_bound_and_the_server_stays_ready(hostile):
+    pid = hostile.pid
+    idle_kb = _memory_kb(pid, "VmRSS")
+    with contextlib.suppress(OSError):  # the peak from now on (Linux >= 4.0), else so far
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    attacks = _attacks(hostile)
+
+    def send(attack):
+        endpoint, request, allowed = attack
+        response = httpx.post(_url(hostile, endpoint), timeout=120, **request)
+        return response.status_code, allowed
+
+    with ThreadPoolExecutor(len(attacks)) as pool:
+        answers = list(pool.map(send, attacks))
+    peak_kb = _memory_kb(pid, "VmHWM")
+    wrong = [(status, allowed) for status, allowed in answers if status not in allowed]
+    assert not wrong, wrong
+    assert any(status == 200 for status, _ in answers), "no decode attack got through"
+    growth_mb = (peak_kb - idle_kb) / 1024
+    print(f"peak RSS growth under attack: {growth_mb:.0f} MiB (bound {RSS_GROWTH_BOUND_MB})")
+    assert growth_mb < RSS_GROWTH_BOUND_MB
+    assert httpx.get(f"{hostile.url}/v2/health/ready", timeout=10).status_code == 200
+    assert httpx.get(f"{hostile.url}/v2/health/live", timeout=10).status_code == 200
+    ok = httpx.post(_url(hostile, "infer"), json=infer_json(np.zeros((2, 28, 28, 1), np.uint8)))
+    assert ok.status_code == 200
+
+
+def test_every_refusal_is_counted_by_status(hostile):
+    metrics = httpx.get(f"{hostile.url}/metrics").text
+    for code, endpoint in [("400", "infer"), ("413", "infer"), ("404", "infer"), ("400", "score")]:
+        assert f'oaml_requests_total{{code="{code}",endpoint="{endpoint}"}}' in metrics
