@@ -69,11 +69,12 @@ def run_oaml(
     check: bool = True,
     cwd: Path | None = None,
     unset: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the installed `oaml` command as a user would (without the variables in `unset`),
-    capturing its output."""
+    """Run the installed `oaml` command as a user would (with `env` added, without the variables
+    in `unset`), capturing its output."""
     exe = Path(sys.executable).with_name("oaml")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     for name in unset:
         env.pop(name, None)
     proc = subprocess.run(

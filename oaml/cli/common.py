@@ -36,6 +36,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from oaml.config import ConfigError
     from oaml.data.imglist import ImglistError
     from oaml.serving.detector import DetectorError
+    from oaml.tracking.auth import AuthSetupError
     from oaml.tracking.registry import PromotionError
 
     own: tuple[type[BaseException], ...] = (
@@ -43,6 +44,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ImglistError,
         DetectorError,
         PromotionError,
+        AuthSetupError,
     )
     try:  # torch-free images (the serving one) have no checkpoints to complain about
         from oaml.models.checkpoint import CheckpointError

@@ -115,3 +115,22 @@ def registry_history(
             f"v{row['version']:>3s} {row['created']} [{', '.join(row['aliases']) or '-'}] "
             f"{numbers}{' promoted ' + promoted if promoted else ''}{forced}"
         )
+
+
+@registry_app.command("ensure-users")
+@friendly
+def registry_ensure_users(
+    from_env: Annotated[
+        list[str],
+        typer.Option(help="PREFIX: a user from PREFIX_USERNAME and PREFIX_PASSWORD (repeatable)"),
+    ],
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Create MLflow basic-auth users (or reset their passwords), as the admin in
+    MLFLOW_TRACKING_USERNAME/PASSWORD. Credentials come from the environment, never arguments."""
+    from oaml.tracking.auth import credential_from_env, ensure_users
+    from oaml.tracking.store import resolve_tracking_uri
+
+    users = [credential_from_env(prefix) for prefix in from_env]
+    for username, what in ensure_users(resolve_tracking_uri(tracking_uri), users).items():
+        typer.echo(f"{username}: {what}")

@@ -171,21 +171,27 @@ def s3_env(store: S3) -> dict[str, str]:
 
 @contextmanager
 def mlflow_server(
-    backend_uri: str, store: S3, folder: Path, launcher: Callable[[dict], list[str]] | None = None
+    backend_uri: str,
+    store: S3,
+    folder: Path,
+    launcher: Callable[[dict], list[str]] | None = None,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """`mlflow server` on a free loopback port: PostgreSQL backend, S3 artifacts (proxied).
     `launcher(env)` gives the command that runs `mlflow` with that environment (a container
-    of the training image, say); by default this environment's own `mlflow`."""
+    of the training image, say); by default this environment's own `mlflow`. `extra_args`
+    (e.g. --app-name basic-auth) and `extra_env` go to the server only."""
     port = free_port()
     log = folder / "mlflow-server.log"
-    env = {**os.environ, **s3_env(store)}
+    env = {**os.environ, **s3_env(store), **(extra_env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     own = [str(Path(sys.executable).with_name("mlflow"))]
     mlflow = launcher(s3_env(store)) if launcher else own
     args = [
         *mlflow, "server", "--backend-store-uri", backend_uri,
         "--artifacts-destination", f"s3://{store.bucket}/mlflow",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *extra_args,
     ]  # fmt: skip
     with log.open("w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
