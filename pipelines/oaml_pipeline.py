@@ -24,11 +24,15 @@ DATA_MOUNT = "/data"
 S3_SECRET = "oaml-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (k8s/secrets/)
 MLFLOW_AUTH_SECRET = "oaml-mlflow-auth"  # MLFLOW_TRACKING_USERNAME/PASSWORD, optional
 S3_CONFIG = "oaml-s3-config"  # MLFLOW_S3_ENDPOINT_URL
+# The label k8s/base's NetworkPolicy mlflow-ingress admits: only pods carrying it reach MLflow.
+MLFLOW_CLIENT_LABEL = ("oaml.io/mlflow-client", "true")
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 
 
 def with_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """S3 and MLflow credentials from Kubernetes Secrets, the S3 endpoint from a ConfigMap."""
+    """S3 and MLflow credentials from Kubernetes Secrets, the S3 endpoint from a ConfigMap, and
+    the pod label that lets the step through MLflow's NetworkPolicy."""
+    kubernetes.add_pod_label(task, *MLFLOW_CLIENT_LABEL)
     keys = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
     kubernetes.use_secret_as_env(task, S3_SECRET, {k: k for k in keys})
     auth = ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]

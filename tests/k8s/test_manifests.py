@@ -198,16 +198,17 @@ def test_detector_is_locked_down(target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_detector_credentials_come_from_secrets_and_config(target):
+    """The bearer token and the detector's own read-only MLflow user; no S3 credentials at all
+    (MLflow proxies the model's artifacts)."""
     env = env_of(only_container(detector_pod(target)))
     assert env["OAML_SERVE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "oaml-serve-token",
         "key": "token",
     }
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "oaml-s3", "key": key}
-    ref = env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["configMapKeyRef"]
-    config = get(target, "ConfigMap", ref["name"])
-    assert urlparse(config["data"][ref["key"]]).scheme in ("http", "https")
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        ref = env[key]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "oaml-mlflow-detector", "key": key}  # required, not optional
+    assert not set(env) & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"}
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -332,6 +333,7 @@ def test_mlflow_server_command(target):
     env = env_of(container)
     command = [expand(word, env) for word in container["command"] + container["args"]]
     assert command[:2] == ["mlflow", "server"]
+    assert arg_value(command, "--app-name") == "basic-auth"
     assert arg_value(command, "--host") == "0.0.0.0"
     port = int(arg_value(command, "--port"))
     assert port == 5000
@@ -346,13 +348,30 @@ def test_mlflow_server_command(target):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_mlflow_backend_store_and_s3_come_from_secrets(target):
-    container = only_container(get(target, "Deployment", "mlflow")["spec"]["template"]["spec"])
+def test_mlflow_backend_store_auth_and_s3_come_from_secrets(target):
+    """The database URI reaches `mlflow server` through its environment, never its argv (ps
+    shows argv to anyone on the node); auth's admin and database come from Secrets."""
+    spec = get(target, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    container = only_container(spec)
     env = env_of(container)
-    backend = arg_value(container["args"], "--backend-store-uri")
-    variable = re.fullmatch(r"\$\((\w+)\)", backend)
-    assert variable, f"--backend-store-uri must be a $(VAR) reference, not {backend!r}"
-    assert env[variable[1]]["valueFrom"]["secretKeyRef"] == {"name": "oaml-mlflow-db", "key": "uri"}
+    assert "--backend-store-uri" not in container["args"]
+    for word in container["command"] + container["args"]:  # $(VAR) puts VAR's value in argv
+        for variable in re.findall(r"\$\((\w+)\)", word):
+            assert "secretKeyRef" not in env[variable].get("valueFrom", {}), variable
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "oaml-mlflow-db",
+        "key": "uri",
+    }
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "oaml-mlflow-admin", "key": key}
+    secret_key = env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert secret_key["name"] == "oaml-mlflow-admin"
+    # basic_auth.ini (with the auth database's URI) is a file from the database Secret.
+    config = Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(config.parent)]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "oaml-mlflow-db" and mount["readOnly"]
+    assert [i["path"] for i in volume["secret"]["items"]] == [config.name]
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "oaml-s3", "key": key}
     assert env["MLFLOW_S3_ENDPOINT_URL"]["valueFrom"]["configMapKeyRef"] == {
@@ -361,6 +380,36 @@ def test_mlflow_backend_store_and_s3_come_from_secrets(target):
     }
     assert "postgresql://" not in rendered_text(target)
     assert "sqlite://" not in rendered_text(target)
+
+
+def test_the_auth_template_reads_every_user_and_refuses_writes_by_default():
+    """The template of basic_auth.ini is a config MLflow's own reader accepts, with READ."""
+    import configparser
+
+    text = secret_templates()["oaml-mlflow-db"]["stringData"]["basic_auth.ini"]
+    config = configparser.ConfigParser()
+    config.read_string(text)
+    assert config["mlflow"]["default_permission"] == "READ"
+    assert config["mlflow"]["authorization_function"].endswith("authenticate_request_basic_auth")
+    assert "admin_password" not in config["mlflow"]  # the admin comes from oaml-mlflow-admin
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_users_job_takes_every_credential_from_secrets(target):
+    job = get(target, "Job", "mlflow-users")
+    container = only_container(job["spec"]["template"]["spec"])
+    assert container["image"].startswith(TRAIN_IMAGE + ":")
+    assert container["command"] == ["oaml", "registry", "ensure-users"]
+    env = env_of(container)
+    prefixes = [arg_value(container["args"], "--from-env"), *container["args"][3::2]]
+    for prefix in prefixes:
+        for key in ("USERNAME", "PASSWORD"):
+            assert "secretKeyRef" in env[f"{prefix}_{key}"]["valueFrom"]
+    users = {env[f"{p}_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] for p in prefixes}
+    assert users == {"oaml-mlflow-auth", "oaml-mlflow-detector"}
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "oaml-mlflow-admin"
+    )
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy's, on importing mlflow
@@ -430,6 +479,9 @@ def test_secret_templates_hold_placeholders_only():
         assert "data" not in secret, f"{name}: use stringData placeholders, not data"
         assert secret["stringData"]
         for key, value in secret["stringData"].items():
+            if key.endswith(".ini"):  # a config file: its one secret setting is a placeholder
+                assert "database_uri = REPLACE_ME" in value and "://" not in value, key
+                continue
             assert value == "REPLACE_ME", f"{name}.{key} must be the placeholder REPLACE_ME"
         kubernetes_validate.validate(secret, K8S_VERSIONS[-1], strict=True)
 
@@ -499,22 +551,45 @@ def test_detector_accepts_ingress_on_8080_only(target):
     assert ports == {("TCP", 8080)}
 
 
+def admitted(rules: list[dict], labels: dict[str, str], namespace: str = NAMESPACE) -> bool:
+    """Whether a pod with `labels` in `namespace` may connect, by any of the ingress rules."""
+
+    def matches(selector: dict | None, values: dict[str, str]) -> bool:
+        if selector is None:
+            return True
+        for expression in selector.get("matchExpressions", []):
+            assert expression["operator"] == "In"
+            if values.get(expression["key"]) not in expression["values"]:
+                return False
+        return selector.get("matchLabels", {}).items() <= values.items()
+
+    for rule in rules:
+        for peer in rule["from"]:
+            same_namespace = "namespaceSelector" not in peer and namespace == NAMESPACE
+            in_namespace = same_namespace or (
+                "namespaceSelector" in peer
+                and matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+            )
+            if in_namespace and matches(peer.get("podSelector"), labels):
+                return True
+    return False
+
+
 @pytest.mark.parametrize("target", TARGETS)
-def test_mlflow_accepts_ingress_from_oaml_and_kubeflow_namespaces_only(target):
+def test_mlflow_admits_only_the_pods_that_need_it(target):
     labels = get(target, "Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"]
     rules = ingress_rules(target, labels)
-    assert rules
-    namespaces = set()
+    assert rules and all(rule.get("from") for rule in rules), "MLflow open to everyone"
     for rule in rules:
         assert [(p["protocol"], p["port"]) for p in rule["ports"]] == [("TCP", 5000)]
-        assert rule.get("from"), "MLflow must not accept ingress from everywhere"
-        for peer in rule["from"]:
-            assert set(peer) == {"namespaceSelector"}, peer
-            (expression,) = peer["namespaceSelector"]["matchExpressions"]
-            assert expression["key"] == "kubernetes.io/metadata.name"
-            assert expression["operator"] == "In"
-            namespaces |= set(expression["values"])
-    assert namespaces == {NAMESPACE, "kubeflow"}
+    step = {"oaml.io/mlflow-client": "true"}  # what the pipeline puts on its step pods
+    job = get(target, "Job", "mlflow-users")["spec"]["template"]["metadata"]["labels"]
+    assert admitted(rules, detector_pod_labels(target))
+    assert admitted(rules, job)
+    assert admitted(rules, step) and admitted(rules, step, "kubeflow")
+    assert not admitted(rules, {"app.kubernetes.io/name": "debug"})  # any other pod here
+    assert not admitted(rules, step, "default")  # a labelled pod in another namespace
+    assert not admitted(rules, detector_pod_labels(target), "default")
 
 
 # ---- Pipeline runner, data volume -------------------------------------------------------------

@@ -59,6 +59,8 @@ def test_gpu_stages_request_gpus_and_run_on_gpu_nodes(tmp_path):
         assert container["image"] == "{{$.inputs.parameters['pipelinechannel--image']}}"
         secrets = {s["secretName"] for s in k8s.get("secretAsEnv", [])}
         assert {"oaml-s3", "oaml-mlflow-auth"} <= secrets, stage
+        # The label k8s/base's NetworkPolicy admits to MLflow.
+        assert k8s["podMetadata"]["labels"]["oaml.io/mlflow-client"] == "true", stage
         assert "AWS_SECRET_ACCESS_KEY" not in str(container.get("env", ""))
         if stage in GPU_STAGES:
             accel = resources["accelerator"]
