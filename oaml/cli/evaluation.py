@@ -79,6 +79,13 @@ def export(
     int8: Annotated[
         bool, typer.Option(help="Also write OUT's int8 variant (static, calibrated on ID val)")
     ] = False,
+    triton_repo: Annotated[
+        Path | None,
+        typer.Option(help="Also write the detector into this Triton model repository"),
+    ] = None,
+    triton_name: Annotated[
+        str, typer.Option(help="Model name in the Triton repository")
+    ] = "oaml-detector",
 ) -> None:
     """Export the detector: uint8 NHWC pixels in, logits and energy out, one ONNX graph."""
     from oaml.export.onnx import export_onnx
@@ -86,6 +93,11 @@ def export(
     result = export_onnx(checkpoint, out, data_root=data_root)
     worst = max(result.parity.values())
     typer.echo(f"onnx: {result.path} (parity with PyTorch: max abs diff {worst:.2e})")
+    if triton_repo:
+        from oaml.export.triton import write_triton_repo
+
+        folder = write_triton_repo(result.path, triton_repo, triton_name)
+        typer.echo(f"triton: {folder} (config.pbtxt, 1/model.onnx)")
     if int8:
         from oaml.export.quantize import quantize_int8
 

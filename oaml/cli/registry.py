@@ -134,3 +134,27 @@ def registry_ensure_users(
     users = [credential_from_env(prefix) for prefix in from_env]
     for username, what in ensure_users(resolve_tracking_uri(tracking_uri), users).items():
         typer.echo(f"{username}: {what}")
+
+
+@registry_app.command("storage-uri")
+@friendly
+def registry_storage_uri(
+    name: Annotated[str, typer.Argument(help="Registered model name")],
+    alias: Annotated[str, typer.Option(help="Alias of the version to deploy")] = "champion",
+    artifacts_destination: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OAML_ARTIFACTS_DESTINATION",
+            help="The MLflow server's --artifacts-destination (e.g. s3://oaml-mlflow), for "
+            "proxied artifacts",
+        ),
+    ] = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Print the storage URI of NAME@ALIAS's Triton model repository: the storageUri of a
+    KServe InferenceService on the Triton runtime (k8s/kserve-triton)."""
+    from oaml.tracking import registry
+    from oaml.tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    typer.echo(registry.triton_storage_uri(name, alias, artifacts_destination, uri))

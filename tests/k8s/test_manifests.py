@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 TARGETS = ("base", "overlays/dev", "overlays/prod", "kserve")
 PLAIN_DETECTOR = ("base", "overlays/dev", "overlays/prod")  # the detector as a Deployment
+TRITON = "kserve-triton"  # the detector's ONNX graph on KServe's Triton runtime
+ALL_TARGETS = (*TARGETS, TRITON)
 NAMESPACE = "oaml"
 # The oldest Kubernetes the manifests are meant for, and the newest schema bundled.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
@@ -120,7 +122,7 @@ def detector_pod_labels(target: str) -> dict[str, str]:
 # ---- Rendering and schema validation ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_renders_in_namespace_oaml(target):
     rendered = render(target)
     assert rendered, f"k8s/{target} renders nothing"
@@ -129,7 +131,7 @@ def test_renders_in_namespace_oaml(target):
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_builtin_kinds_validate_against_the_api_schema(target, version):
     checked = 0
     for obj in render(target):
@@ -435,7 +437,7 @@ def test_mlflow_allowed_hosts_admit_in_cluster_clients(target):
 # ---- No secrets in the manifests --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_no_secret_values_are_rendered(target):
     secrets = objects(target, "Secret")
     for secret in secrets:  # only placeholders could ever be acceptable here
@@ -444,7 +446,7 @@ def test_no_secret_values_are_rendered(target):
         assert not secret.get("data"), f"Secret {secret['metadata']['name']} carries data"
     assert not secrets, "Secrets are created by hand (k8s/README.md), never rendered"
     for pod in pod_specs(target):
-        for container in pod["containers"]:
+        for container in pod.get("containers", []):
             for item in container.get("env", []):
                 if "value" not in item:
                     continue  # valueFrom: a Secret or ConfigMap reference
@@ -456,6 +458,7 @@ def test_no_secret_values_are_rendered(target):
 
 def pod_specs(target: str) -> list[dict]:
     specs = [obj["spec"]["template"]["spec"] for obj in objects(target, "Deployment")]
+    specs += [obj["spec"]["template"]["spec"] for obj in objects(target, "Job")]
     specs += [isvc["spec"]["predictor"] for isvc in objects(target, "InferenceService")]
     return specs
 
@@ -488,23 +491,23 @@ def test_secret_templates_hold_placeholders_only():
 
 def test_secret_templates_are_not_part_of_any_kustomization():
     kustomizations = sorted(K8S.rglob("kustomization.yaml"))
-    assert len(kustomizations) == len(TARGETS)
+    assert len(kustomizations) == len(ALL_TARGETS)
     for path in kustomizations:
         spec = yaml.safe_load(path.read_text())
         files = [*spec.get("resources", []), *spec.get("components", [])]
         files += [patch["path"] for patch in spec.get("patches", []) if "path" in patch]
         for file in files:
             assert not (path.parent / file).resolve().is_relative_to(K8S / "secrets"), path
-    for target in TARGETS:  # and, rendered, nothing of kind Secret appears
+    for target in ALL_TARGETS:  # and, rendered, nothing of kind Secret appears
         assert not objects(target, "Secret")
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_every_referenced_secret_key_has_a_template(target):
     """What the manifests read from Secrets is exactly what the templates tell users to create."""
     templates = secret_templates()
     for pod in pod_specs(target):
-        for container in pod["containers"]:
+        for container in pod.get("containers", []):
             for item in container.get("env", []):
                 ref = item.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
@@ -529,7 +532,7 @@ def ingress_rules(target: str, labels: dict[str, str]) -> list[dict]:
     return rules
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ALL_TARGETS)
 def test_ingress_is_denied_by_default(target):
     deny = [
         p
@@ -680,3 +683,34 @@ def test_kserve_inference_service():
     # The rest of the platform is there.
     get("kserve", "Deployment", "mlflow")
     get("kserve", "ConfigMap", "oaml-s3-config")
+
+
+def test_triton_inference_service_serves_the_registered_repository():
+    """KServe's Triton runtime on the champion's Triton repository (in MLflow's bucket), on a GPU
+    node, its storage initializer reading S3 through a Secret of its own; no plain detector."""
+    isvc = get(TRITON, "InferenceService", "oaml-detector")
+    predictor = isvc["spec"]["predictor"]
+    assert "containers" not in predictor
+    model = predictor["model"]
+    assert model["modelFormat"] == {"name": "onnx"}
+    assert (model["protocolVersion"], model["runtime"]) == ("v2", "kserve-tritonserver")
+    mlflow = only_container(get(TRITON, "Deployment", "mlflow")["spec"]["template"]["spec"])
+    bucket = urlparse(arg_value(mlflow["args"], "--artifacts-destination"))
+    storage = urlparse(model["storageUri"])
+    assert (storage.scheme, storage.netloc) == (bucket.scheme, bucket.netloc)
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert predictor["nodeSelector"] == detector_pod("base")["nodeSelector"]
+    account = get(TRITON, "ServiceAccount", predictor["serviceAccountName"])
+    templates = secret_templates()
+    for secret in account["secrets"]:
+        annotations = templates[secret["name"]]["metadata"]["annotations"]
+        assert annotations["serving.kserve.io/s3-endpoint"]
+        assert set(templates[secret["name"]]["stringData"]) == {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        }
+    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler"):
+        assert "oaml-detector" not in [o["metadata"]["name"] for o in objects(TRITON, kind)]
+    labels = {"serving.kserve.io/inferenceservice": "oaml-detector"}
+    ports = {(p["protocol"], p["port"]) for r in ingress_rules(TRITON, labels) for p in r["ports"]}
+    assert ("TCP", 8080) in ports

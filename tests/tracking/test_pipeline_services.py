@@ -95,6 +95,18 @@ def test_local_pipeline_tracks_registers_and_promotes(
     assert refused.returncode == 2 and "far_auroc" in refused.stderr
     champion = client.get_model_version_by_alias("fmnist-detector", "champion")
     assert str(champion.version) == "1"
+
+    # The champion's Triton repository, where KServe's storage initializer will look for it.
+    destination = f"s3://{s3_store.bucket}/mlflow"
+    storage = run_oaml(
+        "registry", "storage-uri", "fmnist-detector", "--artifacts-destination", destination
+    ).stdout.strip()
+    prefix = storage.removeprefix(f"s3://{s3_store.bucket}/")
+    assert storage.startswith(destination) and prefix != storage
+    under = set(s3_store.keys(prefix + "/"))
+    assert {f"{prefix}/fmnist-detector/config.pbtxt", f"{prefix}/fmnist-detector/1/model.onnx"} <= (
+        under
+    )
     assert os.environ["MLFLOW_TRACKING_URI"] == tracking_server
     mlflow.set_tracking_uri(None)
 

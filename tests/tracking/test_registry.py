@@ -164,3 +164,18 @@ def test_an_mlflow_error_while_reading_an_alias_stops_the_promotion(monkeypatch)
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(registry.PromotionError, match="cannot read detector@challenger"):
         registry.promote("detector", tracking_uri=uri)
+
+
+def test_each_version_carries_a_triton_repository_and_its_storage_uri(store, tiny_onnx):
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    register(tiny_onnx, evaluation())
+    uri = registry.triton_storage_uri("detector", "challenger", None)
+    local = Path(urlparse(uri).path if uri.startswith("file:") else uri)
+    assert (local / "detector" / "config.pbtxt").is_file()
+    assert (local / "detector" / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
+    with pytest.raises(registry.PromotionError, match="no alias 'champion'"):
+        registry.triton_storage_uri("detector", "champion", None)
+    shown = run_oaml("registry", "storage-uri", "detector", "--alias", "challenger")
+    assert shown.stdout.strip() == uri
