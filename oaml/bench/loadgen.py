@@ -44,14 +44,25 @@ def infer_request(host: str, path: str, images: np.ndarray) -> bytes:
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one whole response (Content-Length or chunked, as KServe's binary answers come);
+    return its status."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    length = 0
+    length, chunked = 0, False
     for line in head.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
+        lower = line.lower()
+        if lower.startswith(b"content-length:"):
             length = int(line[15:])
-    await reader.readexactly(length)
-    return status
+        elif lower.startswith(b"transfer-encoding:") and b"chunked" in lower:
+            chunked = True
+    if not chunked:
+        await reader.readexactly(length)
+        return status
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        await reader.readexactly(size + 2)  # the chunk and its CRLF (the last: just CRLF)
+        if size == 0:
+            return status
 
 
 async def _client(host, port, request, stop_at, warm_until, latencies, errors):

@@ -1,5 +1,6 @@
 """`oaml bench serve`: PyTorch eager, the raw onnxruntime session (the limit) and the HTTP server
-under concurrency, on the same model and machine in one run.
+under concurrency, on the same model and machine in one run; with `--peer kserve`, KServe's
+Python ModelServer serving the same ONNX file under the same load generator.
 
 Results are images/s and p50/p99 latency per row, plus the ratios the serving goals are stated
 in: server at concurrency C vs the raw session at batch C, onnxruntime vs PyTorch, and the
@@ -92,18 +93,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(
-    onnx: Path, max_batch: int, threads: int | None, log: Path
-) -> tuple[subprocess.Popen, str]:
+def _start(command: list[str], port: int, log: Path) -> tuple[subprocess.Popen, str]:
+    """Start a server on `port`, wait for its OIP readiness; its log goes to a file (a pipe
+    nobody reads would block the server once full)."""
     import httpx
 
-    port = _free_port()
-    command = [sys.executable, "-m", "oaml.cli", "serve", "--model", str(onnx),
-               "--name", "bench", "--port", str(port), "--max-batch", str(max_batch)]  # fmt: skip
-    if threads:
-        command += ["--threads", str(threads)]
-    # The benchmark talks to the server without a token; its log goes to a file (a pipe nobody
-    # reads would block the server once full).
+    # The benchmark talks to the server without a token.
     env = {k: v for k, v in os.environ.items() if k != "OAML_SERVE_TOKEN"}
     with open(log, "w") as log_file:
         proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -116,37 +111,74 @@ def _start_server(
             if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
                 return proc, url
         except httpx.TransportError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("the server did not become ready in 120 s")
+    raise RuntimeError(f"the server did not become ready in 120 s; its log: {log}")
 
 
-def _server_rows(onnx, shape, concurrency, seconds, max_batch, threads, log) -> list[dict]:
-    proc, url = _start_server(onnx, max_batch, threads, log)
-    rows = []
+def _oaml_command(onnx: Path, port: int, max_batch: int, threads: int | None) -> list[str]:
+    command = [sys.executable, "-m", "oaml.cli", "serve", "--model", str(onnx),
+               "--name", "bench", "--port", str(port), "--max-batch", str(max_batch)]  # fmt: skip
+    return command + (["--threads", str(threads)] if threads else [])
+
+
+def _kserve_command(python: Path, onnx: Path, port: int, threads: int | None) -> list[str]:
+    from oaml.bench.peers import PEER_SCRIPT
+    from oaml.serving.detector import default_threads
+
+    return [str(python), str(PEER_SCRIPT), "--model-path", str(onnx), "--name", "bench",
+            "--port", str(port), "--grpc-port", str(_free_port()),
+            "--threads", str(threads or default_threads())]  # fmt: skip
+
+
+def _load(url: str, level: int, seconds: float, shape) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "oaml.bench.loadgen", "--url", url, "--model", "bench",
+         "--concurrency", str(level), "--seconds", str(seconds),
+         "--shape", ",".join(map(str, shape))],
+        capture_output=True, text=True, check=True, timeout=seconds + 120,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    return {k: result[k] for k in ("images_per_second", "p50_ms", "p99_ms", "errors")}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
     try:
-        for level in concurrency:
-            out = subprocess.run(
-                [sys.executable, "-m", "oaml.bench.loadgen", "--url", url, "--model", "bench",
-                 "--concurrency", str(level), "--seconds", str(seconds),
-                 "--shape", ",".join(map(str, shape))],
-                capture_output=True, text=True, check=True, timeout=seconds + 120,
-            )  # fmt: skip
-            result = json.loads(out.stdout)
-            rows.append(
-                {
-                    "runtime": "http server",
-                    "concurrency": level,
-                    "batch": 1,
-                    **{k: result[k] for k in ("images_per_second", "p50_ms", "p99_ms", "errors")},
-                }
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _server_rows(
+    onnx, shape, concurrency, seconds, max_batch, threads, out_dir: Path, peer: Path | None
+) -> list[dict]:
+    """`oaml serve` (and the peer, when given its interpreter) under the same load generator,
+    level by level, each level on both before the next: the machine's drift hits both alike."""
+    servers = {}
+    try:
+        port = _free_port()
+        servers["http server"] = _start(
+            _oaml_command(onnx, port, max_batch, threads), port, out_dir / "server.log"
+        )
+        if peer:
+            port = _free_port()
+            servers["kserve modelserver"] = _start(
+                _kserve_command(peer, onnx, port, threads), port, out_dir / "kserve.log"
             )
+        rows = [
+            {"runtime": runtime, "concurrency": level, "batch": 1,
+             **_load(url, level, seconds, shape)}
+            for level in concurrency
+            for runtime, (_, url) in servers.items()
+        ]  # fmt: skip
         import httpx
 
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{servers['http server'][1]}/metrics").text
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        for proc, _ in servers.values():
+            _stop(proc)
     sums = dict(
         line.split()
         for line in metrics.splitlines()
@@ -154,7 +186,8 @@ def _server_rows(onnx, shape, concurrency, seconds, max_batch, threads, log) -> 
     )
     mean_batch = float(sums["oaml_batch_size_sum"]) / max(1.0, float(sums["oaml_batch_size_count"]))
     for row in rows:
-        row["mean_server_batch_all_levels"] = mean_batch
+        if row["runtime"] == "http server":
+            row["mean_server_batch_all_levels"] = mean_batch
     return rows
 
 
@@ -172,7 +205,16 @@ def _goals(rows: list[dict], batch: int) -> dict[str, float | None]:
     ort_b, torch_b = find("onnxruntime session", batch), find("pytorch eager", batch)
     ort_1, server_1 = find("onnxruntime session", 1), find("http server", concurrency=1)
     server_c = find("http server", concurrency=batch)
+    peer = {}
+    for row in rows:
+        if row["runtime"] == "kserve modelserver":
+            level, ours = row["concurrency"], find("http server", concurrency=row["concurrency"])
+            peer[f"oaml_over_kserve_ratio_c{level}"] = (
+                ours["images_per_second"] / row["images_per_second"]
+            )
+            peer[f"oaml_minus_kserve_p99_ms_c{level}"] = ours["p99_ms"] - row["p99_ms"]
     return {
+        **peer,
         f"server_c{batch}_over_onnxruntime_b{batch}": (
             server_c["images_per_second"] / ort_b["images_per_second"] if server_c else None
         ),
@@ -218,8 +260,11 @@ def bench_serve(
     concurrency: tuple[int, ...] = (1, 8, 32, 64),
     seconds: float = 10.0,
     threads: int | None = None,
+    peer: str | None = None,
+    peer_venv: Path | None = None,
 ) -> dict:
-    """Run all three measurements and write `serve.json` and `serve.md` in `out_dir`."""
+    """Run all the measurements (the peer's too: `peer="kserve"`) and write `serve.json` and
+    `serve.md` in `out_dir`."""
     from oaml.export.onnx import export_onnx
     from oaml.serving.detector import Detector, default_threads
 
@@ -235,7 +280,15 @@ def bench_serve(
         torch.set_num_threads(threads)
     rows = _pytorch_rows(Path(checkpoint), shape, batches, seconds)
     rows += _onnx_rows(onnx, shape, batches, seconds, threads)
-    rows += _server_rows(onnx, shape, concurrency, seconds, batch, threads, out_dir / "server.log")
+    if peer not in (None, "kserve"):
+        raise ValueError(f"unknown peer {peer!r}: the one peer is 'kserve'")
+    if peer:
+        from oaml.bench.peers import kserve_python
+
+        peer_python = kserve_python(peer_venv)
+    else:
+        peer_python = None
+    rows += _server_rows(onnx, shape, concurrency, seconds, batch, threads, out_dir, peer_python)
     result = {
         "model": str(onnx),
         "arch": info.arch,
@@ -245,6 +298,10 @@ def bench_serve(
         "rows": rows,
         "goals": _goals(rows, batch),
     }
+    if peer:
+        from oaml.bench.peers import KSERVE_VERSION
+
+        result["peer"] = {"name": "kserve", "version": KSERVE_VERSION}
     atomic_write_json(out_dir / "serve.json", result)
     atomic_write_text(out_dir / "serve.md", markdown(result))
     return result

@@ -26,13 +26,20 @@ def bench_serve(
     concurrency: Annotated[str, typer.Option(help="Server concurrency levels")] = "1,8,32,64",
     seconds: Annotated[float, typer.Option(help="Measured seconds per row")] = 10.0,
     threads: Annotated[int | None, typer.Option(help="Threads (default: usable cores)")] = None,
+    peer: Annotated[
+        str | None, typer.Option(help="Also serve the model with a peer server: kserve")
+    ] = None,
+    peer_venv: Annotated[
+        Path | None,
+        typer.Option(help="The peer's virtual environment (default: ~/.cache/oaml/peers/...)"),
+    ] = None,
 ) -> None:
-    """PyTorch eager vs the raw onnxruntime session vs the HTTP server under load."""
+    """PyTorch eager vs the raw onnxruntime session vs the HTTP server (and a peer) under load."""
     from oaml.bench.serve import bench_serve as run_bench
     from oaml.bench.serve import markdown
 
     levels = tuple(int(v) for v in concurrency.split(",") if v.strip())
-    result = run_bench(checkpoint, out, onnx, batch, levels, seconds, threads)
+    result = run_bench(checkpoint, out, onnx, batch, levels, seconds, threads, peer, peer_venv)
     typer.echo(markdown(result))
 
 

@@ -5,6 +5,7 @@ Each app owns its registry, so several servers (or tests) in one process never s
 
 from __future__ import annotations
 
+import functools
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -77,13 +78,19 @@ class ServerMetrics:
                     status[0] = message["status"]
                 await send(message)
 
-            in_flight = self.in_flight.labels(endpoint)
+            in_flight, latency = self._children(endpoint)
             in_flight.inc()
             try:
                 await app(scope, receive, send_status)
             finally:
                 in_flight.dec()
-                self.latency.labels(endpoint).observe(time.perf_counter() - started)
+                latency.observe(time.perf_counter() - started)
                 self.requests.labels(endpoint, str(status[0])).inc()
 
         return observed
+
+    @functools.cache  # noqa: B019  (few endpoints, and the metrics live as long as the app)
+    def _children(self, endpoint: str):
+        """The in-flight gauge and latency histogram of `endpoint`, looked up once, not per
+        request (labels() takes a lock and builds a key each time)."""
+        return self.in_flight.labels(endpoint), self.latency.labels(endpoint)

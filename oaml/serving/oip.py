@@ -106,7 +106,7 @@ def _images_from(
             raise OipError(f"{WHERE}: UINT8 data must be whole numbers (send FP32 for fractions)")
     if array.size and (not np.isfinite(array).all() if array.dtype.kind == "f" else False):
         raise OipError(f"{WHERE} holds NaN or infinite values")
-    if array.size and (array.min() < 0 or array.max() > 255):
+    if array.dtype != np.uint8 and array.size and (array.min() < 0 or array.max() > 255):
         raise OipError(
             f"{WHERE}: pixel values must lie in 0..255, got {array.min()}..{array.max()}"
         )

@@ -54,5 +54,6 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=graceful_seconds,
         limit_concurrency=settings.max_connections,
+        proxy_headers=False,  # the client address is never used: no per-request header scan
         lifespan="on",
     )

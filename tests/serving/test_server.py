@@ -87,7 +87,7 @@ EPS = ("x.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "applica
 def test_concurrent_requests_are_batched(server):
     images = np.random.default_rng(6).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
     body = json.dumps(infer_json(images))
-    with httpx.Client() as client, ThreadPoolExecutor(32) as pool:
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(32) as pool:
         codes = list(pool.map(
             lambda _: client.post(f"{server.url}/v2/models/fmnist/infer", content=body).status_code,
             range(256),
