@@ -35,3 +35,20 @@ def test_bench_serve_writes_rows_and_ratios(tiny_checkpoint, tiny_onnx, tmp_path
         "server_c1_p99_minus_onnxruntime_b1_p99_ms",
     }
     assert "| http server |" in (tmp_path / "serve.md").read_text()
+
+
+def test_bench_serve_against_kserve_reports_the_ratio(tiny_checkpoint, tiny_onnx, tmp_path):
+    """The KServe ModelServer peer (its own venv, built from PyPI) under the same load."""
+    run_oaml(
+        "bench", "serve", "--checkpoint", str(tiny_checkpoint), "--onnx", str(tiny_onnx),
+        "--out", str(tmp_path), "--batch", "4", "--concurrency", "1,4", "--seconds", "0.5",
+        "--peer", "kserve", "--peer-venv", str(tmp_path / "kserve-venv"), timeout=900,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "serve.json").read_text())
+    peer_rows = [r for r in result["rows"] if r["runtime"] == "kserve modelserver"]
+    assert [r["concurrency"] for r in peer_rows] == [1, 4]
+    assert all(r["errors"] == 0 and r["images_per_second"] > 0 for r in peer_rows)
+    for level in (1, 4):
+        assert result["goals"][f"oaml_over_kserve_ratio_c{level}"] > 0
+    assert result["peer"] == {"name": "kserve", "version": "0.21.0"}
+    assert "| kserve modelserver |" in (tmp_path / "serve.md").read_text()
