@@ -21,8 +21,9 @@ import pytest
 from oaml.serving.detector import Detector
 from oaml.serving.images import decode_image
 from tests.docker import engine as eng
+from tests.serving.bodies import infer_json
 from tests.serving.conftest import free_port
-from tests.serving.test_server import _infer_json, wait_until_received
+from tests.serving.test_server import wait_until_received
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +152,7 @@ def test_sigterm_drains_in_flight_requests(image, models, tiny_onnx):
     options = ("--read-only", "--tmpfs", "/tmp", "-v", f"{models}:/models:ro")
     args = ("--model", f"/models/{tiny_onnx.name}", "--host", "127.0.0.1",
             "--port", str(port), "--max-batch", "8", "--device", "cpu")  # fmt: skip
-    body = json.dumps(_infer_json(np.zeros((250, 28, 28, 1), np.uint8)))
+    body = json.dumps(infer_json(np.zeros((250, 28, 28, 1), np.uint8)))
     with eng.running(engine, name, *args, options=options) as container:
         url = f"http://127.0.0.1:{port}"
         wait_ready(engine, container, url)
