@@ -351,10 +351,16 @@ def register_detector(
         "mlflow.parent_run_id": tracking.parent_run_id,
         **tags,
     }
-    with stage_run(tracking, "register") as run:
+    import tempfile
+
+    from oaml.export.triton import write_triton_repo
+
+    with stage_run(tracking, "register") as run, tempfile.TemporaryDirectory() as folder:
         run.params({"registered_model": registered_model, "alias": alias})
+        repo = Path(folder) / "triton"
+        write_triton_repo(onnx_path, repo, registered_model)  # for KServe's Triton runtime
         result = registry.register_detector(
-            onnx_path, registered_model, metrics, version_tags, alias
+            onnx_path, registered_model, metrics, version_tags, alias, triton_repo=repo
         )
         run.tags({"registered_version": result.version})
         run.metrics(registry.gated_metrics(metrics))

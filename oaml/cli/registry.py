@@ -153,8 +153,8 @@ def registry_storage_uri(
 ) -> None:
     """Print the storage URI of NAME@ALIAS's Triton model repository: the storageUri of a
     KServe InferenceService on the Triton runtime (k8s/kserve-triton)."""
-    from oaml.tracking import registry
     from oaml.tracking.store import resolve_tracking_uri
+    from oaml.tracking.triton_repo import triton_storage_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    typer.echo(registry.triton_storage_uri(name, alias, artifacts_destination, uri))
+    typer.echo(triton_storage_uri(name, alias, artifacts_destination, uri))

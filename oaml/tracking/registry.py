@@ -17,8 +17,6 @@ from typing import Any
 from oaml.contract import INPUT_NAME, ONNX_SHA256_TAG, Meta, main_onnx
 from oaml.io import sha256_file
 
-TRITON_REPO_TAG = "triton_repo"  # the run artifact path of the version's Triton repository
-TRITON_ARTIFACT_PATH = "triton"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 METRIC_PREFIX = "metric."
@@ -176,9 +174,11 @@ def register_detector(
     evaluation: dict[str, Any],
     tags: dict[str, str],
     alias: str = CHALLENGER,
+    triton_repo: str | Path | None = None,
 ) -> Registered:
     """Log the ONNX detector to the active run (signature, input example, its metadata),
-    register it as a new version of `name`, tag the version and point `alias` at it."""
+    register it as a new version of `name`, tag the version and point `alias` at it.
+    `triton_repo`, a Triton model repository of the same graph, is logged beside it."""
     import mlflow
     import numpy as np
     import onnx
@@ -203,7 +203,10 @@ def register_detector(
     client = _client()
     all_tags = {f"{METRIC_PREFIX}{k}": f"{v:.6f}" for k, v in gated_metrics(evaluation).items()}
     all_tags[ONNX_SHA256_TAG] = _stored_onnx_sha256(name, version)
-    all_tags[TRITON_REPO_TAG] = _log_triton_repo(onnx_path, name)
+    if triton_repo is not None:
+        from oaml.tracking.triton_repo import log_triton_repo
+
+        all_tags.update(log_triton_repo(triton_repo))
     lineage = json.loads(metadata.get(Meta.LINEAGE, "{}"))
     for key in ("data_manifest_sha256", "checkpoint_sha256", "method", "benchmark"):
         if lineage.get(key):
@@ -213,50 +216,6 @@ def register_detector(
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, alias, version)
     return Registered(name, version, alias, f"models:/{name}@{alias}", info.run_id)
-
-
-def _log_triton_repo(onnx_path: str | Path, name: str) -> str:
-    """Log a Triton model repository holding this detector as model `name` to the active run;
-    returns its artifact path (what KServe's Triton runtime takes as storageUri)."""
-    import tempfile
-
-    import mlflow
-
-    from oaml.export.triton import write_triton_repo
-
-    with tempfile.TemporaryDirectory(prefix="oaml-triton-") as folder:
-        write_triton_repo(onnx_path, folder, name)
-        mlflow.log_artifacts(folder, TRITON_ARTIFACT_PATH)
-    return TRITON_ARTIFACT_PATH
-
-
-def triton_storage_uri(
-    name: str, alias: str, artifacts_destination: str | None, tracking_uri: str | None = None
-) -> str:
-    """Where the Triton repository of `name@alias` is stored: the run's artifact URI, with a
-    proxied `mlflow-artifacts:/` URI mapped onto the server's `--artifacts-destination`."""
-    client = _client(tracking_uri)
-    version = _by_alias(client, name, alias)
-    if version is None:
-        raise PromotionError(f"{name} has no alias {alias!r}: nothing to deploy")
-    path = version.tags.get(TRITON_REPO_TAG)
-    if not path:
-        raise PromotionError(
-            f"{name} version {version.version} was registered without a Triton repository "
-            "(registered before it was added): register it again"
-        )
-    uri = f"{client.get_run(version.run_id).info.artifact_uri.rstrip('/')}/{path}"
-    if uri.startswith("mlflow-artifacts:"):
-        if not artifacts_destination:
-            raise PromotionError(
-                f"the repository is at {uri}, proxied by the MLflow server: pass the server's "
-                "--artifacts-destination (e.g. s3://oaml-mlflow) to get the storage URI"
-            )
-        from urllib.parse import urlparse
-
-        relative = urlparse(uri).path.lstrip("/")  # without a host part, if the URI has one
-        uri = f"{artifacts_destination.rstrip('/')}/{relative}"
-    return uri
 
 
 def _stored_onnx_sha256(name: str, version: str) -> str:

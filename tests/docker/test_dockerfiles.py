@@ -271,7 +271,8 @@ def shell_commands(script: str) -> list[list[str]]:
 @pytest.mark.parametrize("flavor", ["gpu", "cpu"])
 def test_serving_locks_match_the_project_and_hold_one_onnxruntime(flavor):
     pins = serve_requirements(flavor)
-    mlflow = [d for d in pyproject()["project"]["dependencies"] if re.match(r"mlflow\s*==", d)]
+    deps = pyproject()["project"]["dependencies"]
+    mlflow = [d for d in deps if re.match(r"mlflow(\[[\w,]+\])?\s*==", d)]
     assert len(mlflow) == 1, "pyproject.toml pins mlflow==X"
     assert pins["mlflow-skinny"] == mlflow[0].split("==")[1].strip()
     assert "mlflow" not in pins, "the full mlflow package brings the server and its stack"

@@ -105,6 +105,9 @@ def _cases() -> list[tuple[str, str, str, dict, int]]:
          {"content": b"[" + b"0," * (4 * 1024 * 1024 + 8) + b"0]",
           "headers": {"content-type": "application/json"}}, 413),
         ("body over 32 MiB", "POST", infer, {"content": b"0" * (33 * 1024 * 1024)}, 413),
+        ("json over 8 MiB, sent as text/plain", "POST", infer,
+         {"content": b"[" + b"0," * (4 * 1024 * 1024 + 8) + b"0]",
+          "headers": {"content-type": "text/plain"}}, 413),
         # OIP v2 binary tensor extension
         ("header length not a number", "POST", infer,
          _binary({"inputs": [binary_input]}, bytes(784), split="12x"), 400),

@@ -166,16 +166,23 @@ def test_an_mlflow_error_while_reading_an_alias_stops_the_promotion(monkeypatch)
         registry.promote("detector", tracking_uri=uri)
 
 
-def test_each_version_carries_a_triton_repository_and_its_storage_uri(store, tiny_onnx):
+def test_each_version_carries_a_triton_repository_and_its_storage_uri(store, tiny_onnx, tmp_path):
     from pathlib import Path
     from urllib.parse import urlparse
 
-    register(tiny_onnx, evaluation())
-    uri = registry.triton_storage_uri("detector", "challenger", None)
+    from oaml.export.triton import write_triton_repo
+    from oaml.tracking.triton_repo import triton_storage_uri
+
+    write_triton_repo(tiny_onnx, tmp_path / "repo", "detector")
+    with mlflow.start_run(experiment_id=experiment_id(mlflow.get_tracking_uri())):
+        registry.register_detector(
+            tiny_onnx, "detector", evaluation(), {}, triton_repo=tmp_path / "repo"
+        )
+    uri = triton_storage_uri("detector", "challenger", None)
     local = Path(urlparse(uri).path if uri.startswith("file:") else uri)
     assert (local / "detector" / "config.pbtxt").is_file()
     assert (local / "detector" / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
     with pytest.raises(registry.PromotionError, match="no alias 'champion'"):
-        registry.triton_storage_uri("detector", "champion", None)
+        triton_storage_uri("detector", "champion", None)
     shown = run_oaml("registry", "storage-uri", "detector", "--alias", "challenger")
     assert shown.stdout.strip() == uri
