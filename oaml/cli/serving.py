@@ -26,6 +26,9 @@ def serve(
         float | None, typer.Option(help="Energy above which an input is OOD (default: calibrated)")
     ] = None,
     max_batch: Annotated[int, typer.Option(help="Most images per onnxruntime call")] = 64,
+    max_batch_mb: Annotated[
+        float, typer.Option(help="Most MiB of images per onnxruntime call")
+    ] = 64.0,
     max_wait_ms: Annotated[
         float, typer.Option(help="How long a batch waits for more requests")
     ] = 0.0,
@@ -70,6 +73,7 @@ def serve(
 
     settings = ServeSettings(
         max_batch=max_batch,
+        max_batch_bytes=int(max_batch_mb * 1024 * 1024),
         max_wait_ms=max_wait_ms,
         max_images=max_images,
         max_body_bytes=int(max_body_mb * 1024 * 1024),

@@ -38,6 +38,7 @@ class MicroBatcher:
         on_batch: Callable[[int], None] | None = None,
         max_queued_bytes: int = 256 * 1024 * 1024,
         blames_input: Callable[[Exception], bool] = lambda _exc: False,
+        max_batch_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -46,6 +47,9 @@ class MicroBatcher:
         # Bounded: past this many bytes of images waiting or running, requests are refused at
         # once instead of queueing without end (memory, and latency no client would wait for).
         self.max_queued_bytes = max_queued_bytes
+        # One onnxruntime call's input (and so its activations) stays bounded in bytes too:
+        # 64 large images are another thing than 64 small ones.
+        self.max_batch_bytes = max_batch_bytes
         self._queue: asyncio.Queue = asyncio.Queue()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxruntime")
         self._worker: asyncio.Task | None = None
@@ -109,9 +113,9 @@ class MicroBatcher:
     async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
         first, self._carry = self._carry, None
         items = [first or await self._queue.get()]
-        count, shape = len(items[0][0]), items[0][0].shape[1:]
+        count, shape, size = len(items[0][0]), items[0][0].shape[1:], items[0][0].nbytes
         deadline = time.perf_counter() + self.max_wait
-        while count < self.max_batch:
+        while count < self.max_batch and size < self.max_batch_bytes:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -122,12 +126,14 @@ class MicroBatcher:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            # Too big to join, or another image size (only equal shapes stack): next batch.
-            if count + len(item[0]) > self.max_batch or item[0].shape[1:] != shape:
+            # Too many images or bytes to join, or another image size (only equal shapes
+            # stack): next batch. A request alone is never split, whatever its size.
+            too_big = size + item[0].nbytes > self.max_batch_bytes
+            if count + len(item[0]) > self.max_batch or too_big or item[0].shape[1:] != shape:
                 self._carry = item
                 break
             items.append(item)
-            count += len(item[0])
+            count, size = count + len(item[0]), size + item[0].nbytes
         return items
 
     async def _serve(self) -> None:

@@ -30,6 +30,7 @@ class ServeSettings:
     name: str = "oaml-detector"
     version: str = "1"
     max_batch: int = 64
+    max_batch_bytes: int = 64 * 1024 * 1024  # of images per onnxruntime call
     max_wait_ms: float = 0.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_json_bytes: int = 8 * 1024 * 1024
@@ -72,6 +73,7 @@ class DetectorService:
         self.batcher = MicroBatcher(
             detector.run, settings.max_batch, settings.max_wait_ms,
             self.metrics.batch_size.observe, settings.max_queued_bytes, refused_input,
+            settings.max_batch_bytes,
         )  # fmt: skip
         self.ready = False
         size, channels = self.info.input_size, self.info.channels

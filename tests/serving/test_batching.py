@@ -169,3 +169,12 @@ def test_the_batcher_counts_model_errors_in_a_row_but_not_refused_inputs():
         return seen
 
     assert asyncio.run(main()) == [(0, True), (0, False), (3, False), (0, True), (False, False)]
+
+
+def test_a_batch_stays_under_its_byte_cap_but_a_big_request_still_runs_whole():
+    small = [np.ones((2, 4, 4, 1), np.uint8) for _ in range(12)]  # 32 bytes each
+    big = np.ones((5, 4, 4, 1), np.uint8)  # 80 bytes, over the cap on its own
+    answers, sizes = _serve([big, *small], max_batch=64, max_batch_bytes=64)
+    assert [len(a[1]) for a in answers] == [5] + [2] * 12
+    assert 5 in sizes  # never split
+    assert all(size <= 4 for size in sizes if size != 5)  # at most 64 bytes of small requests
