@@ -45,8 +45,8 @@ class BodyLimits:
     read_timeout_s: float = 30.0  # a body trickled in slower than this is dropped (408)
 
 
-def _is_json(scope) -> bool:
-    content_type = dict(scope["headers"]).get(b"content-type", b"")
+def _is_json(headers: dict[bytes, bytes]) -> bool:
+    content_type = headers.get(b"content-type", b"")
     return content_type.split(b";")[0].strip().lower() == b"application/json"
 
 
@@ -116,10 +116,11 @@ def limit_body(app, limits: BodyLimits):
     async def guarded(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        is_json = _is_json(scope)
+        headers = dict(scope["headers"])
+        is_json = _is_json(headers)
         max_bytes = min(limits.max_bytes, limits.max_json_bytes) if is_json else limits.max_bytes
         hint = " (JSON: send large tensors as binary data)" if is_json else ""
-        length = dict(scope["headers"]).get(b"content-length")
+        length = headers.get(b"content-length")
         declared = int(length) if length is not None and length.isdigit() else None
         if declared is not None and declared > max_bytes:
             return await _reject(

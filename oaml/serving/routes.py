@@ -4,45 +4,25 @@ files. Both run the model through the service's shared batcher."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 
 import numpy as np
-import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from oaml.contract import is_ood
+from oaml.serving.answers import error_answer, json_response
 from oaml.serving.budget import ByteBudget
 from oaml.serving.guard import BODY_KEY
-from oaml.serving.images import ImageInputError, decode_image, image_header
+from oaml.serving.images import decode_image, image_header
 from oaml.serving.multipart import file_parts
 from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
 from oaml.serving.service import OUTPUTS, DetectorService
 
-log = logging.getLogger("oaml.serving")
 LARGE_BODY = 1 << 20
 
 
-def _json(payload, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status, media_type="application/json")
-
-
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
-
-
-def _error_answer(exc: Exception) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """Status, JSON body and extra headers of the answer to `exc`, as the app's handlers give."""
-    if isinstance(exc, OipError):
-        status, message = exc.status, str(exc)
-        extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
-    elif isinstance(exc, ImageInputError):
-        status, message, extra = 400, str(exc), []
-    else:
-        log.error("unexpected error while serving a request", exc_info=exc)
-        status, message = 500, f"internal error ({type(exc).__name__}); see the server log"
-        extra = []
-    return status, orjson.dumps({"error": message}), extra
 
 
 def add_infer_routes(app: FastAPI, service: DetectorService):
@@ -106,7 +86,8 @@ def add_infer_routes(app: FastAPI, service: DetectorService):
                 status = 200
                 headers = [(k.encode(), v.encode()) for k, v in extra.items()]
             except Exception as exc:
-                status, body, headers = _error_answer(exc)
+                status, body, extra = error_answer(exc)
+                headers = [(k.encode(), v.encode()) for k, v in extra.items()]
                 headers.append((b"content-type", b"application/json"))
             headers.append((b"content-length", str(len(body)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -168,7 +149,7 @@ def add_score_route(app: FastAPI, service: DetectorService) -> None:
         answers = service.detector.decide(logits, energy)
         for (name, _), answer in zip(blobs, answers, strict=True):
             answer["file"] = name
-        return _json(answers)
+        return json_response(answers)
 
 
 async def _body(request: Request) -> bytes | bytearray:

@@ -20,7 +20,6 @@ from oaml.serving.oip import OipError
 log = logging.getLogger("oaml.serving")
 SERVE_MAX_PIXELS = 4096 * 4096  # per image; `oaml score` offline allows DEFAULT_MAX_PIXELS
 OUTPUTS = (*OUTPUT_NAMES, "label", "is_ood")
-LARGE_BODY = 1 << 20
 
 
 @dataclass(frozen=True)
