@@ -77,8 +77,9 @@ test-fast: setup
 test-images: setup container-deps
 	$(CONTAINER_ENV) $(VENV)/bin/pytest -m images -v --durations=12
 
-# On a GPU machine: the gpu-marked tests, then the GPU benchmarks (fp16 vs fp32 generation with the
-# tiny model at a small size, and with SD_CHECKPOINT at 512x512 when given; faiss k-NN).
+# On a GPU machine: the gpu-marked tests (NCCL data parallelism over every GPU among them, where
+# there are two or more), then the GPU benchmarks (fp16 vs fp32 generation with the tiny model at
+# a small size, and with SD_CHECKPOINT at 512x512 when given; faiss k-NN; training images/s).
 SD_CHECKPOINT ?=
 gpu-check: setup
 	$(VENV)/bin/pytest -m gpu -v

@@ -13,17 +13,23 @@ def train_teacher(
     tracking_uri: str,
     work_dir: str,
     device: str,
+    num_nodes: int,
+    gpus_per_node: int,
+    image: str,
     teacher: Output[Model],
 ):
-    """Train the preset's teacher (the frozen model the student distils from)."""
+    """Train the preset's teacher (the frozen model the student distils from); on several
+    nodes as a Kubeflow TrainJob, on several GPUs of one node under torchrun."""
     import json
 
     from oaml.stages import train_from_scratch
     from oaml.tracking.runs import Tracking, last_run_id
+    from oaml.training.scale_out import ScaleOut
 
     train_from_scratch(
         "teacher", preset, json.loads(overrides), data.path, teacher.path,
         Tracking.resolve(tracking_uri), device, work_dir or None,
+        ScaleOut.for_pipeline(num_nodes, gpus_per_node, image),
     )  # fmt: skip
     teacher.metadata.update({"role": "teacher", "mlflow_run_id": last_run_id()})
 
@@ -36,6 +42,9 @@ def train_start(
     tracking_uri: str,
     work_dir: str,
     device: str,
+    num_nodes: int,
+    gpus_per_node: int,
+    image: str,
     start: Output[Model],
 ):
     """Train the student with cross-entropy: the checkpoint every method fine-tunes from."""
@@ -43,10 +52,12 @@ def train_start(
 
     from oaml.stages import train_from_scratch
     from oaml.tracking.runs import Tracking, last_run_id
+    from oaml.training.scale_out import ScaleOut
 
     train_from_scratch(
         "start", preset, json.loads(overrides), data.path, start.path,
         Tracking.resolve(tracking_uri), device, work_dir or None,
+        ScaleOut.for_pipeline(num_nodes, gpus_per_node, image),
     )  # fmt: skip
     start.metadata.update({"role": "start", "mlflow_run_id": last_run_id()})
 
@@ -65,6 +76,9 @@ def train_student(
     kfp_run_id: str,
     work_dir: str,
     device: str,
+    num_nodes: int,
+    gpus_per_node: int,
+    image: str,
     student: Output[Model],
 ):
     """Fine-tune the start with `method` (oaml: distillation, CLUB, energy margins); first nest
@@ -73,6 +87,7 @@ def train_student(
 
     from oaml.stages import train_student
     from oaml.tracking.runs import Tracking, adopt_runs
+    from oaml.training.scale_out import ScaleOut
 
     tracking = Tracking.resolve(tracking_uri, parent_run_id, kfp_run_id)
     upstream = [a.metadata.get("mlflow_run_id", "") for a in (data, outliers, teacher, start)]
@@ -80,5 +95,6 @@ def train_student(
     train_student(
         preset, json.loads(overrides), data.path, start.path, teacher.path, outliers.path,
         student.path, tracking, method, device, work_dir or None,
+        ScaleOut.for_pipeline(num_nodes, gpus_per_node, image),
     )  # fmt: skip
     student.metadata.update({"role": "student", "method": method})

@@ -11,6 +11,8 @@ T = TypeVar("T")
 
 
 def progress(iterable: Iterable[T], desc: str, **kwargs: Any) -> tqdm:
-    """A tqdm bar that only draws on a TTY (disable=None) and refreshes at most once a second."""
+    """A tqdm bar that only draws on a TTY (disable=None) and refreshes at most once a second;
+    `disable=True` hides it (e.g. on every rank but the first of a data-parallel run)."""
     kwargs.setdefault("leave", False)
-    return tqdm(iterable, desc=desc, disable=None, mininterval=1.0, dynamic_ncols=True, **kwargs)
+    kwargs["disable"] = True if kwargs.get("disable") else None
+    return tqdm(iterable, desc=desc, mininterval=1.0, dynamic_ncols=True, **kwargs)

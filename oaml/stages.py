@@ -15,11 +15,14 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oaml.config import Preset, load_preset, stage_of, to_dict
 from oaml.io import atomic_copy, atomic_write_json, atomic_write_text, sha256_file
 from oaml.tracking.runs import StageRun, Tracking, stage_run
+
+if TYPE_CHECKING:
+    from oaml.training.scale_out import ScaleOut
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -176,9 +179,15 @@ def _train(
     device: str,
     work: Path | None,
     inputs: dict[str, str],
+    scale: ScaleOut | None = None,
 ) -> Path:
+    from oaml.training.scale_out import ScaleOut, train_elsewhere
     from oaml.training.stage import train_stage
 
+    scale = (scale or ScaleOut()).on(root)
+    scale.check()
+    if scale.trainjob:  # the stage folder on the volume the TrainJob's nodes share
+        work = Path(scale.shared_dir)
     with stage_run(tracking, stage) as run:
         _log_preset(run, preset, overrides, role)
         run.params({"method": method, **{f"input.{k}": v for k, v in inputs.items()}})
@@ -190,10 +199,15 @@ def _train(
             _manifest(preset, root),
         )  # fmt: skip
         started = time.perf_counter()
-        result = train_stage(
-            preset, role, root, folder, device=device, method=method,
-            callbacks=[run.epoch_callback()],
-        )  # fmt: skip
+        run.params({"num_nodes": scale.num_nodes, "gpus_per_node": scale.gpus_per_node})
+        if scale.in_process:
+            result = train_stage(
+                preset, role, root, folder, device=device, method=method,
+                callbacks=[run.epoch_callback()],
+            )  # fmt: skip
+        else:
+            result = train_elsewhere(scale, folder, preset, role, method, root, device)
+            run.history(result.history)
         if result.reused:
             # The run of a reused stage still shows the curves its checkpoint was trained with.
             run.tags({"reused": True})
@@ -218,6 +232,7 @@ def train_from_scratch(
     tracking: Tracking,
     device: str = "auto",
     work_dir: str | Path | None = None,
+    scale: ScaleOut | None = None,
 ) -> Path:
     """`teacher`: the frozen model the student distils from; `start`: the cross-entropy student
     every method fine-tunes from (the paper's starting point). Returns the checkpoint in `out`."""
@@ -228,7 +243,7 @@ def train_from_scratch(
     work = Path(work_dir) if work_dir else None
     return _train(
         stage, role, method, preset, overrides, data_root_of(data), Path(out),
-        tracking, device, work, {},
+        tracking, device, work, {}, scale,
     )  # fmt: skip
 
 
@@ -244,12 +259,15 @@ def train_student(
     method: str = "oaml",
     device: str = "auto",
     work_dir: str | Path | None = None,
+    scale: ScaleOut | None = None,
 ) -> Path:
     """Fine-tune the start with `method` (OAML: KD from the teacher, CLUB against k-NN outlier
     embeddings, energy margins on the outliers) for the preset's fine-tuning budget."""
     from oaml.recipe import finetuned, outlier_methods, teacher_methods, with_inputs
 
     work = Path(work_dir) if work_dir else None
+    if scale is not None and scale.trainjob:  # inputs copied where every node reads them
+        work = Path(scale.on(data_root_of(data)).shared_dir)
     preset = load_preset(preset_name, overrides)
     start_ckpt = stable_input(work, "start", _checkpoint_in(start))
     inputs = {"start": str(start_ckpt)}
@@ -261,7 +279,7 @@ def train_student(
     tuned = finetuned(tuned, method, start_ckpt)
     return _train(
         "student", "student", method, tuned, overrides, data_root_of(data), Path(out),
-        tracking, device, work, inputs,
+        tracking, device, work, inputs, scale,
     )  # fmt: skip
 
 

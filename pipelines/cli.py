@@ -69,12 +69,19 @@ def demo(
 @friendly
 def pipeline_compile(
     out: Annotated[Path, typer.Option(help="IR YAML file to write")] = Path("oaml-pipeline.yaml"),
+    trainjob_launchers: Annotated[
+        bool,
+        typer.Option(
+            help="Multi-node variant: training steps launch Kubeflow TrainJobs (run it with "
+            "num_nodes > 1) and request no GPU themselves"
+        ),
+    ] = False,
 ) -> None:
     """Write the pipeline's Kubeflow Pipelines IR YAML (upload it in the UI or submit it)."""
     _require_kfp()
     from pipelines.runner import compile_pipeline
 
-    typer.echo(f"pipeline: {compile_pipeline(out)}")
+    typer.echo(f"pipeline: {compile_pipeline(out, trainjob_launchers)}")
 
 
 ParamOption = Annotated[

@@ -55,10 +55,13 @@ def on_cluster(
     return task
 
 
-def on_gpu(task: dsl.PipelineTask, cpu: str = "8", memory: str = "32Gi") -> dsl.PipelineTask:
-    """A GPU stage: one nvidia.com/gpu on a GPU node (selector and taint toleration), CPU and
-    memory limits for the data loaders, and a memory-backed /dev/shm (PyTorch's workers)."""
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+def on_gpu(
+    task: dsl.PipelineTask, cpu: str = "8", memory: str = "32Gi", gpus=1
+) -> dsl.PipelineTask:
+    """A GPU stage: `gpus` nvidia.com/gpu (a number or a pipeline parameter) on a GPU node
+    (selector and taint toleration), CPU and memory limits for the data loaders, and a
+    memory-backed /dev/shm (PyTorch's workers)."""
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
     task.set_cpu_limit(cpu).set_memory_limit(memory)
     kubernetes.add_node_selector(task, *GPU_NODE_LABEL)
     kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
@@ -66,10 +69,18 @@ def on_gpu(task: dsl.PipelineTask, cpu: str = "8", memory: str = "32Gi") -> dsl.
     return task
 
 
-def build_pipeline(fixed_image: str | None = None):
+def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = False):
     """The pipeline function. `fixed_image` sets every stage's image when the pipeline is built
     instead of from the `image` parameter: kfp.local's DockerRunner takes a task's image as
-    written and does not resolve a runtime parameter in it."""
+    written and does not resolve a runtime parameter in it. `trainjob_launchers`: the training
+    steps only launch and wait for their TrainJobs (num_nodes > 1), so they ask for no GPU."""
+
+    def training_step(task: dsl.PipelineTask, image, gpus) -> dsl.PipelineTask:
+        """A training stage: on GPUs (gpus_per_node of them), or a small launcher pod."""
+        on_cluster(task, image)
+        if trainjob_launchers:
+            return task.set_cpu_limit("1").set_memory_limit("2Gi")
+        return on_gpu(task, gpus=gpus)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -87,11 +98,16 @@ def build_pipeline(fixed_image: str | None = None):
         device: str = "auto",
         work_dir: str = "",
         sd_checkpoint: str = "",
+        num_nodes: int = 1,
+        gpus_per_node: int = 1,
     ):
         """`overrides` is a JSON list of preset overrides ("a.b=value"); the benchmark override is
         added from `benchmark`. `work_dir` is for local runs (resumable stage folders).
         `sd_checkpoint`: a Stable Diffusion folder (e.g. on the data volume) that generates the
-        outliers instead of forward diffusion."""
+        outliers instead of forward diffusion. `num_nodes` > 1: the teacher, start and student
+        stages each run as a Kubeflow TrainJob of num_nodes x gpus_per_node processes (the
+        step only launches and waits); one node with `gpus_per_node` > 1 trains data-parallel
+        inside the step (give the step that many GPUs: k8s/README.md)."""
         image = fixed_image or image
         settings = merged_overrides(
             benchmark=benchmark, overrides=overrides, sd_checkpoint=sd_checkpoint
@@ -124,19 +140,20 @@ def build_pipeline(fixed_image: str | None = None):
             data.set_caching_options(True)
             on_cluster(data, image, cpu="2", memory="8Gi")
             cached = {"tracking_uri": tracking_uri, "work_dir": work_dir}
+            scale = {"num_nodes": num_nodes, "gpus_per_node": gpus_per_node, "image": image}
             data_in = data.outputs["data"]
 
             outliers = synthesize_outliers(**common, data=data_in, **cached)
             outliers.set_caching_options(True)
             on_gpu(on_cluster(outliers, image))
 
-            teacher = train_teacher(**common, data=data_in, **cached, device=device)
+            teacher = train_teacher(**common, data=data_in, **cached, device=device, **scale)
             teacher.set_caching_options(True)
-            on_gpu(on_cluster(teacher, image))
+            training_step(teacher, image, gpus_per_node)
 
-            start = train_start(**common, data=data_in, **cached, device=device)
+            start = train_start(**common, data=data_in, **cached, device=device, **scale)
             start.set_caching_options(True)
-            on_gpu(on_cluster(start, image))
+            training_step(start, image, gpus_per_node)
 
             student = train_student(
                 **common,
@@ -148,9 +165,10 @@ def build_pipeline(fixed_image: str | None = None):
                 **tracked,
                 work_dir=work_dir,
                 device=device,
+                **scale,
             )
             student.set_caching_options(False)
-            on_gpu(on_cluster(student, image))
+            training_step(student, image, gpus_per_node)
 
             evaluated = evaluate(
                 **common,

@@ -33,8 +33,9 @@ def parse_params(items: list[str]) -> dict[str, str]:
     return params
 
 
-def compile_pipeline(out: str | Path) -> Path:
-    """Write the pipeline's IR YAML (what Kubeflow Pipelines runs) to `out`, atomically."""
+def compile_pipeline(out: str | Path, trainjob_launchers: bool = False) -> Path:
+    """Write the pipeline's IR YAML (what Kubeflow Pipelines runs) to `out`, atomically.
+    `trainjob_launchers`: the variant for multi-node training (TrainJobs do the GPU work)."""
     from kfp import compiler
 
     from oaml.io import atomic_path
@@ -42,7 +43,8 @@ def compile_pipeline(out: str | Path) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp_yaml = tmp.with_suffix(".yaml")
-        compiler.Compiler().compile(oaml_pipeline, str(tmp_yaml))
+        pipeline = build_pipeline(trainjob_launchers=True) if trainjob_launchers else oaml_pipeline
+        compiler.Compiler().compile(pipeline, str(tmp_yaml))
         tmp_yaml.replace(tmp)
     return out
 

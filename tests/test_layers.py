@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
         "oaml.config",
         "oaml.imaging",  # numpy + PIL only: resize, channels, layout for every layer above
     },
-    {"oaml.device", "oaml.scores"},
+    {"oaml.device", "oaml.distributed", "oaml.scores"},
     {"oaml.models", "oaml.losses"},
     {"oaml.data"},
     {"oaml.serving", "oaml.tracking"},

@@ -1,7 +1,7 @@
 """`oaml bench train`: images/s of each stage's training step, before and after, in one run.
 
 For every training stage of a preset (the teacher, the cross-entropy start, the fine-tuned
-student) the same step of the one training loop (oaml.training.engine.TrainStep) runs under two
+student) the same step of the one training loop (oaml.training.step.TrainStep) runs under two
 settings, interleaved round by round so that a machine's drifting speed hits both alike:
 
 - before: images decoded from their files on every step, float32 (the loop as it was);
@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader
 
 from oaml.config import Preset, StageConfig, load_preset, stage_of
 from oaml.data.benchmarks import get_benchmark
-from oaml.data.datasets import OutlierImages, WithIndex, image_set_dataset, model_spec_for
+from oaml.data.datasets import OutlierImages, WithRows, image_set_dataset, model_spec_for
 from oaml.device import autocast_dtype, pick_device
 from oaml.io import atomic_write_json, atomic_write_text
 from oaml.models.factory import build_model
-from oaml.training.engine import TrainStep, device_batch, endless_outliers
+from oaml.training.batches import device_batch, endless_outliers
 from oaml.training.methods import create_method
+from oaml.training.step import TrainStep
 
 VARIANTS = {"before": {"decoded": False, "amp": False}, "after": {"decoded": True, "amp": True}}
 
@@ -65,13 +66,16 @@ def _frozen_inputs(method, preset: Preset, stage: StageConfig, spec, model, n_tr
     rng = np.random.default_rng(0)
     classes, per_class = bench.num_classes, stage.train.knn_outliers_per_class
     method.attach(
-        rng.standard_normal((n_train, classes), dtype=np.float32),
-        rng.standard_normal((n_train, teacher_dim), dtype=np.float32),
         rng.standard_normal((classes, per_class, teacher_dim), dtype=np.float32),
+        teacher_dim=teacher_dim,
         student_dim=model.feature_dim,
         outlier_dim=spec.in_chans * spec.input_size**2,
     )
     method.to(device)
+    return {
+        "teacher_logits": rng.standard_normal((n_train, classes), dtype=np.float32),
+        "teacher_features": rng.standard_normal((n_train, teacher_dim), dtype=np.float32),
+    }
 
 
 def _time_variant(
@@ -92,8 +96,8 @@ def _time_variant(
     method = create_method(plan.method, plan.loss).to(device)
     outliers = None
     if method.needs_teacher:
-        _frozen_inputs(method, preset, stage, spec, model, len(train_set), device)
-        train_set = WithIndex(train_set, np.arange(len(train_set)))
+        frozen = _frozen_inputs(method, preset, stage, spec, model, len(train_set), device)
+        train_set = WithRows(train_set, frozen)
     if method.needs_outliers:
         images = np.random.default_rng(1).integers(
             0, 256, (4 * cfg.batch_size, spec.input_size, spec.input_size, spec.in_chans), np.uint8
@@ -112,12 +116,12 @@ def _time_variant(
     model.train()
     method.train()
     seen, started = 0, 0.0
-    for i, (images, labels, *index) in enumerate(loader):
+    for i, (images, labels, *extras) in enumerate(loader):
         if i == warmup:
             seen, started = 0, time.perf_counter()
         if i == warmup + steps:
             break
-        step(device_batch(images, labels, index, outlier_batches, device))
+        step(device_batch(images, labels, extras, outlier_batches, device))
         seen += images.shape[0]
     return seen / max(1e-9, time.perf_counter() - started)
 

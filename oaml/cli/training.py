@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -31,11 +32,35 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Data-parallel processes on this machine (torchrun; gloo on CPU, NCCL on "
+            "GPUs: one per GPU). The preset's batch size is the global batch."
+        ),
+    ] = 1,
+    max_restarts: Annotated[
+        int,
+        typer.Option(help="With --nproc: start a resuming group again this often if a rank dies"),
+    ] = 0,
 ) -> None:
-    """Train the student (or the teacher) of a preset; a killed run continues with --resume."""
+    """Train the student (or the teacher) of a preset; a killed run continues with --resume.
+    Also the command each rank runs under torchrun (a Kubeflow TrainJob runs it that way)."""
     from oaml.config import load_preset
 
     config = load_preset(preset, set_ or [])  # fail fast on a bad preset, before heavy imports
+    if nproc != 1:
+        from oaml.training.launch import launch
+
+        args = ["--out", str(out), "--preset", preset, "--device", device]
+        args += ["--data-root", str(data_root)] if data_root else []
+        args += ["--method", method] if method else []
+        args += ["--role", role] if role else []
+        args += ["--resume"] if resume else []
+        for override in set_ or []:
+            args += ["--set", override]
+        raise typer.Exit(launch(args, nproc, max_restarts))
+    from oaml.distributed import restarted, shutdown
     from oaml.training.methods import METHODS
     from oaml.training.stage import train_stage
 
@@ -45,11 +70,15 @@ def train(
         chosen_role,
         data_root,
         out,
-        resume=resume,
+        resume=resume or restarted(),  # a group torchrun restarted continues from last.pt
         device=device,
         method=method,
     )
-    typer.echo(f"checkpoint: {result.checkpoint} ({result.epochs} epochs, {result.seconds:.0f} s)")
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(
+            f"checkpoint: {result.checkpoint} ({result.epochs} epochs, {result.seconds:.0f} s)"
+        )
+    shutdown()
 
 
 @app.command()

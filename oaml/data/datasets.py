@@ -71,20 +71,23 @@ def external_dataset(imglist: Path, spec: ModelSpec) -> ImglistDataset:
     )
 
 
-class WithIndex:
-    """Adds a per-sample index (e.g. a row of cached teacher outputs) to each item."""
+class WithRows:
+    """Adds per-sample rows of frozen arrays (e.g. cached teacher outputs, memory-mapped) to each
+    item as a dict of tensors: a loader worker reads only the rows of its batch."""
 
-    def __init__(self, dataset, rows: np.ndarray) -> None:
-        if len(rows) != len(dataset):
-            raise ValueError(f"{len(rows)} rows for {len(dataset)} samples")
-        self.dataset, self.rows = dataset, torch.as_tensor(rows, dtype=torch.long)
+    def __init__(self, dataset, arrays: dict[str, np.ndarray]) -> None:
+        for name, array in arrays.items():
+            if len(array) != len(dataset):
+                raise ValueError(f"{len(array)} rows of {name} for {len(dataset)} samples")
+        self.dataset, self.arrays = dataset, arrays
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
         image, label = self.dataset[index]
-        return image, label, self.rows[index]
+        rows = {k: torch.from_numpy(np.array(a[index], np.float32)) for k, a in self.arrays.items()}
+        return image, label, rows
 
 
 class OutlierImages:
@@ -100,21 +103,25 @@ class OutlierImages:
             raise ValueError(f"outlier images have shape {images.shape}; expected (N, H, W, 1|3)")
         if latents is not None and len(latents) != len(images):
             raise ValueError(f"{len(latents)} outlier latents for {len(images)} images")
-        self.images = np.ascontiguousarray(to_channels(images, spec.in_chans))  # NHWC
-        self.latents = None if latents is None else torch.from_numpy(latents).float()
+        # NHWC, kept as given (a memory map stays one): channels are converted per image.
+        self.images, self.channels = images, spec.in_chans
+        self.latents = latents
         self.size, self.interpolation = spec.input_size, spec.interpolation
 
     @property
     def latent_dim(self) -> int | None:
-        return None if self.latents is None else int(self.latents[0].numel())
+        return None if self.latents is None else int(np.prod(self.latents.shape[1:]))
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = resize(self.images[index], self.size, self.interpolation)
-        latent = torch.empty(0) if self.latents is None else self.latents[index]
-        return torch.from_numpy(to_nchw(image)), latent
+        pixels = to_channels(np.asarray(self.images[index]), self.channels)
+        image = resize(pixels, self.size, self.interpolation)
+        if self.latents is None:
+            return torch.from_numpy(np.ascontiguousarray(to_nchw(image))), torch.empty(0)
+        latent = torch.from_numpy(np.array(self.latents[index], dtype=np.float32))
+        return torch.from_numpy(np.ascontiguousarray(to_nchw(image))), latent
 
 
 def model_spec_for(

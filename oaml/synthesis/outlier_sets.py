@@ -1,5 +1,10 @@
 """Finished outlier sets as training reads them, whichever backend wrote them: forward-diffused
-images, or Stable Diffusion's decoded images with their final latents (DeepCLUB's input)."""
+images, or Stable Diffusion's decoded images with their final latents (DeepCLUB's input).
+
+Training maps them (`mapped_outliers`): the shards are joined once into one .npy per kind beside
+them, read memory-mapped, so the ranks of a data-parallel run on a node share one copy in the
+page cache instead of each holding all outliers in its own memory.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oaml.io import atomic_path
 from oaml.synthesis.shards import load_kind, read_manifest, shard_files
 
 
@@ -24,6 +30,35 @@ def load_outliers(folder: str | Path) -> OutlierSet:
     if not shard_files(manifest, "latents"):
         return OutlierSet(images)
     return OutlierSet(images, load_kind(folder, "latents", manifest).astype(np.float32))
+
+
+def _mapped(folder: Path, kind: str, manifest: dict, dtype) -> np.ndarray:
+    """`kind`'s shards joined into `.mapped-<kind>-<shards digest>.npy`, memory-mapped."""
+    digest = str(manifest.get("shards_sha256", "unversioned"))[:16]
+    target = folder / f".mapped-{kind}-{digest}.npy"
+    if not target.is_file():
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:  # a path would gain ".npy"
+            np.save(fh, load_kind(folder, kind, manifest).astype(dtype, copy=False))
+    return np.load(target, mmap_mode="r")
+
+
+def mapped_outliers(folder: str | Path) -> OutlierSet:
+    """load_outliers, memory-mapped (joined once beside the shards); in memory where the folder
+    is read-only."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    try:
+        images = _mapped(folder, "images", manifest, np.uint8)
+        latents = None
+        if shard_files(manifest, "latents"):
+            latents = _mapped(folder, "latents", manifest, np.float32)
+    except PermissionError:
+        return load_outliers(folder)
+    except OSError as exc:
+        if exc.errno != 30:  # EROFS: a read-only volume
+            raise
+        return load_outliers(folder)
+    return OutlierSet(images, latents)
 
 
 def outlier_grid(folder: str | Path, path: Path, n: int = 64) -> Path:

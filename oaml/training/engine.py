@@ -4,13 +4,18 @@ Read top to bottom: `train` seeds, builds the step (optimiser, schedule, mixed p
 resumes, then per epoch reseeds, runs the method's loss over every batch (`_run_epoch`),
 validates and calibrates (`_validate`), and checkpoints atomically. Reseeding at every epoch
 from (seed, epoch) makes a resumed run repeat exactly what an uninterrupted run does.
+
+Data-parallel (under torchrun, `oaml.distributed`): the student and the method's own
+nets train inside one DistributedDataParallel, each rank reads its slice of the same permutation
+a single process would (so a global batch holds the same images), loss terms are summed over
+ranks before they are logged, and only rank 0 validates, calibrates and writes.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +26,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from oaml.config import TrainConfig, to_dict
 from oaml.contract import Calibration
-from oaml.device import autocast, autocast_dtype
+from oaml.distributed import Distributed
 from oaml.models.checkpoint import read_checkpoint, save_checkpoint
 from oaml.models.factory import ModelSpec
 from oaml.models.net import OamlNet
 from oaml.models.predict import predict
 from oaml.progress import progress
 from oaml.scores import energy
+from oaml.training.batches import (
+    EpochBatches,
+    device_batch,
+    endless_outliers,
+    epoch_seed,
+    steps_per_epoch,
+)
 from oaml.training.methods import Method
-from oaml.training.optim import build_optimizer, build_scheduler
+from oaml.training.step import TrainStep
 
 RESUME_FILE = "last.pt"
 FINAL_FILE = "checkpoint.pt"
@@ -62,130 +74,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
-
-
-class MixedPrecisionForward(torch.nn.Module):
-    """The model's forward under autocast, its outputs back in float32: convolutions run in
-    bf16/fp16 where the hardware has it, while every loss term is computed in full precision."""
-
-    def __init__(self, model: OamlNet, device: torch.device, enabled: bool) -> None:
-        super().__init__()
-        self.model, self.device, self.enabled = model, device, enabled
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with autocast(self.device, self.enabled):
-            out = self.model(*args, **kwargs)
-        if isinstance(out, tuple):
-            return tuple(t.float() for t in out)
-        return out.float()
-
-
-@dataclass
-class TrainStep:
-    """One optimisation step of a method on a batch: loss, backward, optimiser and schedule."""
-
-    forward: MixedPrecisionForward
-    method: Method
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-
-    @classmethod
-    def build(
-        cls,
-        model: OamlNet,
-        method: Method,
-        cfg: TrainConfig,
-        device: torch.device,
-        total_steps: int,
-        steps_per_epoch: int | None = None,
-    ) -> TrainStep:
-        """Optimiser over the model and the method's own nets, cosine schedule, loss scaling
-        only where fp16 needs it."""
-        optimizer = build_optimizer(model, method, cfg.optim)
-        scheduler = build_scheduler(
-            optimizer, total_steps, steps_per_epoch or total_steps, cfg.optim
-        )
-        fp16 = cfg.amp and autocast_dtype(device) == torch.float16
-        scaler = torch.amp.GradScaler(device.type, enabled=fp16)
-        return cls(
-            MixedPrecisionForward(model, device, cfg.amp), method, optimizer, scheduler, scaler
-        )
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        terms = self.method(self.forward, batch)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            lr = self.optimizer.param_groups[0]["lr"]
-            raise FloatingPointError(
-                f"loss became {loss.item()} (lr {lr:g}); lower the learning rate "
-                "(optim.lr) or check the data"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        return terms
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "method_state": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.method.load_state_dict(state["method_state"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-
-
-def device_batch(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    index: list[torch.Tensor],
-    outlier_batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None,
-    device: torch.device,
-) -> dict[str, torch.Tensor]:
-    """The batch a method sees, on `device`: images (channels_last), labels, the per-sample
-    index where the set has one, and outliers (with latents) for methods that use them."""
-    batch = {
-        "images": images.to(device, non_blocking=True, memory_format=torch.channels_last),
-        "labels": labels.to(device, non_blocking=True),
-    }
-    if index:
-        batch["index"] = index[0].to(device, non_blocking=True)
-    if outlier_batches is not None:
-        outlier_images, outlier_latents = next(outlier_batches)
-        batch["outlier_images"] = outlier_images.to(
-            device, non_blocking=True, memory_format=torch.channels_last
-        )
-        if outlier_latents.numel():  # Stable Diffusion outliers: DeepCLUB's input
-            batch["outlier_latents"] = outlier_latents.to(device, non_blocking=True)
-    return batch
-
-
-def endless_outliers(dataset: Dataset, batch_size: int, seed: int):
-    """(images, latents) outlier batches without end, reshuffled on each pass from `seed`;
-    latents are empty unless the outliers came from Stable Diffusion."""
-    generator = torch.Generator().manual_seed(seed + 7919)
-    while True:
-        loader = DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator
-        )
-        yielded = False
-        for images, latents in loader:
-            yielded = True
-            yield images, latents
-        if not yielded:
-            raise ValueError(f"fewer outlier images ({len(dataset)}) than one batch ({batch_size})")
-
-
 def _check_inputs(method: Method, train_set: Dataset, cfg: TrainConfig, outliers) -> None:
     if method.needs_outliers and (outliers is None or len(outliers) == 0):
         raise ValueError(
@@ -200,22 +88,19 @@ def _check_inputs(method: Method, train_set: Dataset, cfg: TrainConfig, outliers
 
 
 def _run_epoch(
-    step: TrainStep, train_set: Dataset, outliers, cfg: TrainConfig, epoch: int, device
+    step: TrainStep,
+    batches: EpochBatches,
+    outliers,
+    cfg: TrainConfig,
+    epoch: int,
+    device,
+    dist: Distributed,
 ) -> tuple[dict[str, float], int, float]:
-    """One pass over the training set: mean loss terms, images seen, seconds."""
-    seed = _epoch_seed(cfg.seed, epoch)
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=cfg.num_workers,
-        generator=torch.Generator().manual_seed(seed),
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    """One pass over the training set: mean loss terms and images seen over all ranks, seconds."""
+    seed = epoch_seed(cfg.seed, epoch)
+    loader = batches.epoch(epoch)
     outlier_batches = (
-        endless_outliers(outliers, cfg.outlier_batch_size or cfg.batch_size, seed)
+        endless_outliers(outliers, cfg.outlier_batch_size or cfg.batch_size, seed, dist)
         if step.method.needs_outliers
         else None
     )
@@ -223,16 +108,20 @@ def _run_epoch(
     step.method.train()
     sums: dict[str, float] = {}
     seen, tick = 0, time.perf_counter()
-    bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
-    for images, labels, *index in bar:
-        terms = step(device_batch(images, labels, index, outlier_batches, device))
+    bar = progress(
+        loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not dist.is_main
+    )
+    for images, labels, *extras in bar:
+        terms = step(device_batch(images, labels, extras, outlier_batches, device))
         n = images.shape[0]
         seen += n
         for key, value in terms.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
-        rate = seen / max(1e-9, time.perf_counter() - tick)
+        rate = seen * dist.world_size / max(1e-9, time.perf_counter() - tick)
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", img_s=f"{rate:.0f}")
-    return {k: v / max(1, seen) for k, v in sums.items()}, seen, time.perf_counter() - tick
+    totals = dist.sum({**sums, "_seen": float(seen)})
+    seen = int(totals.pop("_seen"))
+    return {k: v / max(1, seen) for k, v in totals.items()}, seen, time.perf_counter() - tick
 
 
 def _validate(model: OamlNet, val_set: Dataset | None, cfg: TrainConfig, device, temperature):
@@ -279,58 +168,77 @@ def train(
     callbacks: list[Callable[[EpochLog], None]] | None = None,
     temperature: float = 1.0,
     outliers: Dataset | None = None,
+    dist: Distributed | None = None,
 ) -> TrainResult:
-    """Train `model` with `method`; write `last.pt` each epoch and `checkpoint.pt` at the end."""
+    """Train `model` with `method`; write `last.pt` each epoch and `checkpoint.pt` at the end.
+    Under data parallelism (`dist`) every rank calls this; only rank 0 validates, writes and
+    runs the callbacks, and the others wait for it at a barrier."""
+    dist = dist or Distributed()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     # channels_last speeds convolutions on CPU (about 1.3x here) and under AMP on GPU.
     model.to(device, memory_format=torch.channels_last)
     method.to(device)
     _check_inputs(method, train_set, cfg, outliers)
-    steps_per_epoch = len(train_set) // cfg.batch_size
-    step = TrainStep.build(
-        model, method, cfg, device, steps_per_epoch * cfg.epochs, steps_per_epoch
-    )
+    per_epoch = steps_per_epoch(len(train_set), cfg.batch_size, dist)
     history: list[dict[str, Any]] = []
     first_epoch = 0
     resume_path = out_dir / RESUME_FILE
+    state = None
     if resume and resume_path.is_file():
         state = read_checkpoint(resume_path)
         _check_resumable(state, spec, cfg, resume_path)
+        # Loaded before DistributedDataParallel copies rank 0's weights to every rank.
         model.load_state_dict(state["state_dict"])
+    step = TrainStep.build(model, method, cfg, device, per_epoch * cfg.epochs, per_epoch, dist)
+    if state is not None:
         step.load(state)
         history, first_epoch = list(state["history"]), int(state["epoch"])
-        print(f"resuming from {resume_path} after epoch {first_epoch}/{cfg.epochs}")
+        if dist.is_main:
+            print(f"resuming from {resume_path} after epoch {first_epoch}/{cfg.epochs}")
 
+    batches = EpochBatches(train_set, cfg, device, dist)
     for epoch in range(first_epoch, cfg.epochs):
-        seed_everything(_epoch_seed(cfg.seed, epoch))
-        terms, seen, elapsed = _run_epoch(step, train_set, outliers, cfg, epoch, device)
-        val_accuracy, calibration = _validate(model, val_set, cfg, device, temperature)
-        lr = step.optimizer.param_groups[0]["lr"]
-        log = EpochLog(epoch + 1, terms, val_accuracy, seen / max(1e-9, elapsed), lr)
-        history.append(_history_row(log))
-        _print_epoch(log, cfg.epochs)
-        save_checkpoint(
-            resume_path,
-            model,
-            spec,
-            epoch=epoch + 1,
-            **step.state(),
-            history=history,
-            train_config=to_dict(cfg),
-            calibration=calibration,
-            lineage=lineage or {},
-        )
-        for callback in callbacks or []:
-            callback(log)
-    return _finish(resume_path, out_dir / FINAL_FILE, model, spec, started)
+        seed_everything(epoch_seed(cfg.seed, epoch))
+        terms, seen, elapsed = _run_epoch(step, batches, outliers, cfg, epoch, device, dist)
+        if dist.is_main:
+            val_accuracy, calibration = _validate(model, val_set, cfg, device, temperature)
+            lr = step.optimizer.param_groups[0]["lr"]
+            log = EpochLog(epoch + 1, terms, val_accuracy, seen / max(1e-9, elapsed), lr)
+            history.append(_history_row(log))
+            _print_epoch(log, cfg.epochs)
+            save_checkpoint(
+                resume_path,
+                model,
+                spec,
+                epoch=epoch + 1,
+                **step.state(),
+                history=history,
+                train_config=to_dict(cfg),
+                calibration=calibration,
+                lineage=lineage or {},
+            )
+            for callback in callbacks or []:
+                callback(log)
+        dist.barrier()  # no rank runs ahead of the checkpoint it would resume from
+    if dist.is_main:
+        _finish(resume_path, out_dir / FINAL_FILE, model, spec)
+    dist.barrier()
+    final = read_checkpoint(out_dir / FINAL_FILE)
+    return TrainResult(
+        out_dir / FINAL_FILE,
+        int(final["epoch"]),
+        final["history"],
+        time.perf_counter() - started,
+    )
 
 
-def _finish(resume_path: Path, final_file: Path, model, spec, started: float) -> TrainResult:
+def _finish(resume_path: Path, final_file: Path, model, spec) -> Path:
     """The final checkpoint: the last epoch's state without optimiser and schedule."""
     final = read_checkpoint(resume_path)
-    final_path = save_checkpoint(
+    return save_checkpoint(
         final_file,
         model,
         spec,
@@ -340,9 +248,6 @@ def _finish(resume_path: Path, final_file: Path, model, spec, started: float) ->
         calibration=final["calibration"],
         lineage=final["lineage"],
         method_state=final["method_state"],
-    )
-    return TrainResult(
-        final_path, int(final["epoch"]), final["history"], time.perf_counter() - started
     )
 
 

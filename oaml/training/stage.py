@@ -16,7 +16,7 @@ from oaml.config import Preset, stage_of
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import OutlierImages, image_set_dataset, model_spec_for
 from oaml.data.prepare import manifest_sha256
-from oaml.device import pick_device
+from oaml.distributed import Distributed
 from oaml.models.checkpoint import load_checkpoint, read_checkpoint
 from oaml.models.factory import ModelSpec, build_model
 from oaml.models.net import OamlNet
@@ -67,7 +67,8 @@ def train_stage(
 ) -> TrainResult:
     """Train the preset's `role` ('student' or 'teacher') into `out_dir`. With `resume`, a final
     checkpoint trained with these settings is kept (another one is refused) and a killed run
-    continues from last.pt; without, training starts over. `callbacks` get each epoch's log."""
+    continues from last.pt; without, training starts over. `callbacks` get each epoch's log.
+    Under torchrun every rank calls this and trains its share (oaml.distributed)."""
     out = Path(out_dir)
     final = out / FINAL_FILE
     if resume and final.is_file():
@@ -114,7 +115,8 @@ def _run(
     bench = get_benchmark(preset.benchmark)
     root = resolve_data_root(preset, data_root)
     bench.require(root)
-    torch_device = pick_device(device)
+    dist = Distributed.from_env(device)
+    torch_device = dist.device(device)
     spec = model_spec_for(
         bench, stage.model.arch, stage.model.width, stage.model.kwargs, stage.model.input_size
     )
@@ -123,24 +125,27 @@ def _run(
     if cfg.init_checkpoint:
         _start_from(model, spec, cfg.init_checkpoint)
     # Both sets are read every epoch: decoded once into a memory-mapped cache (oaml.data.decoded).
-    train_set = image_set_dataset(
-        bench.train, root, spec, cfg.augment, subset=cfg.train_subset, seed=cfg.seed, decoded=True
+    train_set = dist.main_first(
+        lambda: image_set_dataset(
+            bench.train, root, spec, cfg.augment, cfg.train_subset, cfg.seed, decoded=True
+        )
     )
-    val_set = image_set_dataset(bench.val, root, spec, decoded=True)
+    val_set = dist.main_first(lambda: image_set_dataset(bench.val, root, spec, decoded=True))
     method_module = create_method(method_name, cfg.loss)
     outliers = None
     # Only methods that train on outliers load them (a preset may name them for all methods).
     if cfg.outliers and method_module.needs_outliers:
-        from oaml.synthesis.outlier_sets import load_outliers
+        from oaml.synthesis.outlier_sets import mapped_outliers
 
-        found = load_outliers(cfg.outliers)
+        found = dist.main_first(lambda: mapped_outliers(cfg.outliers))
         outliers = OutlierImages(found.images, spec, found.latents)
     # Each method sets itself up (a distilling one attaches its teacher's outputs) and may
     # wrap the train set; the stage never asks which method it runs.
     train_set = method_module.prepare(
-        PrepareContext(cfg, spec, model, train_set, bench, root, torch_device, outliers)
+        PrepareContext(cfg, spec, model, train_set, bench, root, torch_device, outliers, dist)
     )
     lineage = _lineage(preset, role, method_name, bench.name, root, len(train_set))
+    lineage["processes"] = dist.world_size  # data-parallel ranks it was trained on
     return train(
         model,
         spec,
@@ -155,6 +160,7 @@ def _run(
         temperature=preset.evaluation.temperature,
         outliers=outliers,
         callbacks=callbacks,
+        dist=dist,
     )
 
 

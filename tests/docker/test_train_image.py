@@ -30,7 +30,7 @@ for pattern in ("cu13/lib/libcudart.so.13", "cu13/lib/libcublas.so.13", "cudnn/l
 assert torch.backends.cudnn.is_available() and torch.backends.cudnn.version() >= 90000
 assert "CUDAExecutionProvider" in ort.get_available_providers()
 ort.preload_dlls()
-import faiss, psycopg, psycopg2, kfp, components, pipelines
+import faiss, psycopg, psycopg2, kfp, components, pipelines, kubeflow.trainer, kubeflow_trainer_api
 assert hasattr(faiss, "StandardGpuResources"), "faiss is the CPU build"
 print("ok", torch.__version__, ort.__version__, faiss.__version__, faiss.get_num_gpus())
 """
@@ -54,6 +54,39 @@ def test_cli_runs_as_uid_1000(image):
     fmnist = engine.run("run", "--rm", name, "ls", "/usr/share/datasets/fashion-mnist").stdout
     assert "train-images-idx3-ubyte.gz" in fmnist
     assert engine.image_size(name) < SIZE_LIMIT
+
+
+def test_trainjob_command_trains_on_two_processes_in_the_image(image):
+    """What a TrainJob node runs (its command and args from the body the pipeline builds), in
+    the image as uid 1000, with the PET_* variables the torch-distributed runtime sets."""
+    import shlex
+    import socket
+
+    from oaml.training.trainjob import TrainJobSpec, trainjob_body
+
+    args = [
+        "--out", "/tmp/run", "--preset", "quick", "--data-root", "/tmp/data", "--device", "cpu",
+        "--set", "student.train.train_subset=600", "--set", "student.train.batch_size=60",
+        "--set", "student.model.width=0.125", "--set", "student.train.epochs=1",
+    ]  # fmt: skip
+    spec = TrainJobSpec(name="oaml-image", image=image[1], train_args=args, num_nodes=1)
+    trainer = trainjob_body(spec)["spec"]["trainer"]
+    engine, name = image
+    script = (
+        "oaml data prepare --benchmark fmnist --root /tmp/data >/dev/null && "
+        + shlex.join(trainer["command"] + trainer["args"])
+        + " && python -c \"import torch; print('processes', torch.load('/tmp/run/checkpoint.pt',"
+        " weights_only=True)['lineage']['processes'])\""
+    )
+    with socket.socket() as sock:  # host network (no bridge in a sandbox): a free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = ["-e", "PET_NNODES=1", "-e", "PET_NPROC_PER_NODE=2", "-e", "PET_NODE_RANK=0",
+           "-e", "PET_MASTER_ADDR=127.0.0.1", "-e", f"PET_MASTER_PORT={port}"]  # fmt: skip
+    out = engine.run(
+        "run", "--rm", "--network=host", *env, name, "sh", "-c", script, timeout=600
+    ).stdout
+    assert "processes 2" in out, out
 
 
 def test_cuda_libraries_faiss_and_postgres_drivers_are_present(image):

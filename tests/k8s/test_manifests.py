@@ -113,6 +113,9 @@ def detector_pod(target: str) -> dict:
     return get(target, "Deployment", "oaml-detector")["spec"]["template"]["spec"]
 
 
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
+
+
 def detector_pod_labels(target: str) -> dict[str, str]:
     if target == "kserve":  # KServe labels the predictor pods with the InferenceService's name
         return {"serving.kserve.io/inferenceservice": "oaml-detector"}
@@ -127,6 +130,9 @@ def test_renders_in_namespace_oaml(target):
     rendered = render(target)
     assert rendered, f"k8s/{target} renders nothing"
     for obj in rendered:
+        if obj["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in obj["metadata"], obj["metadata"]
+            continue
         assert obj["metadata"].get("namespace") == NAMESPACE, (obj["kind"], obj["metadata"])
 
 
@@ -611,7 +617,18 @@ def test_pipeline_runner_has_least_privilege(target):
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "oaml-pipeline-runner", "namespace": NAMESPACE}
     ]
-    assert not objects(target, "ClusterRole") and not objects(target, "ClusterRoleBinding")
+    # Cluster-wide: only reading the Trainer's ClusterTrainingRuntimes, bound to this account.
+    (cluster_role,) = objects(target, "ClusterRole")
+    assert cluster_role["rules"] == [
+        {
+            "apiGroups": ["trainer.kubeflow.org"],
+            "resources": ["clustertrainingruntimes"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    (cluster_binding,) = objects(target, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    assert cluster_binding["subjects"] == binding["subjects"]
     secret_names = set()
     for rule in role["rules"]:
         for field in ("apiGroups", "resources", "verbs"):
@@ -621,7 +638,9 @@ def test_pipeline_runner_has_least_privilege(target):
             assert rule["resourceNames"], "secrets must be named"
             secret_names |= set(rule["resourceNames"])
         writes = set(rule["verbs"]) - {"get", "list", "watch"}
-        if writes:  # the only write: Argo's executor reporting a step's outputs
+        if writes and rule["apiGroups"] == ["trainer.kubeflow.org"]:  # multi-node training
+            assert rule["resources"] == ["trainjobs"] and writes == {"create", "delete"}
+        elif writes:  # else the only write: Argo's executor reporting a step's outputs
             assert rule["apiGroups"] == ["argoproj.io"]
             assert rule["resources"] == ["workflowtaskresults"]
             assert writes <= {"create", "patch"}

@@ -10,13 +10,15 @@ STAGES = {
     "prepare-data", "synthesize-outliers", "train-teacher", "train-start", "train-student",
     "evaluate", "export-onnx", "register", "open-tracking", "close-tracking", "merged-overrides",
 }  # fmt: skip
-GPU_STAGES = {"synthesize-outliers", "train-teacher", "train-start", "train-student", "evaluate"}
+TRAINING = {"train-teacher", "train-start", "train-student"}
+GPU_STAGES = {"synthesize-outliers", "evaluate", *TRAINING}
+GPUS_PARAM = "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"
 CACHED = {"prepare-data", "synthesize-outliers", "train-teacher", "train-start"}
 
 
-def compiled(tmp_path) -> dict:
+def compiled(tmp_path, *flags: str) -> dict:
     out = tmp_path / "pipeline.yaml"
-    proc = run_oaml("pipeline", "compile", "--out", str(out))
+    proc = run_oaml("pipeline", "compile", "--out", str(out), *flags)
     assert str(out) in proc.stdout
     # Two documents: the pipeline spec, then the Kubernetes platform spec (kfp-kubernetes).
     spec, platform = yaml.safe_load_all(out.read_text())
@@ -64,7 +66,9 @@ def test_gpu_stages_request_gpus_and_run_on_gpu_nodes(tmp_path):
         assert "AWS_SECRET_ACCESS_KEY" not in str(container.get("env", ""))
         if stage in GPU_STAGES:
             accel = resources["accelerator"]
-            assert accel["resourceType"] == "nvidia.com/gpu" and int(accel["resourceCount"]) == 1
+            # Training stages: as many GPUs as the gpus_per_node parameter says (default 1).
+            count = GPUS_PARAM if stage in TRAINING else "1"
+            assert accel["resourceType"] == "nvidia.com/gpu" and accel["resourceCount"] == count
             assert resources["resourceCpuLimit"] and resources["resourceMemoryLimit"]
             assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
             assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -73,6 +77,28 @@ def test_gpu_stages_request_gpus_and_run_on_gpu_nodes(tmp_path):
             assert k8s["pvcMount"][0]["mountPath"] == "/data"
         else:
             assert "accelerator" not in resources, stage
+
+
+def test_scale_out_parameters_and_the_trainjob_launcher_variant(tmp_path):
+    """num_nodes and gpus_per_node reach every training stage; compiled with
+    --trainjob-launchers the training steps only launch TrainJobs and ask for no GPU."""
+    ir = compiled(tmp_path)
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    assert params["num_nodes"]["defaultValue"] == 1
+    assert params["gpus_per_node"]["defaultValue"] == 1
+    every = tasks(ir)
+    for stage in TRAINING:
+        given = every[stage]["inputs"]["parameters"]
+        assert {"num_nodes", "gpus_per_node", "image"} <= set(given), stage
+    launchers = compiled(tmp_path, "--trainjob-launchers")
+    executors = launchers["deploymentSpec"]["executors"]
+    platform = launchers["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for stage in TRAINING:
+        executor = tasks(launchers)[stage]["componentRef"]["name"].replace("comp-", "exec-")
+        assert "accelerator" not in executors[executor]["container"]["resources"], stage
+        assert "nodeSelector" not in platform[executor], stage
+        assert platform[executor]["pvcMount"][0]["mountPath"] == "/data"  # stage folders
+    assert "accelerator" in executors["exec-evaluate"]["container"]["resources"]
 
 
 def test_deterministic_stages_are_cached(tmp_path):

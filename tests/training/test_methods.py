@@ -98,4 +98,4 @@ def test_outlier_methods_end_to_end(tmp_path, data_root):
     history = read_checkpoint(tmp_path / "oaml" / "checkpoint.pt")["history"][0]
     for term in ("ce", "kd", "kd_feat", "club", "deep_club", "q_fit"):
         assert np.isfinite(history[f"train_{term}"])
-    assert list((tmp_path / "teacher" / "cache").glob("teacher_*.npz"))
+    assert list((tmp_path / "teacher" / "cache").glob("teacher_*/complete.json"))

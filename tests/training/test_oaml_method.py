@@ -12,9 +12,8 @@ def _method(**params):
     rng = np.random.default_rng(0)
     method = create_method("oaml", params)
     method.attach(
-        teacher_logits=rng.standard_normal((20, 3)).astype(np.float32),
-        teacher_features=rng.standard_normal((20, 12)).astype(np.float32),
         knn_embeddings=rng.standard_normal((3, 5, 12)).astype(np.float32),
+        teacher_dim=12,
         student_dim=64,
         outlier_dim=1 * 8 * 8,
     )
@@ -22,10 +21,12 @@ def _method(**params):
 
 
 def _batch():
+    generator = torch.Generator().manual_seed(1)
     return {
         "images": torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8),
         "labels": torch.tensor([0, 1, 2, 0, 1, 2]),
-        "index": torch.tensor([0, 3, 5, 7, 11, 19]),
+        "teacher_logits": torch.randn(6, 3, generator=generator),
+        "teacher_features": torch.randn(6, 12, generator=generator),
         "outlier_images": torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8),
     }
 

@@ -6,13 +6,14 @@ as 'loss'. It declares what it needs (outliers, a teacher) so no caller keeps a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
+from oaml.distributed import Distributed
 from oaml.registry import Registry
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class PrepareContext:
     data_root: Path
     device: torch.device
     outliers: OutlierImages | None = None
+    # The data-parallel group (one process by default): ranks share work such as the cache.
+    dist: Distributed = field(default_factory=Distributed)
 
 
 class Method(nn.Module):

@@ -75,9 +75,11 @@ class OAML(Method):
         return [(list(self.distiller.parameters()), 1.0), (club, self.club_lr_scale)]
 
     def prepare(self, context: PrepareContext) -> Dataset:
-        """Cached frozen-teacher outputs and k-NN outlier embeddings in the teacher's feature
-        space, attached; the train set gains per-sample rows into the cache."""
-        from oaml.data.datasets import WithIndex
+        """Frozen-teacher outputs, cached once (sharded over the ranks of a data-parallel run),
+        and k-NN outlier embeddings in the teacher's feature space, attached; each training
+        sample then carries its teacher logits and features (read from the memory-mapped
+        cache by the loader, so the cache never has to fit in device memory)."""
+        from oaml.data.datasets import WithRows
         from oaml.data.teacher_cache import teacher_outputs
 
         cfg, spec, train_set = context.cfg, context.spec, context.train_set
@@ -89,41 +91,34 @@ class OAML(Method):
             Path(cfg.teacher_checkpoint).parent / "cache",
             device=context.device,
             entries=train_set.entries,  # only the images this run trains on
+            dist=context.dist,
+            num_workers=cfg.num_workers,
         )
         labels = np.array([e.label for e in train_set.entries])
         knn = _knn_outliers(cached.features, labels, spec.num_classes, cfg)
         outliers = context.outliers
         self.attach(
-            cached.logits,
-            cached.features,
             knn,
+            teacher_dim=cached.features.shape[1],
             student_dim=context.model.feature_dim,
             outlier_dim=(outliers.latent_dim if outliers is not None else None)
             or spec.in_chans * spec.input_size**2,
         )
-        return WithIndex(train_set, np.arange(len(train_set.entries)))
+        return WithRows(
+            train_set, {"teacher_logits": cached.logits, "teacher_features": cached.features}
+        )
 
     def attach(
-        self,
-        teacher_logits: np.ndarray,
-        teacher_features: np.ndarray,
-        knn_embeddings: np.ndarray,
-        student_dim: int,
-        outlier_dim: int,
+        self, knn_embeddings: np.ndarray, teacher_dim: int, student_dim: int, outlier_dim: int
     ) -> None:
-        """Give the method its frozen inputs and build its trainable parts (DT, CLUB nets)."""
-        # Frozen inputs are not persistent: checkpoints keep only what trains (DT, CLUB nets).
-        frozen = {
-            "teacher_logits": teacher_logits,
-            "teacher_features": teacher_features,
-            "knn": knn_embeddings.reshape(-1, knn_embeddings.shape[-1]),
-        }
-        for name, array in frozen.items():
-            self.register_buffer(
-                name, torch.from_numpy(np.asarray(array)).float(), persistent=False
-            )
+        """Give the method its k-NN outlier embeddings and build its trainable parts (DT, CLUB
+        nets). The teacher's outputs come with each batch (batch['teacher_logits'],
+        batch['teacher_features'])."""
+        # Not persistent: checkpoints keep only what trains (DT, CLUB nets).
+        knn = torch.from_numpy(np.asarray(knn_embeddings)).float()
+        self.register_buffer("knn", knn.reshape(-1, knn.shape[-1]), persistent=False)
         knn = self.knn
-        self.distiller = FeatureDistiller(teacher_features.shape[1], student_dim)
+        self.distiller = FeatureDistiller(teacher_dim, student_dim)
         self.club_net = CLUB(knn.shape[1], student_dim, hidden=(self.club_hidden,))
         self.deep_club_net = deep_club(outlier_dim, student_dim, hidden=self.deep_club_hidden)
 
@@ -139,7 +134,7 @@ class OAML(Method):
         return {"bound": bound, "fit": fit}
 
     def forward(self, model: OamlNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, labels, index = batch["images"], batch["labels"], batch["index"]
+        images, labels = batch["images"], batch["labels"]
         outliers = batch["outlier_images"]
         n = images.shape[0]
         use_energy = self.energy_weight > 0
@@ -147,8 +142,8 @@ class OAML(Method):
         logits_all, features_all = model(inputs, return_feature=True)
         logits, features = logits_all[:n], features_all[:n]
         terms = {"ce": F.cross_entropy(logits, labels)}
-        terms["kd"] = kd_logits(logits, self.teacher_logits[index], self.temperature)
-        terms["kd_feat"] = self.distiller(self.teacher_features[index], features)
+        terms["kd"] = kd_logits(logits, batch["teacher_logits"], self.temperature)
+        terms["kd_feat"] = self.distiller(batch["teacher_features"], features)
         pick = torch.randint(len(self.knn), (n,), device=self.knn.device)
         knn_mi = self._mi(self.club_net, self.knn[pick], features)
         # DeepCLUB's x: Stable Diffusion's final latents where the outliers have them (the
