@@ -97,6 +97,11 @@ class EvalConfig:
     temperature: float = 1.0
     batch_size: int = 256
     num_workers: int = 0
+    # Feature scores (knn, mds, rmds, vim): k of KNN, ViM's principal subspace (None: half the
+    # feature dimension), how many ID training images they are fitted on (None: all).
+    knn_k: int = 50
+    vim_dim: int | None = None
+    fit_images: int | None = None
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,12 @@ class Distributed:
         wants_cuda = device != "cpu" and torch.cuda.is_available()
         backend = "nccl" if wants_cuda else "gloo"
         if wants_cuda:
+            gpus = torch.cuda.device_count()
+            if local_rank >= gpus:
+                raise ValueError(
+                    f"{os.environ.get('LOCAL_WORLD_SIZE', local_rank + 1)} processes on this "
+                    f"node but {gpus} GPU(s): one process per GPU (--nproc {gpus}), or --device cpu"
+                )
             torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
             dist.init_process_group(backend=backend)

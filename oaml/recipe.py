@@ -90,15 +90,22 @@ def finetuned(preset: Preset, method: str, start: str | Path) -> Preset:
 
 def evaluate_student(preset: Preset, checkpoint: Path, root: Path, device: str):
     """Evaluate on the preset's benchmark with the preset's score settings."""
-    from oaml.evaluation.evaluate import evaluate
+    return evaluate_student_scores(preset, checkpoint, root, device)[preset.evaluation.score]
+
+
+def evaluate_student_scores(
+    preset: Preset, checkpoint: Path, root: Path, device: str, scores: tuple[str, ...] = ()
+):
+    """The preset's score and `scores`, from one pass of the model: {score: Evaluation}."""
+    from oaml.evaluation.evaluate import EvalRequest, evaluate_scores
+    from oaml.evaluation.postprocessors import ScoreSettings
 
     ev = preset.evaluation
-    return evaluate(
-        checkpoint,
-        preset.benchmark,
-        root,
-        score=ev.score,
-        temperature=ev.temperature,
-        batch_size=ev.batch_size,
-        device=device,
-    )
+    wanted = tuple(dict.fromkeys((ev.score, *scores)))
+    settings = ScoreSettings(ev.temperature, ev.knn_k, ev.vim_dim)
+    return evaluate_scores(
+        EvalRequest(
+            checkpoint, preset.benchmark, root, wanted, settings, batch_size=ev.batch_size,
+            num_workers=ev.num_workers, device=device, fit_images=ev.fit_images,
+        )
+    )  # fmt: skip

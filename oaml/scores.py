@@ -31,5 +31,20 @@ def msp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return torch.softmax(logits / temperature, dim=-1).max(dim=-1).values
 
 
+@SCORES.register("mls")
+def mls(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Maximum logit (Hendrycks et al. 2022); the temperature only rescales it."""
+    return logits.max(dim=-1).values / temperature
+
+
+@SCORES.register("gen")
+def gen(logits: torch.Tensor, temperature: float = 1.0, gamma: float = 0.1, top: int = 100):
+    """Generalized entropy (Liu et al., CVPR 2023): -sum over the `top` largest softmax
+    probabilities of p^gamma (1 - p)^gamma (OpenOOD: gamma 0.1, M = 100)."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    probs = probs.topk(min(top, probs.shape[-1]), dim=-1).values
+    return -(probs.pow(gamma) * (1 - probs).pow(gamma)).sum(dim=-1)
+
+
 def score_fn(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
     return SCORES.get(name)

@@ -28,5 +28,5 @@ def test_energy_is_stable_for_large_logits():
 
 def test_scores_by_name():
     assert score_fn("ebo") is ebo and score_fn("msp") is msp
-    with pytest.raises(KeyError, match="known: ebo, msp"):
+    with pytest.raises(KeyError, match="known: ebo, gen, mls, msp"):
         score_fn("odin")

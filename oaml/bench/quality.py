@@ -19,7 +19,13 @@ import numpy as np
 from oaml import __version__
 from oaml.config import Preset, load_preset, to_dict, with_train
 from oaml.io import atomic_write_json, atomic_write_text, sha256_file
-from oaml.recipe import evaluate_student, finetuned, shared_inputs, student_methods, with_inputs
+from oaml.recipe import (
+    evaluate_student_scores,
+    finetuned,
+    shared_inputs,
+    student_methods,
+    with_inputs,
+)
 from oaml.training.stage import train_stage
 
 HEADLINE = (("id", "accuracy"), ("near", "auroc"), ("near", "fpr95"), ("far", "auroc"),
@@ -33,6 +39,8 @@ class QualityPlan:
     methods: tuple[str, ...]
     seeds: int
     overrides: tuple[str, ...] = ()
+    # Post-hoc scores of the method x score table (each run evaluated once per score).
+    scores: tuple[str, ...] = ()
 
 
 def _check_same_settings(out: Path, settings: dict) -> None:
@@ -84,7 +92,9 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
         with_shared = with_inputs(seeded, inputs.get("outliers"), inputs.get("teacher"))
         for method in plan.methods:
             run_dir = out / f"seed{seed}" / method
-            runs.append(_finetune(with_shared, method, start.checkpoint, root, run_dir, device))
+            runs.append(
+                _finetune(with_shared, method, start.checkpoint, root, run_dir, device, plan.scores)
+            )
     finetune = preset.finetune
     results = {
         "preset": plan.preset,
@@ -101,6 +111,9 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
         "runs": runs,
         "summary": summarize(runs),
     }
+    if plan.scores:
+        results["scores"] = list(plan.scores)
+        results["score_summary"] = summarize_scores(runs, plan.scores)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", markdown(results))
     plot(results, out / "results.png")
@@ -108,29 +121,39 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
 
 
 def _finetune(
-    seeded: Preset, method: str, start: Path, root: Path, run_dir: Path, device: str
+    seeded: Preset,
+    method: str,
+    start: Path,
+    root: Path,
+    run_dir: Path,
+    device: str,
+    scores: tuple[str, ...] = (),
 ) -> dict:
-    """One method's fine-tune of `start`, evaluated; kept in run_dir/result.json and reused
-    while the start is unchanged."""
+    """One method's fine-tune of `start`, evaluated (with each of `scores` too); kept in
+    run_dir/result.json and reused while the start is unchanged and it has every score."""
     seed = seeded.student.train.seed
     result_file = run_dir / "result.json"
     start_sha = sha256_file(start)
     if result_file.is_file():
         kept = json.loads(result_file.read_text())
-        if kept.get("start_sha256") == start_sha:  # else the start was retrained
+        # Else the start was retrained, or a score was asked for that it lacks.
+        if kept.get("start_sha256") == start_sha and set(scores) <= set(kept.get("by_score", {})):
             return kept
     print(f"seed {seed}: {method}")
     started = time.perf_counter()
     tuned = finetuned(seeded, method, start)
     trained = train_stage(tuned, "student", root, run_dir, device=device, method=method)
+    evaluated = evaluate_student_scores(tuned, trained.checkpoint, root, device, scores)
     run = {
         "method": method,
         "seed": seed,
         "checkpoint": str(trained.checkpoint),
-        "metrics": evaluate_student(tuned, trained.checkpoint, root, device).metrics,
+        "metrics": evaluated[tuned.evaluation.score].metrics,
         "seconds": round(time.perf_counter() - started, 1),
         "start_sha256": start_sha,
     }
+    if scores:
+        run["by_score"] = {name: evaluated[name].metrics for name in scores}
     atomic_write_json(result_file, run)
     return run
 
@@ -161,6 +184,49 @@ def summarize(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     return summary
 
 
+SCORE_COLUMNS = (("near", "auroc"), ("far", "auroc"))
+
+
+def summarize_scores(runs: list[dict], scores: tuple[str, ...]) -> dict:
+    """{method: {score: {"near.auroc" | "far.auroc": mean, std, n}}} over seeds."""
+    table: dict[str, dict[str, dict]] = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        chosen = [r["by_score"] for r in runs if r["method"] == method]
+        table[method] = {}
+        for score in scores:
+            cells = {}
+            for group, key in SCORE_COLUMNS:
+                values = np.array([_value(m[score], group, key) for m in chosen], np.float64)
+                cells[f"{group}.{key}"] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "n": len(values),
+                }
+            table[method][score] = cells
+    return table
+
+
+def score_markdown(results: dict) -> str:
+    """The method x score table: near / far AUROC per cell, percent, mean ± std over seeds."""
+    table, scores = results["score_summary"], results["scores"]
+    lines = [
+        "Near / far AUROC (percent, mean ± std over seeds) of each method under each score.",
+        "",
+        "| method | " + " | ".join(scores) + " |",
+        "|---" * (len(scores) + 1) + "|",
+    ]
+    for method, by_score in table.items():
+        cells = []
+        for score in scores:
+            near, far = by_score[score]["near.auroc"], by_score[score]["far.auroc"]
+            cells.append(
+                f"{100 * near['mean']:.2f} ± {100 * near['std']:.2f} / "
+                f"{100 * far['mean']:.2f} ± {100 * far['std']:.2f}"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results: dict) -> str:
     """The table: mean +- std over seeds, in percent."""
     summary = results["summary"]
@@ -189,7 +255,10 @@ def markdown(results: dict) -> str:
             for key, _ in columns
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if results.get("score_summary"):
+        text += "\n" + score_markdown(results)
+    return text
 
 
 def plot(results: dict, path: Path) -> None:

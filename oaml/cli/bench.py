@@ -60,14 +60,25 @@ def bench_quality(
         list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    scores: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated post-hoc scores for a method x score table (ebo, msp, mls, "
+            "gen, knn, mds, rmds, vim); default: the preset's score only"
+        ),
+    ] = None,
 ) -> None:
     """Each method under the same budget, over seeds: ID accuracy, near/far AUROC and FPR95."""
     from oaml.bench.quality import QualityPlan, markdown, run_quality
+    from oaml.evaluation.postprocessors import POSTPROCESSORS
 
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    plan = QualityPlan(preset, benchmark, chosen, seeds, tuple(set_ or []))
+    chosen_scores = tuple(s.strip() for s in (scores or "").split(",") if s.strip())
+    for name in chosen_scores:
+        POSTPROCESSORS.get(name)  # an unknown score fails before any training
+    plan = QualityPlan(preset, benchmark, chosen, seeds, tuple(set_ or []), chosen_scores)
     typer.echo(markdown(run_quality(plan, out, data_root, device)))
 
 

@@ -26,7 +26,13 @@ def evaluate(
         list[str] | None,
         typer.Option(help="Extra OOD set NAME=IMGLIST (paths relative to the imglist's folder)"),
     ] = None,
-    score: Annotated[str, typer.Option(help="ebo (energy) or msp")] = "ebo",
+    score: Annotated[
+        str,
+        typer.Option(
+            help="OOD score: ebo (energy), msp, mls, gen on the logits; knn, mds, rmds, vim on "
+            "the penultimate features (fitted on the ID training images; --checkpoint only)"
+        ),
+    ] = "ebo",
     temperature: Annotated[float, typer.Option(help="Score temperature T")] = 1.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON here")] = None,
     save_scores: Annotated[
@@ -37,6 +43,14 @@ def evaluate(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    knn_k: Annotated[int, typer.Option(help="knn: the neighbour whose distance scores")] = 50,
+    vim_dim: Annotated[
+        int | None, typer.Option(help="vim: principal subspace size (default: half the features)")
+    ] = None,
+    fit_images: Annotated[
+        int | None,
+        typer.Option(help="Feature scores: ID training images to fit on (default: all)"),
+    ] = None,
 ) -> None:
     """ID accuracy and OOD detection metrics (AUROC, AUPR, FPR95) of a checkpoint or ONNX file."""
     from oaml.evaluation import evaluate as ev
@@ -53,6 +67,9 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         onnx=onnx,
+        knn_k=knn_k,
+        vim_dim=vim_dim,
+        fit_images=fit_images,
     )
     if json_out:
         atomic_write_json(json_out, result.metrics)

@@ -1,7 +1,9 @@
 """`oaml evaluate`: ID accuracy and OOD detection of a checkpoint on a benchmark.
 
 The result dict is the JSON that ACCEPTANCE.md specifies: per-set metrics with their group
-(near, far or extra) and plain means over the near and the far sets.
+(near, far or extra) and plain means over the near and the far sets. The model runs once per set;
+any number of post-hoc scores (oaml.evaluation.postprocessors) are computed from its outputs, the
+feature scores fitted first on the ID training images.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import external_dataset, image_set_dataset
 from oaml.device import pick_device
 from oaml.evaluation.metrics import accuracy, ood_metrics
+from oaml.evaluation.postprocessors import Head, Outputs, ScoreSettings, create_postprocessor
 from oaml.imaging import to_nhwc
 from oaml.io import atomic_write
 from oaml.models.checkpoint import load_checkpoint
 from oaml.models.factory import ModelSpec
-from oaml.models.predict import predict
+from oaml.models.predict import predict, predict_with_features
 from oaml.progress import progress
-from oaml.scores import score_fn
 
 GROUPS = ("near", "far")
-Predict = Callable[[DataLoader, str], tuple[np.ndarray, np.ndarray]]
+Predict = Callable[[DataLoader, str, bool], Outputs]
 SUMMARY_KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_openood")
 
 
@@ -73,21 +75,50 @@ def _onnx_predictor(path: Path) -> tuple[ModelSpec, Predict]:
         interpolation=info.interpolation,
     )
 
-    def run(loader: DataLoader, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    def run(loader: DataLoader, desc: str, features: bool) -> Outputs:
         logits, labels = [], []
         for images, targets in progress(loader, desc=desc, unit="batch"):
             logits.append(detector.run(to_nhwc(images.numpy()))[0])
             labels.append(np.asarray(targets))
-        return np.concatenate(logits), np.concatenate(labels)
+        return Outputs(np.concatenate(logits), np.concatenate(labels))
 
-    return spec, run
+    return spec, run, None
 
 
-def _checkpoint_predictor(path: Path, device: str) -> tuple[ModelSpec, Predict]:
+def _checkpoint_predictor(path: Path, device: str) -> tuple[ModelSpec, Predict, Head | None]:
     model, spec, _ = load_checkpoint(path)
     torch_device = pick_device(device)
     model.to(torch_device)
-    return spec, lambda loader, desc: predict(model, loader, torch_device, desc=desc)
+
+    def run(loader: DataLoader, desc: str, features: bool) -> Outputs:
+        if features:
+            return Outputs(*predict_with_features(model, loader, torch_device, desc=desc))
+        return Outputs(*predict(model, loader, torch_device, desc=desc))
+
+    classifier = model.classifier
+    head = None
+    if isinstance(classifier, torch.nn.Linear) and classifier.bias is not None:
+        weight, bias = classifier.weight.detach().cpu(), classifier.bias.detach().cpu()
+        head = Head(weight.double().numpy(), bias.double().numpy())
+    return spec, run, head
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `evaluate_scores` measures: the model file, the data, which scores and how."""
+
+    checkpoint: str | Path | None
+    benchmark: str
+    data_root: str | Path
+    scores: tuple[str, ...] = ("ebo",)
+    settings: ScoreSettings = field(default_factory=ScoreSettings)
+    extra_ood: dict[str, Path] | None = None
+    batch_size: int = 256
+    num_workers: int = 0
+    device: str = "auto"
+    onnx: str | Path | None = None
+    # ID training images the feature scores are fitted on (a class-stratified subset); None: all.
+    fit_images: int | None = None
 
 
 def evaluate(
@@ -101,28 +132,60 @@ def evaluate(
     num_workers: int = 0,
     device: str = "auto",
     onnx: str | Path | None = None,
+    knn_k: int = 50,
+    vim_dim: int | None = None,
+    fit_images: int | None = None,
 ) -> Evaluation:
     """Score ID test and every OOD set of `benchmark` (plus extra sets) with `checkpoint`, or
     with an exported ONNX detector (`onnx`, run by onnxruntime as the server runs it)."""
+    request = EvalRequest(
+        checkpoint, benchmark, data_root, (score,), ScoreSettings(temperature, knn_k, vim_dim),
+        extra_ood, batch_size, num_workers, device, onnx, fit_images,
+    )  # fmt: skip
+    return evaluate_scores(request)[score]
+
+
+def _fitted(request: EvalRequest, bench, root: Path, spec, run, head):
+    """Each requested score, fitted on the ID training outputs where it needs them."""
+    posts = {name: create_postprocessor(name, request.settings) for name in request.scores}
+    needs = sorted(n for n, p in posts.items() if p.needs_features)
+    if needs and request.onnx:
+        raise ValueError(
+            f"score(s) {', '.join(needs)} read penultimate features, which the ONNX detector "
+            "does not output: evaluate the --checkpoint instead"
+        )
+    if needs:
+        if "vim" in needs and head is None:
+            raise ValueError("score vim needs a linear classifier head with a bias")
+        train = image_set_dataset(
+            bench.train, root, spec, subset=request.fit_images, seed=0, decoded=True
+        )
+        loader = DataLoader(train, batch_size=request.batch_size, num_workers=request.num_workers)
+        fit_outputs = run(loader, "fit (ID train)", True)
+        for name in needs:
+            posts[name].fit(fit_outputs, head)
+    return posts, bool(needs)
+
+
+def evaluate_scores(request: EvalRequest) -> dict[str, Evaluation]:
+    """One Evaluation per requested score, from one pass of the model over every set."""
+    checkpoint, onnx = request.checkpoint, request.onnx
     if (checkpoint is None) == (onnx is None):
         raise ValueError("give exactly one of --checkpoint and --onnx")
     model_file = Path(checkpoint or onnx)
-    spec, run = _onnx_predictor(model_file) if onnx else _checkpoint_predictor(model_file, device)
+    if onnx:
+        spec, run, head = _onnx_predictor(model_file)
+    else:
+        spec, run, head = _checkpoint_predictor(model_file, request.device)
+    benchmark, extra_ood = request.benchmark, request.extra_ood
     bench = get_benchmark(benchmark)
-    root = Path(data_root).expanduser().resolve()
+    root = Path(request.data_root).expanduser().resolve()
     bench.require(root, bench.test_sets())
     if spec.num_classes != bench.num_classes:
         raise ValueError(
             f"{model_file} has {spec.num_classes} classes but benchmark "
             f"{benchmark!r} has {bench.num_classes}; evaluate it on the benchmark it was trained on"
         )
-    scorer = score_fn(score)
-
-    def confidences(dataset, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-        logits, labels = run(loader, name)
-        conf = scorer(torch.from_numpy(logits), temperature).numpy().astype(np.float64)
-        return logits, labels, conf
 
     # Build every dataset first, so a bad --extra-ood fails before minutes of inference. The
     # benchmark's own sets are decoded once into the data folder's cache: every later
@@ -137,26 +200,45 @@ def evaluate(
         if len(dataset) == 0:
             raise ValueError(f"set {name!r} ({dataset.imglist}) lists no images")
 
-    id_logits, id_labels, id_conf = confidences(id_set, "id")
-    result = Evaluation(
-        metrics={
-            "benchmark": bench.name,
-            "score": score,
-            "temperature": temperature,
-            ("onnx" if onnx else "checkpoint"): str(model_file.resolve()),
-            "id": {"accuracy": accuracy(id_logits.argmax(1), id_labels), "n": len(id_labels)},
-            "ood": {},
-        },
-        confidences={"id": id_conf},
-    )
-    for name, group, dataset in sets:
-        _, _, conf = confidences(dataset, name)
-        result.metrics["ood"][name] = {**ood_metrics(id_conf, conf), "n": len(conf), "group": group}
+    posts, features = _fitted(request, bench, root, spec, run, head)
+    outputs = {}
+    for name, _, dataset in [("id", "id", id_set), *sets]:
+        loader = DataLoader(dataset, batch_size=request.batch_size, num_workers=request.num_workers)
+        outputs[name] = run(loader, name, features)
+    groups = {name: group for name, group, _ in sets}
+    model_key = "onnx" if onnx else "checkpoint"
+    return {
+        score: _scored(score, post, outputs, groups, bench.name, (model_key, model_file), request)
+        for score, post in posts.items()
+    }
+
+
+def _scored(score, post, outputs, groups, benchmark, model, request) -> Evaluation:
+    """The metrics JSON of one score over the sets' outputs."""
+    ident = outputs["id"]
+    id_conf = post(ident)
+    metrics = {
+        "benchmark": benchmark,
+        "score": score,
+        "temperature": request.settings.temperature,
+        model[0]: str(model[1].resolve()),
+        "id": {"accuracy": accuracy(ident.logits.argmax(1), ident.labels), "n": len(ident.labels)},
+        "ood": {},
+    }
+    if post.needs_features:
+        metrics["score_settings"] = {
+            "knn_k": request.settings.knn_k, "vim_dim": request.settings.vim_dim,
+            "fit_images": request.fit_images,
+        }  # fmt: skip
+    result = Evaluation(metrics=metrics, confidences={"id": id_conf})
+    for name, group in groups.items():
+        conf = post(outputs[name])
+        metrics["ood"][name] = {**ood_metrics(id_conf, conf), "n": len(conf), "group": group}
         result.confidences[name] = conf
         result.groups[name] = group
     for group in GROUPS:
-        members = [m for m in result.metrics["ood"].values() if m["group"] == group]
-        result.metrics[group] = (
+        members = [m for m in metrics["ood"].values() if m["group"] == group]
+        metrics[group] = (
             {key: float(np.mean([m[key] for m in members])) for key in SUMMARY_KEYS}
             if members
             else None

@@ -31,3 +31,26 @@ def predict(
     if not logits:
         return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+@torch.no_grad()
+def predict_with_features(
+    model: OamlNet, loader: DataLoader, device: torch.device, desc: str = "predict"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits, labels and penultimate features (float32) for every batch, in full precision:
+    what the post-hoc feature scores (KNN, MDS, RMDS, ViM) read."""
+    model.eval()
+    model.to(memory_format=torch.channels_last)
+    logits, labels, features = [], [], []
+    for images, targets in progress(loader, desc=desc, unit="batch"):
+        out, feat = model(
+            images.to(device, non_blocking=True, memory_format=torch.channels_last),
+            return_feature=True,
+        )
+        logits.append(out.float().cpu())
+        features.append(feat.float().cpu())
+        labels.append(torch.as_tensor(targets))
+    if not logits:
+        empty = np.zeros((0, 0), np.float32)
+        return empty, np.zeros((0,), np.int64), empty
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy(), torch.cat(features).numpy()

@@ -62,9 +62,10 @@ class TrainJobSpec:
 
 
 def job_name(*parts: str) -> str:
-    """A valid, unique-enough TrainJob name from free-form parts (run id, stage)."""
+    """A valid TrainJob name from free-form parts, the same for the same parts: a retried step
+    finds the TrainJob its killed attempt left running instead of starting a second one."""
     text = "-".join(re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in parts if p)
-    return (text[:55].strip("-") or "oaml") + f"-{int(time.time()) % 100000:05d}"
+    return text[:63].strip("-") or "oaml"
 
 
 def trainer_command(spec: TrainJobSpec) -> tuple[list[str], list[str]]:
@@ -197,6 +198,37 @@ class TrainJobOutcome:
     seconds: float
 
 
+def _create(api, namespace: str, body: dict[str, Any]) -> bool:
+    """Create the TrainJob; False when one of that name exists already."""
+    from kubernetes import client
+
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    except client.ApiException as exc:
+        if exc.status == 409:
+            return False
+        name = body["metadata"]["name"]
+        raise TrainJobError(
+            f"cannot create TrainJob {namespace}/{name}: {exc.status} {exc.reason}"
+        ) from None
+    return True
+
+
+def _wait_gone(api, namespace: str, name: str, timeout: float = 300) -> None:
+    from kubernetes import client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(2)
+    raise TrainJobError(f"TrainJob {namespace}/{name} was not deleted within {timeout:.0f} s")
+
+
 def run_trainjob(
     spec: TrainJobSpec,
     namespace: str,
@@ -217,8 +249,15 @@ def run_trainjob(
     except config.ConfigException:
         config.load_kube_config()
     api = client.CustomObjectsApi()
-    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     trainer = TrainerClient(KubernetesBackendConfig(namespace=namespace))
+    if not _create(api, namespace, body):
+        if str(trainer.get_job(spec.name).status) == "Failed":
+            log(f"TrainJob {namespace}/{spec.name} of an earlier attempt failed: starting again")
+            trainer.delete_job(spec.name)
+            _wait_gone(api, namespace, spec.name)
+            _create(api, namespace, body)
+        else:
+            log(f"TrainJob {namespace}/{spec.name} of an earlier attempt is there: following it")
     started = time.perf_counter()
 
     def stream() -> None:

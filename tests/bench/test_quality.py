@@ -42,5 +42,17 @@ def test_quality_benchmark_runs_resumes_and_guards_its_folder(data_root, tmp_pat
     run_oaml(*args, timeout=300)
     assert (out / "seed0" / "oaml" / "result.json").read_bytes() == before
 
+    # The method x score table: the trained runs are kept, only the new scores are computed.
+    scores = ("ebo", "mls", "knn", "rmds")
+    scored = run_oaml(*args, "--scores", ",".join(scores), timeout=900)
+    results = json.loads((out / "results.json").read_text())
+    assert results["scores"] == list(scores)
+    assert set(results["score_summary"]) == {"ce", "oe_energy", "oaml"}
+    for run in results["runs"]:
+        assert set(run["by_score"]) == set(scores)
+        assert run["by_score"]["ebo"] == run["metrics"]  # the preset's score, one evaluation
+        assert run["by_score"]["knn"]["score_settings"]["knn_k"] == 50
+    assert "| oaml | " in scored.stdout and "knn" in (out / "results.md").read_text()
+
     other = run_oaml(*args, "--set", "finetune.lr=0.5", check=False)
     assert other.returncode == 2 and "other settings" in other.stderr

@@ -95,7 +95,26 @@ def test_msp_score_and_fmnist6(tmp_path, data_root):
     assert metrics["ood"]["fmnist_held_out"]["n"] == 4000
 
 
-def test_user_errors_are_one_line(tmp_path, data_root, checkpoint):
+@pytest.mark.parametrize("score", ["knn", "vim", "gen"])
+def test_posthoc_scores_on_the_real_benchmark(tmp_path, data_root, checkpoint, score):
+    """Feature scores fit on ID training images and score every set; a head score does not."""
+    out = tmp_path / "m.json"
+    run_oaml(
+        "evaluate", "--checkpoint", str(checkpoint), "--data-root", str(data_root),
+        "--score", score, "--fit-images", "2000", "--json", str(out),
+        "--save-scores", str(tmp_path / "s"),
+    )  # fmt: skip
+    metrics = json.loads(out.read_text())
+    assert metrics["score"] == score and metrics["id"]["n"] == 10000
+    assert ("score_settings" in metrics) == (score != "gen")
+    for name, values in metrics["ood"].items():
+        assert 0 <= values["auroc"] <= 1 and values["n"] > 0, name
+    # Digits are far from clothes for any sensible score, even on a one-epoch model.
+    assert metrics["ood"]["digits"]["auroc"] > 0.6
+    assert np.isfinite(np.load(tmp_path / "s" / "id.npy")).all()
+
+
+def test_user_errors_are_one_line(tmp_path, data_root, checkpoint, tiny_onnx):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing here\n")
     cases = [
@@ -103,6 +122,7 @@ def test_user_errors_are_one_line(tmp_path, data_root, checkpoint):
         (["--checkpoint", str(checkpoint), "--benchmark", "fmnist6"], "has 10 classes"),
         (["--checkpoint", str(checkpoint), "--extra-ood", "oops"], "NAME=IMGLIST"),
         (["--checkpoint", str(checkpoint), "--score", "odin"], "unknown score 'odin'"),
+        (["--onnx", str(tiny_onnx), "--score", "knn"], "evaluate the --checkpoint"),
         (["--checkpoint", str(checkpoint), "--extra-ood", f"x={tmp_path}/no.txt"], "no.txt"),
         (["--checkpoint", str(checkpoint), "--extra-ood", f"e={empty}"], "lists no images"),
         (

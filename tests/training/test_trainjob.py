@@ -65,6 +65,10 @@ def test_names_are_dns_labels():
         TrainJobSpec(name="Oaml_Teacher", image="x", train_args=[], num_nodes=2)
     name = job_name("oaml", "student-0123456789abcdef" * 4)
     assert len(name) <= 63 and TrainJobSpec(name=name, image="x", train_args=[], num_nodes=2)
+    # The same stage folder names the same job: a retried step follows the one left running.
+    assert (
+        job_name("oaml", "Teacher_0f3a") == job_name("oaml", "Teacher_0f3a") == "oaml-teacher-0f3a"
+    )
 
 
 def _free_port() -> int:
