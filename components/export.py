@@ -7,6 +7,8 @@ from components import component
 
 @component
 def export_onnx(
+    preset: str,
+    overrides: str,
     student: Input[Model],
     data: Input[Dataset],
     tracking_uri: str,
@@ -14,8 +16,10 @@ def export_onnx(
     kfp_run_id: str,
     detector: Output[Model],
 ):
-    """uint8 NHWC pixels in, logits and energy out; metadata carries the calibrated threshold.
-    The artifact is a folder holding detector.onnx."""
+    """uint8 NHWC pixels in, logits and energy out (and the preset's score where it is another
+    head-only one); metadata carries the calibrated threshold. The artifact is a folder holding
+    detector.onnx."""
+    import json
     from pathlib import Path
 
     from oaml.stages import export_detector
@@ -23,6 +27,6 @@ def export_onnx(
 
     tracking = Tracking.resolve(tracking_uri, parent_run_id, kfp_run_id)
     out = Path(detector.path) / "detector.onnx"
-    path = export_detector(student.path, data.path, out, tracking)
+    path = export_detector(student.path, data.path, out, tracking, preset, json.loads(overrides))
     detector.metadata["format"] = "onnx"
     detector.metadata["bytes"] = path.stat().st_size

@@ -6,7 +6,10 @@ cannot flip sign between stages. Imports the standard library and numpy only: se
 torch.
 
 Units: the graph outputs the free energy E(x) (lower = more in-distribution; the confidence is
--E). The threshold is stored in energy units: energy above it is OOD.
+-E). The threshold is stored in energy units: energy above it is OOD. A detector exported with
+another head-only score (msp, mls, gen) has a third output `score`, that score's confidence
+(higher = more in-distribution), and a threshold of its own in those units: a confidence below it
+is OOD. Either way the server decides on one confidence (`confidence_threshold`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import numpy as np
 FORMAT = "oaml-detector/1"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "energy")
+SCORE_OUTPUT = "score"  # the third output of a detector exported with a non-energy score
+# Scores of the logits alone, which a graph can compute (oaml.scores); ebo is the energy itself.
+HEAD_SCORES = ("ebo", "msp", "mls", "gen")
 INPUT_LAYOUT = "NHWC uint8"
 ID_TPR = 0.95  # the share of ID validation images the calibrated threshold keeps
 # How images are resized to the model's input size (oaml.imaging.resize, PIL's filters); a model
@@ -49,6 +55,8 @@ class Meta:
     THRESHOLD = "ood_threshold"  # energy units
     CALIBRATION = "calibration"  # Calibration.to_dict() as JSON
     VARIANT = "variant"  # set on derived files, e.g. "int8"
+    SCORE = "ood_score"  # the score the detector decides on (default ebo: the energy)
+    SCORE_THRESHOLD = "ood_score_threshold"  # confidence units, for a score other than ebo
 
 
 # The registry tag with the SHA-256 of a version's ONNX file: written at registration, checked
@@ -89,6 +97,28 @@ def energy_threshold(id_energy: np.ndarray, id_tpr: float = ID_TPR) -> float:
 def is_ood(energy: np.ndarray, threshold: float) -> np.ndarray:
     """Per sample: True where the energy lies above the (energy-unit) threshold."""
     return np.asarray(energy) > threshold
+
+
+def servable(score: str) -> str:
+    """`score` where a detector graph can compute it (from the logits), else a ValueError that
+    says which can."""
+    if score not in HEAD_SCORES:
+        raise ValueError(
+            f"a detector can serve the scores {', '.join(HEAD_SCORES)}, not {score!r} (it reads "
+            "more than the logits; compare it with `oaml evaluate --score`)"
+        )
+    return score
+
+
+def confidence_threshold(id_confidence: np.ndarray, id_tpr: float = ID_TPR) -> float:
+    """The highest confidence threshold that keeps at least `id_tpr` of ID samples
+    (confidence >= it): the energy rule on -confidence."""
+    return -energy_threshold(-np.asarray(id_confidence, np.float64), id_tpr)
+
+
+def below(confidence: np.ndarray, threshold: float) -> np.ndarray:
+    """Per sample: True (OOD) where the confidence lies below the confidence threshold."""
+    return np.asarray(confidence) < threshold
 
 
 @dataclass(frozen=True)
@@ -165,10 +195,19 @@ class DetectorInfo:
     arch: str
     metadata: dict[str, str] = field(repr=False)
     interpolation: str = DEFAULT_INTERPOLATION  # resize images to input_size with this filter
+    score: str = "ebo"  # what the detector decides on; not ebo: the graph's `score` output
+    score_threshold: float | None = None  # confidence units, for a score other than ebo
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def confidence_threshold(self) -> float | None:
+        """The threshold in confidence units (below it = OOD): -energy threshold for ebo."""
+        if self.score == "ebo":
+            return None if self.threshold is None else -self.threshold
+        return self.score_threshold
 
     @property
     def calibration(self) -> Calibration | None:
@@ -198,8 +237,11 @@ def write_metadata(
     lineage: Mapping[str, Any],
     calibration: Calibration | None = None,
     interpolation: str = DEFAULT_INTERPOLATION,
+    score: str = "ebo",
+    score_threshold: float | None = None,
 ) -> dict[str, str]:
     """The metadata_props of an exported detector, from plain values (all strings)."""
+    servable(score)
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; known: {list(INTERPOLATIONS)}")
     if calibration is not None and calibration.temperature != float(temperature):
@@ -223,6 +265,9 @@ def write_metadata(
     }
     if calibration is not None:
         meta.update(calibration_props(calibration))
+    meta[Meta.SCORE] = score
+    if score != "ebo" and score_threshold is not None:
+        meta[Meta.SCORE_THRESHOLD] = repr(float(score_threshold))
     return meta
 
 
@@ -240,8 +285,15 @@ def read_metadata(meta: Mapping[str, str], path: str | Path) -> DetectorInfo:
             f"{path}: metadata {Meta.INTERPOLATION!r} is {interpolation!r}, not one of "
             f"{list(INTERPOLATIONS)}; re-export the model"
         )
+    score = meta.get(Meta.SCORE, "ebo")  # files from before the key decided on the energy
+    if score not in HEAD_SCORES:
+        raise DetectorError(
+            f"{path}: metadata {Meta.SCORE!r} is {score!r}, not one of {list(HEAD_SCORES)}; "
+            "re-export the model"
+        )
     try:
         threshold = meta.get(Meta.THRESHOLD)
+        score_threshold = meta.get(Meta.SCORE_THRESHOLD)
         return DetectorInfo(
             class_names=tuple(json.loads(meta[Meta.CLASS_NAMES])),
             input_size=int(meta[Meta.INPUT_SIZE]),
@@ -253,6 +305,8 @@ def read_metadata(meta: Mapping[str, str], path: str | Path) -> DetectorInfo:
             arch=meta.get(Meta.ARCH, "unknown"),
             metadata=dict(meta),
             interpolation=interpolation,
+            score=score,
+            score_threshold=None if score_threshold is None else float(score_threshold),
         )
     except (KeyError, ValueError) as exc:
         raise DetectorError(f"{path}: broken oaml metadata ({exc}); re-export the model") from None

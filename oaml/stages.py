@@ -336,15 +336,24 @@ def evaluate_detector(
 
 
 def export_detector(
-    checkpoint: str | Path, data: str | Path, out: str | Path, tracking: Tracking
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path,
+    tracking: Tracking,
+    preset_name: str | None = None,
+    overrides: list[str] | None = None,
 ) -> Path:
-    """The ONNX detector (uint8 pixels in, logits and energy out), parity-checked."""
+    """The ONNX detector (uint8 pixels in, logits and energy out, plus the preset's score when it
+    is another head-only one), parity-checked: what is served is the score that was evaluated."""
     from oaml.export.onnx import export_onnx
 
+    # A pipeline registers the score its detector serves: the preset's evaluation.score.
+    score = load_preset(preset_name, overrides or []).evaluation.score if preset_name else "ebo"
     ckpt = _checkpoint_in(checkpoint)
     with stage_run(tracking, "export") as run:
         run.params({"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt)})
-        exported = export_onnx(ckpt, out, data_root=data_root_of(data))
+        run.params({"score": score})
+        exported = export_onnx(ckpt, out, data_root=data_root_of(data), score=score)
         run.metrics({f"parity_max_abs_diff.{k}": v for k, v in exported.parity.items()})
         run.metrics({"onnx_bytes": Path(exported.path).stat().st_size})
     return Path(exported.path)
@@ -363,12 +372,8 @@ def register_detector(
     from oaml.tracking import registry
     from oaml.tracking.runs import git_commit
 
-    version_tags = {
-        "kfp.run_id": tracking.kfp_run_id,
-        "git_commit": git_commit(),
-        "mlflow.parent_run_id": tracking.parent_run_id,
-        **tags,
-    }
+    version_tags = {"kfp.run_id": tracking.kfp_run_id, "git_commit": git_commit()}
+    version_tags |= {"mlflow.parent_run_id": tracking.parent_run_id, **tags}
     import tempfile
 
     from oaml.export.triton import write_triton_repo

@@ -180,7 +180,9 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
             evaluated.set_caching_options(False)
             on_gpu(on_cluster(evaluated, image))
 
-            exported = export_onnx(student=student.outputs["student"], data=data_in, **tracked)
+            exported = export_onnx(
+                **common, student=student.outputs["student"], data=data_in, **tracked
+            )
             exported.set_caching_options(False)
             on_cluster(exported, image, cpu="4", memory="8Gi")
 

@@ -184,6 +184,18 @@ def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def msp_onnx(tmp_path_factory, tiny_checkpoint, data_root) -> Path:
+    """The tiny student exported to decide on the maximum softmax probability (`--score msp`:
+    a third output, its own threshold calibrated on the ID validation images)."""
+    out = tmp_path_factory.mktemp("msp_onnx") / "msp.onnx"
+    run_oaml(
+        "export", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+        "--data-root", str(data_root), "--score", "msp",
+    )  # fmt: skip
+    return out
+
+
 # Real services on loopback (tests/tracking/services.py), started only when a test asks.
 @pytest.fixture(scope="session")
 def postgres_uri():

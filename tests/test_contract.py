@@ -150,3 +150,27 @@ def _metadata_kwargs() -> dict:
         "temperature": 1.5,
         "lineage": {"benchmark": "fmnist"},
     }
+
+
+def test_a_served_score_other_than_energy_decides_in_its_own_units():
+    """msp: a confidence threshold (below = OOD); ebo: -energy threshold, as before."""
+    from oaml.contract import below, confidence_threshold
+
+    # 20 ID confidences 0.05, 0.10, ..., 1.00: keeping 19 of 20 puts the threshold at 0.10.
+    confidences = np.arange(1, 21) / 20
+    assert confidence_threshold(confidences) == pytest.approx(0.10)
+    assert below(np.array([0.09, 0.10, 0.5]), 0.10).tolist() == [True, False, False]
+
+    msp = read_metadata(
+        write_metadata(**_metadata_kwargs(), score="msp", score_threshold=0.625), "m.onnx"
+    )
+    assert msp.score == "msp" and msp.score_threshold == 0.625
+    assert msp.confidence_threshold == 0.625
+    ebo = read_metadata(_metadata(Calibration(energy_threshold=-7.0, temperature=1.5)), "m.onnx")
+    assert ebo.score == "ebo" and ebo.confidence_threshold == 7.0
+    old = {k: v for k, v in _metadata(None).items() if k != Meta.SCORE}  # before the key
+    assert read_metadata(old, "m.onnx").score == "ebo"
+    with pytest.raises(ValueError, match="knn"):
+        write_metadata(**_metadata_kwargs(), score="knn")
+    with pytest.raises(DetectorError, match="ood_score"):
+        read_metadata({**_metadata(None), Meta.SCORE: "odin"}, "m.onnx")

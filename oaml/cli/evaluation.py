@@ -103,11 +103,18 @@ def export(
     triton_name: Annotated[
         str, typer.Option(help="Model name in the Triton repository")
     ] = "oaml-detector",
+    score: Annotated[
+        str,
+        typer.Option(
+            help="The score the detector decides on: ebo (energy), msp, mls or gen (a third "
+            "output `score`, its threshold calibrated on the ID validation images)"
+        ),
+    ] = "ebo",
 ) -> None:
     """Export the detector: uint8 NHWC pixels in, logits and energy out, one ONNX graph."""
     from oaml.export.onnx import export_onnx
 
-    result = export_onnx(checkpoint, out, data_root=data_root)
+    result = export_onnx(checkpoint, out, data_root=data_root, score=score)
     worst = max(result.parity.values())
     typer.echo(f"onnx: {result.path} (parity with PyTorch: max abs diff {worst:.2e})")
     if triton_repo:

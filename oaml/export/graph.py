@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oaml.models.net import OamlNet
-from oaml.scores import energy
+from oaml.scores import energy, score_fn
 
 
 class DetectorGraph(nn.Module):
@@ -26,16 +26,23 @@ class DetectorGraph(nn.Module):
     the interpolation the metadata records).
     """
 
-    def __init__(self, model: OamlNet, input_size: int, temperature: float = 1.0) -> None:
+    def __init__(
+        self, model: OamlNet, input_size: int, temperature: float = 1.0, score: str = "ebo"
+    ) -> None:
         super().__init__()
         self.model = model.eval()
         self.input_size = int(input_size)
         self.temperature = float(temperature)
+        # A score other than the energy becomes a third output (oaml.contract.SCORE_OUTPUT).
+        self.score = score
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
         x = F.interpolate(
             x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
         )
         logits = self.model(x)
-        return logits, energy(logits, self.temperature)
+        if self.score == "ebo":
+            return logits, energy(logits, self.temperature)
+        confidence = score_fn(self.score)(logits, self.temperature)
+        return logits, energy(logits, self.temperature), confidence

@@ -19,7 +19,16 @@ import numpy as np
 import torch
 
 from oaml import __version__
-from oaml.contract import INPUT_NAME, OUTPUT_NAMES, Calibration, write_metadata
+from oaml.contract import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    SCORE_OUTPUT,
+    Calibration,
+    Meta,
+    confidence_threshold,
+    servable,
+    write_metadata,
+)
 from oaml.export.graph import DetectorGraph
 from oaml.imaging import to_nchw, to_nhwc
 from oaml.io import atomic_path, sha256_file
@@ -49,7 +58,12 @@ def checkpoint_calibration(payload: dict[str, Any]) -> Calibration | None:
 
 
 def detector_metadata(
-    spec: ModelSpec, payload: dict[str, Any], checkpoint: Path, temperature: float
+    spec: ModelSpec,
+    payload: dict[str, Any],
+    checkpoint: Path,
+    temperature: float,
+    score: str = "ebo",
+    score_threshold: float | None = None,
 ) -> dict[str, str]:
     """The metadata_props of the exported graph, written by the contract from the checkpoint."""
     return write_metadata(
@@ -64,16 +78,36 @@ def detector_metadata(
         interpolation=spec.interpolation,
         lineage={**payload.get("lineage", {}), "checkpoint_sha256": sha256_file(checkpoint)},
         calibration=checkpoint_calibration(payload),
+        score=score,
+        score_threshold=score_threshold,
     )
 
 
-def _torch_outputs(model, images_nhwc: np.ndarray, temperature: float):
-    from oaml.scores import energy
+def _torch_outputs(model, images_nhwc: np.ndarray, temperature: float, score: str):
+    from oaml.scores import energy, score_fn
 
     with torch.no_grad():
         x = torch.from_numpy(to_nchw(images_nhwc))
         logits = model(x)
-        return logits.numpy(), energy(logits, temperature).numpy()
+        confidence = score_fn(score)(logits, temperature)
+        return logits.numpy(), energy(logits, temperature).numpy(), confidence.numpy()
+
+
+def val_images(spec: ModelSpec, payload: dict[str, Any], data_root: Path | None, n=None):
+    """Up to `n` (None: all) ID validation images, NHWC uint8, where the data is at hand."""
+    lineage = payload.get("lineage", {})
+    root = data_root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
+    if root is None or not lineage.get("benchmark"):
+        return None
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.data.datasets import image_set_dataset
+
+    bench = get_benchmark(lineage["benchmark"])
+    if not bench.val.imglist_path(root).is_file():
+        return None
+    dataset = image_set_dataset(bench.val, root, spec, decoded=n is None)
+    count = len(dataset) if n is None else min(n, len(dataset))
+    return to_nhwc(np.stack([dataset[i][0].numpy() for i in range(count)]))
 
 
 def parity_batches(spec: ModelSpec, payload: dict[str, Any], data_root: Path | None, n: int = 128):
@@ -81,29 +115,24 @@ def parity_batches(spec: ModelSpec, payload: dict[str, Any], data_root: Path | N
     rng = np.random.default_rng(0)
     shape = (n, spec.input_size, spec.input_size, spec.in_chans)
     batches = {"random": rng.integers(0, 256, size=shape, dtype=np.uint8)}
-    lineage = payload.get("lineage", {})
-    root = data_root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
-    if root is not None and lineage.get("benchmark"):
-        from oaml.data.benchmarks import get_benchmark
-        from oaml.data.datasets import image_set_dataset
-
-        bench = get_benchmark(lineage["benchmark"])
-        if bench.val.imglist_path(root).is_file():
-            dataset = image_set_dataset(bench.val, root, spec)
-            count = min(n, len(dataset))
-            images = np.stack([dataset[i][0].numpy() for i in range(count)])
-            batches["real"] = to_nhwc(images)
+    real = val_images(spec, payload, data_root, n)
+    if real is not None:
+        batches["real"] = real
     return batches
 
 
-def check_parity(model, detector: Detector, batches: dict[str, np.ndarray], temperature: float):
-    """Max abs difference of logits and energy between PyTorch and onnxruntime, per batch."""
+def check_parity(
+    model, detector: Detector, batches: dict[str, np.ndarray], temperature: float, score="ebo"
+):
+    """Max abs difference of logits, energy and the served confidence between PyTorch and
+    onnxruntime, per batch."""
     result = {}
     for name, images in batches.items():
-        torch_logits, torch_energy = _torch_outputs(model, images, temperature)
-        onnx_logits, onnx_energy = detector.run(images)
-        result[f"{name}_logits"] = float(np.abs(torch_logits - onnx_logits).max())
-        result[f"{name}_energy"] = float(np.abs(torch_energy - onnx_energy).max())
+        expected = _torch_outputs(model, images, temperature, score)
+        for key, a, b in zip(
+            ("logits", "energy", "score"), expected, detector.run(images), strict=True
+        ):
+            result[f"{name}_{key}"] = float(np.abs(a - b).max())
     worst = max(result.values())
     if worst > PARITY_TOLERANCE:
         raise ExportError(
@@ -112,17 +141,38 @@ def check_parity(model, detector: Detector, batches: dict[str, np.ndarray], temp
     return result
 
 
+def _score_threshold(path: Path, images: np.ndarray | None, score: str) -> float:
+    """The served score's threshold, calibrated on the exported graph's own ID-validation
+    confidences (95% of them kept)."""
+    if images is None:
+        raise ExportError(
+            f"calibrating the {score} threshold needs the ID validation images: pass --data-root"
+        )
+    detector = Detector(path)
+    confidence = np.concatenate(
+        [detector.run(images[i : i + 256])[2] for i in range(0, len(images), 256)]
+    )
+    return confidence_threshold(confidence)
+
+
 def export_onnx(
-    checkpoint: str | Path, out: str | Path, data_root: str | Path | None = None
+    checkpoint: str | Path,
+    out: str | Path,
+    data_root: str | Path | None = None,
+    score: str = "ebo",
 ) -> ExportResult:
-    """Export `checkpoint` to `out` (atomically), with metadata, checker and parity checks."""
+    """Export `checkpoint` to `out` (atomically), with metadata, checker and parity checks.
+    `score`: the head-only score the detector decides on (a third output unless ebo)."""
     import onnx
 
+    servable(score)
     checkpoint, out = Path(checkpoint), Path(out)
+    root = Path(data_root) if data_root else None
     model, spec, payload = load_checkpoint(checkpoint)
     calibration = checkpoint_calibration(payload)
     temperature = calibration.temperature if calibration else 1.0
-    graph = DetectorGraph(model, spec.input_size, temperature).eval()
+    graph = DetectorGraph(model, spec.input_size, temperature, score).eval()
+    outputs = [*OUTPUT_NAMES, SCORE_OUTPUT] if score != "ebo" else list(OUTPUT_NAMES)
     example = torch.zeros((2, spec.input_size, spec.input_size, spec.in_chans), dtype=torch.uint8)
     Dim = torch.export.Dim
     batch = Dim("batch")
@@ -132,7 +182,7 @@ def export_onnx(
             graph,
             (example,),
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=outputs,
             opset_version=OPSET,
             dynamo=True,
             # Positional, per forward() argument: batch, height and width of the images vary.
@@ -141,7 +191,7 @@ def export_onnx(
         )
         program.save(str(raw))
         proto = onnx.load(str(raw))
-    meta = detector_metadata(spec, payload, checkpoint, temperature)
+    meta = detector_metadata(spec, payload, checkpoint, temperature, score)
     onnx.helper.set_model_props(proto, meta)
     proto.producer_name, proto.producer_version = "oaml", __version__
     proto.doc_string = f"oaml OOD detector ({spec.arch}, {spec.num_classes} classes)"
@@ -152,7 +202,12 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp_path:
         onnx.save(proto, str(tmp_path))
+        if score != "ebo":  # the threshold of the served score, from the graph itself
+            threshold = _score_threshold(tmp_path, val_images(spec, payload, root), score)
+            meta[Meta.SCORE_THRESHOLD] = repr(threshold)
+            onnx.helper.set_model_props(proto, meta)
+            onnx.save(proto, str(tmp_path))
         detector = Detector(tmp_path)
-        batches = parity_batches(spec, payload, Path(data_root) if data_root else None)
-        parity = check_parity(model, detector, batches, temperature)
+        batches = parity_batches(spec, payload, root)
+        parity = check_parity(model, detector, batches, temperature, score)
     return ExportResult(out, parity, meta)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from oaml.contract import INPUT_NAME, Calibration, Meta, calibration_props
+from oaml.contract import INPUT_NAME, Calibration, Meta, calibration_props, confidence_threshold
 from oaml.imaging import to_nhwc
 from oaml.io import atomic_path, atomic_write_json
 from oaml.serving.detector import Detector
@@ -44,17 +44,23 @@ def _val_images(detector: Detector, data_root: Path | None, limit: int | None) -
     root = data_root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
     if root is None or not lineage.get("benchmark"):
         raise ValueError("int8 calibration needs the ID data: pass --data-root")
-    spec, _ = _onnx_predictor(detector.path)
+    spec = _onnx_predictor(detector.path)[0]
     dataset = image_set_dataset(get_benchmark(lineage["benchmark"]).val, root, spec)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     return to_nhwc(np.stack([dataset[i][0].numpy() for i in range(count)]))
 
 
-def _recalibrate(path: Path, val: np.ndarray, temperature: float) -> Calibration:
-    """Calibrate the model at `path` on its own ID-validation energies (int8 shifts them)."""
+def _recalibrate(path: Path, val: np.ndarray, temperature: float) -> dict[str, str]:
+    """The metadata of thresholds calibrated on the model's own ID-validation outputs (int8
+    shifts them): the energy's, and the served score's where it is another."""
     detector = Detector(path)
-    energy = np.concatenate([detector.run(val[i : i + 256])[1] for i in range(0, len(val), 256)])
-    return Calibration.fit(energy, temperature=temperature, split="val")
+    outputs = [detector.run(val[i : i + 256]) for i in range(0, len(val), 256)]
+    energy = np.concatenate([o[1] for o in outputs])
+    props = calibration_props(Calibration.fit(energy, temperature=temperature, split="val"))
+    if detector.info.score != "ebo":
+        confidence = np.concatenate([o[2] for o in outputs])
+        props[Meta.SCORE_THRESHOLD] = repr(confidence_threshold(confidence))
+    return props
 
 
 def quantize_int8(
@@ -106,7 +112,7 @@ def quantize_int8(
         )
         proto = onnx.load(str(raw))
         recalibrated = _recalibrate(raw, val, fp32.info.temperature)
-    meta = {**fp32.info.metadata, Meta.VARIANT: "int8", **calibration_props(recalibrated)}
+    meta = {**fp32.info.metadata, Meta.VARIANT: "int8", **recalibrated}
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     with atomic_path(out) as tmp_path:
@@ -119,6 +125,7 @@ def quantize_int8(
             None,
             lineage["benchmark"],
             bench_root,
+            score=fp32.info.score,
             temperature=fp32.info.temperature,  # the served score, not the default T
             onnx=path,
         ).metrics

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from oaml.contract import INPUT_NAME, Meta, read_metadata
+from oaml.contract import INPUT_NAME, SCORE_OUTPUT, Meta, read_metadata
 
 CONFIG = "config.pbtxt"
 VERSION = "1"
@@ -24,6 +24,12 @@ MODEL_FILE = "model.onnx"
 
 def _quoted(text: str) -> str:
     return json.dumps(text)  # a protobuf text-format string: double quotes, JSON escapes
+
+
+def _scalar_output(name: str) -> str:
+    """A [N] graph output: one value per image, so [1] per item, reshaped to []."""
+    shape = "dims: [ 1 ] reshape: { shape: [ ] }"
+    return f"  {{ name: {_quoted(name)} data_type: TYPE_FP32 {shape} }}"
 
 
 def triton_config(onnx_path: str | Path, name: str, max_batch_size: int = 64) -> str:
@@ -39,6 +45,9 @@ def triton_config(onnx_path: str | Path, name: str, max_batch_size: int = 64) ->
     }
     if info.threshold is not None:
         parameters["ood_threshold"] = repr(info.threshold)
+    parameters["ood_score"] = info.score
+    if info.score_threshold is not None:
+        parameters["ood_score_threshold"] = repr(info.score_threshold)
     if Meta.LINEAGE in info.metadata:
         parameters["lineage"] = info.metadata[Meta.LINEAGE]
     lines = [
@@ -51,8 +60,8 @@ def triton_config(onnx_path: str | Path, name: str, max_batch_size: int = 64) ->
         "]",
         "output [",
         f'  {{ name: "logits" data_type: TYPE_FP32 dims: [ {info.num_classes} ] }},',
-        # The graph's energy is [N]: one value per image, so [1] per item, reshaped to [].
-        '  { name: "energy" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] } }',
+        _scalar_output("energy")
+        + (",\n" + _scalar_output(SCORE_OUTPUT) if info.score != "ebo" else ""),
         "]",
         "dynamic_batching { }",
         "instance_group [ { kind: KIND_AUTO count: 1 } ]",

@@ -92,7 +92,7 @@ def score_images(
     if fmt is None:
         raise ValueError(f"--out {out} must end in .csv or .jsonl")
     info = detector.info
-    if info.threshold is None:
+    if info.confidence_threshold is None:
         raise ValueError(f"{detector.path} has no calibrated OOD threshold; pass --threshold")
     total = ood = errors = 0
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
@@ -118,8 +118,8 @@ def score_images(
                     writer.write({"path": str(path), "error": str(exc)})
             if not images:
                 continue
-            logits, energy = detector.run(np.stack(images))
-            for path, answer in zip(kept, detector.decide(logits, energy), strict=True):
+            answers = detector.decide(*detector.run(np.stack(images)))
+            for path, answer in zip(kept, answers, strict=True):
                 writer.write({"path": str(path), **answer, "error": None})
                 ood += answer["is_ood"]
             total += len(kept)

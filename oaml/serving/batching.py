@@ -88,8 +88,9 @@ class MicroBatcher:
                 await self._worker
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
 
-    async def submit(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, energy) for these images, computed in a shared batch."""
+    async def submit(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The model's outputs (logits, energy, confidence) for these images' rows, computed in
+        a shared batch."""
         if not self.alive:
             raise BatcherStopped("the model is not serving (starting up or shutting down)")
         if self._queued_bytes + images.nbytes > self.max_queued_bytes:
@@ -146,7 +147,7 @@ class MicroBatcher:
             try:
                 # Inside the try: whatever fails here fails these requests, never the worker.
                 batch = items[0][0] if len(items) == 1 else np.concatenate([x for x, _ in items])
-                logits, energy = await loop.run_in_executor(self._pool, self._run, batch)
+                outputs = await loop.run_in_executor(self._pool, self._run, batch)
             except Exception as exc:  # hand the error to every waiting request
                 if not self._blames_input(exc):
                     self.failures_in_a_row += 1
@@ -161,5 +162,5 @@ class MicroBatcher:
             for images, future in items:
                 end = start + len(images)
                 if not future.done():
-                    future.set_result((logits[start:end], energy[start:end]))
+                    future.set_result(tuple(o[start:end] for o in outputs))
                 start = end

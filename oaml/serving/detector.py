@@ -17,9 +17,10 @@ import numpy as np
 from oaml.contract import (
     INPUT_NAME,
     OUTPUT_NAMES,
+    SCORE_OUTPUT,
     DetectorError,
     DetectorInfo,
-    is_ood,
+    below,
     read_metadata,
 )
 
@@ -106,40 +107,61 @@ class Detector:
             raise DetectorError(f"{self.path} cannot be loaded by onnxruntime: {exc}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         info = read_metadata(meta, self.path)
-        if threshold is not None:
+        if threshold is not None:  # a threshold given by hand is in energy units
+            if info.score != "ebo":
+                raise DetectorError(
+                    f"{self.path} decides on the {info.score} score: its threshold comes "
+                    "from the file, not --threshold (an energy)"
+                )
             info = replace(info, threshold=float(threshold))
+        outputs = [o.name for o in self.session.get_outputs()]
+        if info.score != "ebo" and SCORE_OUTPUT not in outputs:
+            raise DetectorError(f"{self.path} names the {info.score} score but has no score output")
         self.info = info
+        self._outputs = [*OUTPUT_NAMES, SCORE_OUTPUT] if info.score != "ebo" else list(OUTPUT_NAMES)
         self._gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [N, H, W, C] pixels -> (logits [N, K] float32, energy [N] float32)."""
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 [N, H, W, C] pixels -> (logits [N, K], energy [N], confidence [N]), float32:
+        the confidence is the detector's score (the graph's `score` output, or -energy)."""
         if self._gpu:
-            return self._run_bound(images)
-        logits, energy = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
-        return logits, energy
+            found = self._run_bound(images)
+        else:
+            found = self.session.run(self._outputs, {INPUT_NAME: images})
+        logits, energy = found[0], found[1]
+        return logits, energy, found[2] if len(found) > 2 else -energy
 
-    def _run_bound(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run_bound(self, images: np.ndarray) -> list[np.ndarray]:
         """IOBinding on GPU: the input is copied once and outputs are allocated by the runtime."""
         binding = self.session.io_binding()
         binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(images))
-        for name in OUTPUT_NAMES:
+        for name in self._outputs:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
-        logits, energy = binding.copy_outputs_to_cpu()
-        return logits, energy
+        return binding.copy_outputs_to_cpu()
 
-    def decide(self, logits: np.ndarray, energy: np.ndarray) -> list[dict[str, Any]]:
-        """Per image: label, class name, confidence (= -energy), energy and the OOD decision."""
+    def flags(self, confidence: np.ndarray) -> np.ndarray:
+        """Per image: the OOD decision (confidence below the calibrated threshold)."""
+        threshold = self.info.confidence_threshold
+        if threshold is None:
+            return np.zeros(len(confidence), bool)
+        return below(confidence, threshold)
+
+    def decide(
+        self, logits: np.ndarray, energy: np.ndarray, confidence: np.ndarray
+    ) -> list[dict[str, Any]]:
+        """Per image: label, class name, confidence (the detector's score), energy and the OOD
+        decision."""
         labels = logits.argmax(axis=1)
-        threshold = self.info.threshold
-        flags = is_ood(energy, threshold) if threshold is not None else np.zeros(len(energy), bool)
         return [
             {
                 "label": int(label),
                 "class_name": self.info.class_names[int(label)],
-                "confidence": float(-e),
+                "confidence": float(c),
                 "energy": float(e),
                 "is_ood": bool(flag),
             }
-            for label, e, flag in zip(labels, energy, flags, strict=True)
+            for label, e, c, flag in zip(
+                labels, energy, confidence, self.flags(confidence), strict=True
+            )
         ]

@@ -10,7 +10,6 @@ import numpy as np
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from oaml.contract import is_ood
 from oaml.serving.answers import error_answer, json_response
 from oaml.serving.budget import ByteBudget
 from oaml.serving.guard import BODY_KEY
@@ -49,12 +48,13 @@ def add_infer_routes(app: FastAPI, service: DetectorService):
         else:
             parsed = parse_infer(body, header_length, OUTPUTS)
         service.check_images(parsed.images)
-        logits, energy = await service.score(parsed.images)
+        logits, energy, confidence = await service.score(parsed.images)
         outputs = {
             "logits": logits,
             "energy": energy,
             "label": logits.argmax(axis=1).astype(np.int64),
-            "is_ood": is_ood(energy, service.info.threshold),
+            "confidence": confidence.astype(np.float32),
+            "is_ood": service.detector.flags(confidence),
         }
         return infer_response(service.settings.name, service.settings.version, parsed, outputs)
 
@@ -145,8 +145,7 @@ def add_score_route(app: FastAPI, service: DetectorService) -> None:
         need = await run_in_threadpool(read_headers, blobs)
         async with decode_budget.reserve(need), decoding:
             images = await run_in_threadpool(decode_all, blobs)
-        logits, energy = await service.score(images)
-        answers = service.detector.decide(logits, energy)
+        answers = service.detector.decide(*await service.score(images))
         for (name, _), answer in zip(blobs, answers, strict=True):
             answer["file"] = name
         return json_response(answers)

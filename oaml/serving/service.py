@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oaml.contract import INPUT_NAME, OUTPUT_NAMES, is_ood
+from oaml.contract import INPUT_NAME, OUTPUT_NAMES
 from oaml.serving.batching import BatcherBusy, BatcherStopped, MicroBatcher
 from oaml.serving.detector import Detector, refused_input
 from oaml.serving.guard import BodyLimits
@@ -19,7 +19,9 @@ from oaml.serving.oip import OipError
 
 log = logging.getLogger("oaml.serving")
 SERVE_MAX_PIXELS = 4096 * 4096  # per image; `oaml score` offline allows DEFAULT_MAX_PIXELS
-OUTPUTS = (*OUTPUT_NAMES, "label", "is_ood")
+# The graph's outputs plus what the server derives: label, the detector's score ("confidence",
+# -energy for ebo) and the OOD decision on it.
+OUTPUTS = (*OUTPUT_NAMES, "label", "confidence", "is_ood")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class DetectorService:
     """The served model's state and checks, shared by the routes: one batcher, one readiness."""
 
     def __init__(self, detector: Detector, settings: ServeSettings) -> None:
-        if detector.info.threshold is None:
+        if detector.info.confidence_threshold is None:
             raise ValueError(
                 f"{detector.path} carries no calibrated OOD threshold; pass --threshold ENERGY"
             )
@@ -140,11 +142,14 @@ class DetectorService:
         if height < 1 or width < 1 or height * width > limits.max_pixels:
             raise OipError(f"image size {height}x{width} is empty or over the pixel limit")
 
-    async def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and energies through the shared batcher (503 once it has stopped)."""
+    async def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits, energies and confidences through the shared batcher (503 once it has
+        stopped)."""
         timeout = self.settings.infer_timeout_s
         try:
-            logits, energy = await asyncio.wait_for(self.batcher.submit(images), timeout)
+            logits, energy, confidence = await asyncio.wait_for(
+                self.batcher.submit(images), timeout
+            )
         except BatcherStopped as exc:
             raise OipError(str(exc), 503) from None
         except BatcherBusy as exc:
@@ -160,8 +165,8 @@ class DetectorService:
                 raise OipError(f"the model refused the input: {reason}") from None
             raise
         self.metrics.images.inc(len(energy))
-        self.metrics.ood_images.inc(int(is_ood(energy, self.info.threshold).sum()))
-        return logits, energy
+        self.metrics.ood_images.inc(int(self.detector.flags(confidence).sum()))
+        return logits, energy, confidence
 
     def model_metadata(self) -> dict:
         """The OIP model metadata, with the detector's classes, size and threshold."""
@@ -177,6 +182,7 @@ class DetectorService:
                 {"name": "logits", "datatype": "FP32", "shape": [-1, k]},
                 {"name": "energy", "datatype": "FP32", "shape": [-1]},
                 {"name": "label", "datatype": "INT64", "shape": [-1]},
+                {"name": "confidence", "datatype": "FP32", "shape": [-1]},
                 {"name": "is_ood", "datatype": "BOOL", "shape": [-1]},
             ],
             "parameters": {
@@ -184,6 +190,8 @@ class DetectorService:
                 "input_size": info.input_size,
                 "temperature": info.temperature,
                 "ood_threshold": info.threshold,
+                "ood_score": info.score,
+                "ood_confidence_threshold": info.confidence_threshold,
                 "arch": info.arch,
             },
         }

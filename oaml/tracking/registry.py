@@ -10,101 +10,29 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from oaml.contract import INPUT_NAME, ONNX_SHA256_TAG, Meta, main_onnx
 from oaml.io import sha256_file
+from oaml.tracking.gate import (  # the gate's names are the registry's too
+    METRIC_PREFIX,
+    SCORE_TAG,
+    Gate,
+    GateResult,
+    check_gate,
+    comparability_problems,
+    gated_metrics,
+    metric_problems,
+)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-METRIC_PREFIX = "metric."
-# The gated metrics, read from an evaluation's JSON (ACCEPTANCE's evaluate shape).
-GATED_METRICS = {
-    "id_accuracy": ("id", "accuracy"),
-    "near_auroc": ("near", "auroc"),
-    "far_auroc": ("far", "auroc"),
-    "near_fpr95": ("near", "fpr95"),
-    "far_fpr95": ("far", "fpr95"),
-}
 
 
 class PromotionError(Exception):
     """A promotion that cannot happen: a failed gate, a missing alias, a bad request."""
-
-
-@dataclass(frozen=True)
-class Gate:
-    """When a challenger may replace the champion (metrics are fractions in [0, 1])."""
-
-    auroc_tolerance: float = 0.0  # near/far AUROC may be at most this much lower
-    fpr95_tolerance: float = 0.01  # near/far fpr95 may be at most this much higher
-    max_accuracy_drop: float = 0.005  # ID accuracy may drop at most this much
-
-
-@dataclass
-class GateResult:
-    passed: bool
-    failures: list[str] = field(default_factory=list)
-    compared: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-
-
-def gated_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
-    """The gated numbers of an evaluation JSON, flat; sets a benchmark lacks are left out."""
-    found: dict[str, float] = {}
-    for name, (group, key) in GATED_METRICS.items():
-        value = (evaluation.get(group) or {}).get(key)
-        if value is not None:
-            found[name] = float(value)
-    return found
-
-
-# Every evaluation measures these; the AUROC and FPR95 of near or far depend on the benchmark.
-REQUIRED_METRICS = ("id_accuracy",)
-# Tags two versions must share to be compared at all: the same benchmark on the same data.
-COMPARABLE_TAGS = ("benchmark", "data_manifest_sha256")
-
-
-def metric_problems(metrics: dict[str, float], who: str) -> list[str]:
-    """Why these metrics cannot be gated: one missing, not a number, or outside [0, 1]."""
-    problems = [f"{who} has no {name} metric" for name in REQUIRED_METRICS if name not in metrics]
-    if not any(name.endswith("auroc") for name in metrics):
-        problems.append(f"{who} has no AUROC metric (near_auroc or far_auroc)")
-    for name, value in metrics.items():
-        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-            problems.append(f"{who}'s {name} is {value!r}, not a fraction in [0, 1]")
-    return problems
-
-
-def check_gate(challenger: dict[str, float], champion: dict[str, float], gate: Gate) -> GateResult:
-    """Compare the challenger's metrics with the champion's; name every metric that fails.
-    Fails closed: unusable metrics on either side, or a metric only one side has, fail."""
-    result = GateResult(passed=True)
-    result.failures += metric_problems(challenger, "the challenger")
-    result.failures += metric_problems(champion, "the champion")
-    for name in GATED_METRICS:
-        new, old = challenger.get(name), champion.get(name)
-        result.compared[name] = (new, old)
-        if old is None and new is None:
-            continue  # neither measured it (the benchmark lacks that group)
-        if old is None:
-            result.failures.append(f"{name}: the champion has no value to compare with")
-            continue
-        if new is None:
-            result.failures.append(f"{name}: the challenger has no value (champion {old:.4f})")
-            continue
-        if name.endswith("auroc") and new < old - gate.auroc_tolerance:
-            limit = f"tolerance {gate.auroc_tolerance}"
-            result.failures.append(f"{name} {new:.4f} < champion {old:.4f} ({limit})")
-        elif name.endswith("fpr95") and new > old + gate.fpr95_tolerance:
-            limit = f"tolerance {gate.fpr95_tolerance}"
-            result.failures.append(f"{name} {new:.4f} > champion {old:.4f} ({limit})")
-        elif name == "id_accuracy" and new < old - gate.max_accuracy_drop:
-            limit = f"max drop {gate.max_accuracy_drop}"
-            result.failures.append(f"{name} {new:.4f} < champion {old:.4f} ({limit})")
-    result.passed = not result.failures
-    return result
 
 
 def _client(tracking_uri: str | None = None):
@@ -147,18 +75,6 @@ def _by_alias(client, name: str, alias: str):
         ) from None
 
 
-def comparability_problems(challenger: Any, champion: Any) -> list[str]:
-    """The tags (benchmark, data manifest) on which two versions differ or one lacks."""
-    problems = []
-    for tag in COMPARABLE_TAGS:
-        new, old = challenger.tags.get(tag), champion.tags.get(tag)
-        if not new or not old:
-            problems.append(f"{tag}: a version has none (challenger {new!r}, champion {old!r})")
-        elif new != old:
-            problems.append(f"{tag} differs (challenger {new!r}, champion {old!r})")
-    return problems
-
-
 @dataclass(frozen=True)
 class Registered:
     name: str
@@ -186,6 +102,12 @@ def register_detector(
 
     model = onnx.load(str(onnx_path))
     metadata = {p.key: p.value for p in model.metadata_props}
+    served = metadata.get(Meta.SCORE, "ebo")
+    if evaluation.get("score", "ebo") != served:
+        raise PromotionError(
+            f"the metrics measure the {evaluation.get('score')!r} score but {onnx_path} decides "
+            f"on {served!r}: evaluate (or export) with the same score; nothing was registered"
+        )
     size, channels = int(metadata[Meta.INPUT_SIZE]), int(metadata[Meta.CHANNELS])
     example = np.zeros((1, size, size, channels), dtype=np.uint8)
     outputs = _run_onnx(onnx_path, example)
@@ -203,6 +125,7 @@ def register_detector(
     client = _client()
     all_tags = {f"{METRIC_PREFIX}{k}": f"{v:.6f}" for k, v in gated_metrics(evaluation).items()}
     all_tags[ONNX_SHA256_TAG] = _stored_onnx_sha256(name, version)
+    all_tags[SCORE_TAG] = served
     if triton_repo is not None:
         from oaml.tracking.triton_repo import log_triton_repo
 

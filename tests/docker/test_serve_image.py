@@ -112,7 +112,7 @@ def test_health_metadata_and_tritonclient_infer(served, tiny_onnx):
     tensor = triton.InferInput("images", list(images.shape), "UINT8")
     tensor.set_data_from_numpy(images)
     result = client.infer("fmnist", [tensor])
-    logits, energy = Detector(tiny_onnx).run(images)
+    logits, energy, _ = Detector(tiny_onnx).run(images)
     np.testing.assert_allclose(result.as_numpy("energy"), energy, atol=1e-4)
     np.testing.assert_array_equal(result.as_numpy("label"), logits.argmax(1))
 
@@ -126,7 +126,7 @@ def test_score_files_match_the_host_detector(served, tiny_onnx, test_files):
     assert len(rows) == len(test_files)
     detector = Detector(tiny_onnx)
     images = np.stack([decode_image(f.read_bytes(), 28, 1) for f in test_files])
-    logits, energy = detector.run(images)
+    logits, energy, _ = detector.run(images)
     assert [r["label"] for r in rows] == logits.argmax(1).tolist()
     np.testing.assert_allclose([r["energy"] for r in rows], energy, atol=1e-4)
     assert [r["is_ood"] for r in rows] == (energy > detector.info.threshold).tolist()

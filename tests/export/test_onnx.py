@@ -53,7 +53,7 @@ def test_parity_with_pytorch_on_real_and_random_batches(tiny_checkpoint, tmp_pat
     rng = np.random.default_rng(3)
     for n in (1, 7):
         images = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
-        logits, energy = detector.run(images)
+        logits, energy, _ = detector.run(images)
         with torch.no_grad():
             expected = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).numpy()
         assert logits.shape == (n, spec.num_classes) and energy.shape == (n,)
@@ -110,3 +110,34 @@ def test_export_of_a_non_checkpoint_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert "x.pt" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_head_score_is_a_third_output_calibrated_on_id_validation(
+    msp_onnx, tiny_checkpoint, data_root
+):
+    from oaml.export.onnx import val_images
+
+    proto = onnx.load(str(msp_onnx))
+    assert [o.name for o in proto.graph.output] == ["logits", "energy", "score"]
+    detector = Detector(msp_onnx)
+    assert detector.info.score == "msp"
+    _, spec, payload = load_checkpoint(tiny_checkpoint)
+    logits, energy, confidence = detector.run(val_images(spec, payload, data_root))
+    expected = torch.softmax(torch.from_numpy(logits), dim=1).max(dim=1).values.numpy()
+    np.testing.assert_allclose(confidence, expected, atol=1e-5)
+    np.testing.assert_allclose(
+        energy, -torch.logsumexp(torch.from_numpy(logits), 1).numpy(), atol=1e-5
+    )
+    # The threshold keeps 95% of the ID validation images (the same rule as the energy's).
+    kept = (confidence >= detector.info.score_threshold).mean()
+    assert 0.95 <= kept < 0.95 + 2 / len(confidence)
+    assert (detector.flags(confidence) == (confidence < detector.info.score_threshold)).all()
+
+
+def test_feature_scores_cannot_be_exported(tiny_checkpoint, tmp_path):
+    proc = oaml_in_process(
+        "export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "k.onnx"),
+        "--score", "knn",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "reads more than the logits" in proc.stderr
+    assert not (tmp_path / "k.onnx").exists()

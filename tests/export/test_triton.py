@@ -80,3 +80,13 @@ def test_writing_again_replaces_the_model_whole(tmp_path, tiny_onnx):
     assert second == first and not (second / "stale.txt").exists()
     assert parse_config(second / "config.pbtxt")[1].max_batch_size == 16
     assert [p.name for p in repo.iterdir()] == ["m"]  # no staging folder left behind
+
+
+def test_a_served_score_is_a_triton_output_too(tmp_path, msp_onnx):
+    _, config = parse_config(write_triton_repo(msp_onnx, tmp_path, "msp") / "config.pbtxt")
+    model = onnx.load(str(msp_onnx))
+    outputs = {o.name: o for o in config.output}
+    assert set(outputs) == {o.name for o in model.graph.output} == {"logits", "energy", "score"}
+    assert list(outputs["score"].dims) == [1] and list(outputs["score"].reshape.shape) == []
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    assert parameters["ood_score"] == "msp" and 0 < float(parameters["ood_score_threshold"]) < 1

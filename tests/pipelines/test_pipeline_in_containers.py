@@ -65,5 +65,5 @@ def test_pipeline_in_the_training_image_registers_a_loadable_model(
         source = resolve_model("models:/container-detector@challenger", tmp_path / "download")
     finally:
         mlflow.set_tracking_uri(None)
-    logits, energy = Detector(source.path).run(np.zeros((2, 28, 28, 1), dtype=np.uint8))
+    logits, energy, _ = Detector(source.path).run(np.zeros((2, 28, 28, 1), dtype=np.uint8))
     assert logits.shape == (2, 10) and np.isfinite(energy).all()

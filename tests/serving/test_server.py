@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def _expected(tiny_onnx, tiny_checkpoint, files):
     detector = Detector(tiny_onnx)
     images = np.stack([decode_image(f.read_bytes(), 28, 1) for f in files])
-    logits, energy = detector.run(images)
+    logits, energy, _ = detector.run(images)
     model, _, _ = load_checkpoint(tiny_checkpoint)
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()).numpy()
@@ -55,7 +55,7 @@ def test_oip_infer_and_score_agree_with_onnxruntime_and_pytorch(
     files = [("files", (f.name, f.read_bytes(), "image/png")) for f in test_files]
     scored = httpx.post(f"{server.url}/v1/score", files=files).json()
     assert len(scored) == len(test_files)
-    for row, expected in zip(scored, detector.decide(logits, energy), strict=True):
+    for row, expected in zip(scored, detector.decide(logits, energy, -energy), strict=True):
         assert set(row) >= {"label", "class_name", "confidence", "energy", "is_ood"}
         assert row["label"] == expected["label"] and row["class_name"] == expected["class_name"]
         assert row["energy"] == pytest.approx(expected["energy"], abs=1e-5)
@@ -180,7 +180,7 @@ def test_an_input_onnxruntime_refuses_is_a_400_and_the_model_keeps_serving(tiny_
         try:
             with pytest.raises(OipError, match="the model refused the input") as refused:
                 await service.score(np.zeros((1, 4, 4, 3), np.uint8))  # 3 channels, not 1
-            logits, _ = await service.score(np.zeros((1, 28, 28, 1), np.uint8))
+            logits, _, _ = await service.score(np.zeros((1, 28, 28, 1), np.uint8))
             return refused.value.status, logits.shape, service.batcher.alive
         finally:
             await service.batcher.stop()
@@ -247,3 +247,27 @@ def test_health_follows_the_model_readiness_by_a_real_check_liveness_after_error
         return states
 
     assert asyncio.run(main()) == [(False, True), (True, True), (False, False), (True, True)]
+
+
+def test_a_detector_exported_with_msp_serves_that_score(msp_onnx, test_files):
+    """The served confidence is the graph's msp output, the decision its own threshold, and the
+    metadata says which score it is."""
+    from tests.serving.conftest import running_server
+
+    detector = Detector(msp_onnx)
+    images = np.stack([decode_image(f.read_bytes(), 28, 1) for f in test_files])
+    _, _, confidence = detector.run(images)
+    with running_server(str(msp_onnx), "--name", "msp") as proc:
+        meta = httpx.get(f"{proc.url}/v2/models/msp").json()
+        assert meta["parameters"]["ood_score"] == "msp"
+        threshold = meta["parameters"]["ood_confidence_threshold"]
+        assert threshold == detector.info.score_threshold and 0 < threshold < 1
+        answer = httpx.post(f"{proc.url}/v2/models/msp/infer", json=infer_json(images)).json()
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        np.testing.assert_allclose(outputs["confidence"]["data"], confidence, atol=1e-6)
+        assert outputs["is_ood"]["data"] == (confidence < threshold).tolist()
+        files = [("files", (f.name, f.read_bytes(), "image/png")) for f in test_files]
+        scored = httpx.post(f"{proc.url}/v1/score", files=files).json()
+    for row, conf in zip(scored, confidence, strict=True):
+        assert 0 <= row["confidence"] <= 1 and row["confidence"] == pytest.approx(conf, abs=1e-6)
+        assert row["is_ood"] == bool(conf < threshold)

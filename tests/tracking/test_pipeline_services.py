@@ -79,7 +79,7 @@ def test_local_pipeline_tracks_registers_and_promotes(
     source = resolve_model("models:/fmnist-detector@challenger", tmp_path / "download")
     assert source.version == "1"
     detector = Detector(source.path)
-    logits, energy = detector.run(np.zeros((2, 28, 28, 1), dtype=np.uint8))
+    logits, energy, _ = detector.run(np.zeros((2, 28, 28, 1), dtype=np.uint8))
     assert logits.shape == (2, 10) and energy.shape == (2,)
 
     # Promotion against the server: the first champion passes; a constructed worse challenger
