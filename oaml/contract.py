@@ -7,9 +7,9 @@ torch.
 
 Units: the graph outputs the free energy E(x) (lower = more in-distribution; the confidence is
 -E). The threshold is stored in energy units: energy above it is OOD. A detector exported with
-another head-only score (msp, mls, gen) has a third output `score`, that score's confidence
-(higher = more in-distribution), and a threshold of its own in those units: a confidence below it
-is OOD. Either way the server decides on one confidence (`confidence_threshold`).
+another score (msp, mls, gen, knn) has a third output `score`, that score's confidence (higher =
+more in-distribution), and a threshold of its own in those units: a confidence below it is OOD.
+Either way the server decides on one confidence (`confidence_threshold`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ FORMAT = "oaml-detector/1"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "energy")
 SCORE_OUTPUT = "score"  # the third output of a detector exported with a non-energy score
-# Scores of the logits alone, which a graph can compute (oaml.scores); ebo is the energy itself.
-HEAD_SCORES = ("ebo", "msp", "mls", "gen")
+# Scores a detector graph computes: of the logits alone (oaml.scores; ebo is the energy itself),
+# and KNN against a bank of normalised ID training features stored in the graph.
+SERVABLE_SCORES = ("ebo", "msp", "mls", "gen", "knn")
 INPUT_LAYOUT = "NHWC uint8"
 ID_TPR = 0.95  # the share of ID validation images the calibrated threshold keeps
 # How images are resized to the model's input size (oaml.imaging.resize, PIL's filters); a model
@@ -57,6 +58,7 @@ class Meta:
     VARIANT = "variant"  # set on derived files, e.g. "int8"
     SCORE = "ood_score"  # the score the detector decides on (default ebo: the energy)
     SCORE_THRESHOLD = "ood_score_threshold"  # confidence units, for a score other than ebo
+    SCORE_SETTINGS = "ood_score_settings"  # JSON: knn's k and bank size
 
 
 # The registry tag with the SHA-256 of a version's ONNX file: written at registration, checked
@@ -100,12 +102,11 @@ def is_ood(energy: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def servable(score: str) -> str:
-    """`score` where a detector graph can compute it (from the logits), else a ValueError that
-    says which can."""
-    if score not in HEAD_SCORES:
+    """`score` where a detector graph can compute it, else a ValueError that says which can."""
+    if score not in SERVABLE_SCORES:
         raise ValueError(
-            f"a detector can serve the scores {', '.join(HEAD_SCORES)}, not {score!r} (it reads "
-            "more than the logits; compare it with `oaml evaluate --score`)"
+            f"a detector can serve the scores {', '.join(SERVABLE_SCORES)}, not {score!r} "
+            "(compare it with `oaml evaluate --score`)"
         )
     return score
 
@@ -286,9 +287,9 @@ def read_metadata(meta: Mapping[str, str], path: str | Path) -> DetectorInfo:
             f"{list(INTERPOLATIONS)}; re-export the model"
         )
     score = meta.get(Meta.SCORE, "ebo")  # files from before the key decided on the energy
-    if score not in HEAD_SCORES:
+    if score not in SERVABLE_SCORES:
         raise DetectorError(
-            f"{path}: metadata {Meta.SCORE!r} is {score!r}, not one of {list(HEAD_SCORES)}; "
+            f"{path}: metadata {Meta.SCORE!r} is {score!r}, not one of {list(SERVABLE_SCORES)}; "
             "re-export the model"
         )
     try:

@@ -40,10 +40,19 @@ def mls(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 @SCORES.register("gen")
 def gen(logits: torch.Tensor, temperature: float = 1.0, gamma: float = 0.1, top: int = 100):
     """Generalized entropy (Liu et al., CVPR 2023): -sum over the `top` largest softmax
-    probabilities of p^gamma (1 - p)^gamma (OpenOOD: gamma 0.1, M = 100)."""
-    probs = torch.softmax(logits / temperature, dim=-1)
-    probs = probs.topk(min(top, probs.shape[-1]), dim=-1).values
-    return -(probs.pow(gamma) * (1 - probs).pow(gamma)).sum(dim=-1)
+    probabilities of p^gamma (1 - p)^gamma (OpenOOD: gamma 0.1, M = 100).
+
+    Computed in log space: log p from the logits, and log(1 - p) as the log of the other
+    classes' share, so a confident p = 1 - 1e-5 does not lose 1 - p to float32 cancellation
+    (0.1th powers magnify that error about 1000-fold)."""
+    z = logits / temperature
+    log_total = torch.logsumexp(z, dim=-1, keepdim=True)
+    top_z, top_index = z.topk(min(top, z.shape[-1]), dim=-1)
+    classes = torch.arange(z.shape[-1], device=z.device)
+    itself = classes == top_index.unsqueeze(-1)  # [N, M, C]: class i among the others
+    others = z.unsqueeze(1).masked_fill(itself, float("-inf"))
+    log_rest = torch.logsumexp(others, dim=-1) - log_total
+    return -torch.exp(gamma * (top_z - log_total + log_rest)).sum(dim=-1)
 
 
 def score_fn(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:

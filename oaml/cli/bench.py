@@ -82,6 +82,36 @@ def bench_quality(
     typer.echo(markdown(run_quality(plan, out, data_root, device)))
 
 
+@bench_app.command("scores")
+@friendly
+def bench_scores(
+    checkpoint: Annotated[Path, typer.Option(help="Student checkpoint to export per score")],
+    out: Annotated[Path, typer.Option(help="Folder for the detectors, scores.json, scores.md")],
+    data_root: Annotated[
+        Path | None, typer.Option(help="Data folder (default: the checkpoint's)")
+    ] = None,
+    scores: Annotated[str, typer.Option(help="Servable scores; ebo is the baseline")] = (
+        "ebo,msp,mls,gen,knn"
+    ),
+    batch: Annotated[int, typer.Option(help="Images per onnxruntime call")] = 32,
+    seconds: Annotated[float, typer.Option(help="Measured seconds per score and round")] = 5.0,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (median reported)")] = 2,
+    knn_k: Annotated[int, typer.Option(help="knn: the neighbour whose distance scores")] = 50,
+    fit_images: Annotated[
+        int | None, typer.Option(help="knn: ID training images in the bank (default: all)")
+    ] = None,
+) -> None:
+    """What each servable score costs the exported detector: images/s against ebo, file size."""
+    from oaml.bench.score_cost import bench_scores as run_bench
+    from oaml.bench.score_cost import markdown
+
+    chosen = tuple(s.strip() for s in scores.split(",") if s.strip())
+    result = run_bench(
+        checkpoint, out, data_root, chosen, batch, seconds, rounds, knn_k, fit_images
+    )
+    typer.echo(markdown(result))
+
+
 @bench_app.command("train")
 @friendly
 def bench_train(

@@ -106,15 +106,22 @@ def export(
     score: Annotated[
         str,
         typer.Option(
-            help="The score the detector decides on: ebo (energy), msp, mls or gen (a third "
-            "output `score`, its threshold calibrated on the ID validation images)"
+            help="The score the detector decides on: ebo (energy), msp, mls, gen or knn (a "
+            "third output `score`, its threshold calibrated on the ID validation images; knn "
+            "carries a bank of ID training features)"
         ),
     ] = "ebo",
+    knn_k: Annotated[int, typer.Option(help="knn: the neighbour whose distance scores")] = 50,
+    fit_images: Annotated[
+        int | None, typer.Option(help="knn: ID training images in the bank (default: all)")
+    ] = None,
 ) -> None:
     """Export the detector: uint8 NHWC pixels in, logits and energy out, one ONNX graph."""
     from oaml.export.onnx import export_onnx
 
-    result = export_onnx(checkpoint, out, data_root=data_root, score=score)
+    result = export_onnx(
+        checkpoint, out, data_root=data_root, score=score, knn_k=knn_k, fit_images=fit_images
+    )
     worst = max(result.parity.values())
     typer.echo(f"onnx: {result.path} (parity with PyTorch: max abs diff {worst:.2e})")
     if triton_repo:

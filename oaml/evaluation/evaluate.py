@@ -21,7 +21,13 @@ from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import external_dataset, image_set_dataset
 from oaml.device import pick_device
 from oaml.evaluation.metrics import accuracy, ood_metrics
-from oaml.evaluation.postprocessors import Head, Outputs, ScoreSettings, create_postprocessor
+from oaml.evaluation.postprocessors import (
+    Head,
+    Outputs,
+    Postprocessor,
+    ScoreSettings,
+    create_postprocessor,
+)
 from oaml.imaging import to_nhwc
 from oaml.io import atomic_write
 from oaml.models.checkpoint import load_checkpoint
@@ -76,16 +82,18 @@ def _onnx_predictor(path: Path) -> tuple[ModelSpec, Predict]:
     )
 
     def run(loader: DataLoader, desc: str, features: bool) -> Outputs:
-        logits, labels = [], []
+        logits, labels, served = [], [], []
         for images, targets in progress(loader, desc=desc, unit="batch"):
-            logits.append(detector.run(to_nhwc(images.numpy()))[0])
+            out = detector.run(to_nhwc(images.numpy()))
+            logits.append(out[0])
+            served.append(out[2])
             labels.append(np.asarray(targets))
-        return Outputs(np.concatenate(logits), np.concatenate(labels))
+        return Outputs(np.concatenate(logits), np.concatenate(labels), None, np.concatenate(served))
 
-    return spec, run, None
+    return spec, run, None, info.score
 
 
-def _checkpoint_predictor(path: Path, device: str) -> tuple[ModelSpec, Predict, Head | None]:
+def _checkpoint_predictor(path: Path, device: str):
     model, spec, _ = load_checkpoint(path)
     torch_device = pick_device(device)
     model.to(torch_device)
@@ -100,7 +108,7 @@ def _checkpoint_predictor(path: Path, device: str) -> tuple[ModelSpec, Predict, 
     if isinstance(classifier, torch.nn.Linear) and classifier.bias is not None:
         weight, bias = classifier.weight.detach().cpu(), classifier.bias.detach().cpu()
         head = Head(weight.double().numpy(), bias.double().numpy())
-    return spec, run, head
+    return spec, run, head, None
 
 
 @dataclass(frozen=True)
@@ -145,9 +153,20 @@ def evaluate(
     return evaluate_scores(request)[score]
 
 
-def _fitted(request: EvalRequest, bench, root: Path, spec, run, head):
-    """Each requested score, fitted on the ID training outputs where it needs them."""
+class ServedScore(Postprocessor):
+    """An exported detector's own confidence (its `score` output) for the score it serves:
+    what is served is what is measured."""
+
+    def __call__(self, out: Outputs) -> np.ndarray:
+        return np.asarray(out.served, dtype=np.float64)
+
+
+def _fitted(request: EvalRequest, bench, root: Path, spec, run, head, served: str | None):
+    """Each requested score, fitted on the ID training outputs where it needs them; the score
+    an ONNX detector computes itself (other than the energy) is read from its output."""
     posts = {name: create_postprocessor(name, request.settings) for name in request.scores}
+    if served and served != "ebo" and served in posts:
+        posts[served] = ServedScore(request.settings)
     needs = sorted(n for n, p in posts.items() if p.needs_features)
     if needs and request.onnx:
         raise ValueError(
@@ -174,9 +193,9 @@ def evaluate_scores(request: EvalRequest) -> dict[str, Evaluation]:
         raise ValueError("give exactly one of --checkpoint and --onnx")
     model_file = Path(checkpoint or onnx)
     if onnx:
-        spec, run, head = _onnx_predictor(model_file)
+        spec, run, head, served = _onnx_predictor(model_file)
     else:
-        spec, run, head = _checkpoint_predictor(model_file, request.device)
+        spec, run, head, served = _checkpoint_predictor(model_file, request.device)
     benchmark, extra_ood = request.benchmark, request.extra_ood
     bench = get_benchmark(benchmark)
     root = Path(request.data_root).expanduser().resolve()
@@ -200,7 +219,7 @@ def evaluate_scores(request: EvalRequest) -> dict[str, Evaluation]:
         if len(dataset) == 0:
             raise ValueError(f"set {name!r} ({dataset.imglist}) lists no images")
 
-    posts, features = _fitted(request, bench, root, spec, run, head)
+    posts, features = _fitted(request, bench, root, spec, run, head, served)
     outputs = {}
     for name, _, dataset in [("id", "id", id_set), *sets]:
         loader = DataLoader(dataset, batch_size=request.batch_size, num_workers=request.num_workers)

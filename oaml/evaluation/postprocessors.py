@@ -27,6 +27,8 @@ class Outputs:
     logits: np.ndarray  # (N, classes) float32
     labels: np.ndarray  # (N,)
     features: np.ndarray | None = None  # (N, D) float32
+    # An exported detector's own confidence for the score it serves (its `score` output).
+    served: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,13 @@ class DetectorGraph(nn.Module):
     """
 
     def __init__(
-        self, model: OamlNet, input_size: int, temperature: float = 1.0, score: str = "ebo"
+        self,
+        model: OamlNet,
+        input_size: int,
+        temperature: float = 1.0,
+        score: str = "ebo",
+        bank: torch.Tensor | None = None,
+        k: int = 50,
     ) -> None:
         super().__init__()
         self.model = model.eval()
@@ -35,14 +41,30 @@ class DetectorGraph(nn.Module):
         self.temperature = float(temperature)
         # A score other than the energy becomes a third output (oaml.contract.SCORE_OUTPUT).
         self.score = score
+        if score == "knn":
+            if bank is None:
+                raise ValueError("the knn score needs its bank of ID training features")
+            # L2-normalised ID training features [M, D]: a constant of the graph.
+            self.register_buffer("bank", F.normalize(bank.float(), dim=1), persistent=False)
+            self.k = max(1, min(int(k), len(bank)))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
         x = F.interpolate(
             x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
         )
+        if self.score == "knn":
+            logits, features = self.model(x, return_feature=True)
+            return logits, energy(logits, self.temperature), self.knn(features)
         logits = self.model(x)
         if self.score == "ebo":
             return logits, energy(logits, self.temperature)
         confidence = score_fn(self.score)(logits, self.temperature)
         return logits, energy(logits, self.temperature), confidence
+
+    def knn(self, features: torch.Tensor) -> torch.Tensor:
+        """Minus the squared distance to the k-th nearest bank feature, both unit length
+        (|a - b|^2 = 2 - 2 a.b): MatMul + TopK, the score oaml.evaluation's KNN computes."""
+        similarity = F.normalize(features, dim=1) @ self.bank.T
+        kth = similarity.topk(self.k, dim=1).values[:, -1]
+        return 2.0 * kth - 2.0

@@ -10,6 +10,7 @@ Parity with PyTorch (max abs difference of logits and energy) is checked before 
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from oaml.contract import (
     write_metadata,
 )
 from oaml.export.graph import DetectorGraph
-from oaml.imaging import to_nchw, to_nhwc
+from oaml.imaging import to_nhwc
 from oaml.io import atomic_path, sha256_file
 from oaml.models.checkpoint import load_checkpoint
 from oaml.models.factory import ModelSpec
@@ -83,14 +84,11 @@ def detector_metadata(
     )
 
 
-def _torch_outputs(model, images_nhwc: np.ndarray, temperature: float, score: str):
-    from oaml.scores import energy, score_fn
-
+def _torch_outputs(graph: DetectorGraph, images_nhwc: np.ndarray):
+    """The graph in PyTorch: logits, energy and the served confidence (-energy for ebo)."""
     with torch.no_grad():
-        x = torch.from_numpy(to_nchw(images_nhwc))
-        logits = model(x)
-        confidence = score_fn(score)(logits, temperature)
-        return logits.numpy(), energy(logits, temperature).numpy(), confidence.numpy()
+        outputs = [o.numpy() for o in graph(torch.from_numpy(images_nhwc))]
+    return outputs if len(outputs) == 3 else [*outputs, -outputs[1]]
 
 
 def val_images(spec: ModelSpec, payload: dict[str, Any], data_root: Path | None, n=None):
@@ -121,14 +119,12 @@ def parity_batches(spec: ModelSpec, payload: dict[str, Any], data_root: Path | N
     return batches
 
 
-def check_parity(
-    model, detector: Detector, batches: dict[str, np.ndarray], temperature: float, score="ebo"
-):
+def check_parity(graph: DetectorGraph, detector: Detector, batches: dict[str, np.ndarray]):
     """Max abs difference of logits, energy and the served confidence between PyTorch and
     onnxruntime, per batch."""
     result = {}
     for name, images in batches.items():
-        expected = _torch_outputs(model, images, temperature, score)
+        expected = _torch_outputs(graph, images)
         for key, a, b in zip(
             ("logits", "energy", "score"), expected, detector.run(images), strict=True
         ):
@@ -155,14 +151,37 @@ def _score_threshold(path: Path, images: np.ndarray | None, score: str) -> float
     return confidence_threshold(confidence)
 
 
+def knn_bank(model, spec: ModelSpec, payload: dict[str, Any], root: Path | None, fit_images):
+    """The features of the ID training images (a class-stratified subset of `fit_images`, all
+    when None) the knn score compares with: what `oaml evaluate --score knn` fits on."""
+    from torch.utils.data import DataLoader
+
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.data.datasets import image_set_dataset
+    from oaml.models.predict import predict_with_features
+
+    lineage = payload.get("lineage", {})
+    root = root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
+    if root is None or not lineage.get("benchmark"):
+        raise ExportError("the knn score's bank is the ID training images: pass --data-root")
+    train = get_benchmark(lineage["benchmark"]).train
+    dataset = image_set_dataset(train, root, spec, subset=fit_images, seed=0, decoded=True)
+    loader = DataLoader(dataset, batch_size=256)
+    features = predict_with_features(model, loader, torch.device("cpu"), desc="knn bank")[2]
+    return torch.from_numpy(features)
+
+
 def export_onnx(
     checkpoint: str | Path,
     out: str | Path,
     data_root: str | Path | None = None,
     score: str = "ebo",
+    knn_k: int = 50,
+    fit_images: int | None = None,
 ) -> ExportResult:
     """Export `checkpoint` to `out` (atomically), with metadata, checker and parity checks.
-    `score`: the head-only score the detector decides on (a third output unless ebo)."""
+    `score`: what the detector decides on (a third output unless ebo); knn carries a bank of
+    `fit_images` ID training features (all when None) and uses the `knn_k`-th neighbour."""
     import onnx
 
     servable(score)
@@ -171,7 +190,8 @@ def export_onnx(
     model, spec, payload = load_checkpoint(checkpoint)
     calibration = checkpoint_calibration(payload)
     temperature = calibration.temperature if calibration else 1.0
-    graph = DetectorGraph(model, spec.input_size, temperature, score).eval()
+    bank = knn_bank(model, spec, payload, root, fit_images) if score == "knn" else None
+    graph = DetectorGraph(model, spec.input_size, temperature, score, bank, knn_k).eval()
     outputs = [*OUTPUT_NAMES, SCORE_OUTPUT] if score != "ebo" else list(OUTPUT_NAMES)
     example = torch.zeros((2, spec.input_size, spec.input_size, spec.in_chans), dtype=torch.uint8)
     Dim = torch.export.Dim
@@ -192,6 +212,8 @@ def export_onnx(
         program.save(str(raw))
         proto = onnx.load(str(raw))
     meta = detector_metadata(spec, payload, checkpoint, temperature, score)
+    if bank is not None:
+        meta[Meta.SCORE_SETTINGS] = json.dumps({"k": graph.k, "bank": len(bank)})
     onnx.helper.set_model_props(proto, meta)
     proto.producer_name, proto.producer_version = "oaml", __version__
     proto.doc_string = f"oaml OOD detector ({spec.arch}, {spec.num_classes} classes)"
@@ -209,5 +231,5 @@ def export_onnx(
             onnx.save(proto, str(tmp_path))
         detector = Detector(tmp_path)
         batches = parity_batches(spec, payload, root)
-        parity = check_parity(model, detector, batches, temperature, score)
+        parity = check_parity(graph, detector, batches)
     return ExportResult(out, parity, meta)

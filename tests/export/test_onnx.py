@@ -134,10 +134,59 @@ def test_a_head_score_is_a_third_output_calibrated_on_id_validation(
     assert (detector.flags(confidence) == (confidence < detector.info.score_threshold)).all()
 
 
-def test_feature_scores_cannot_be_exported(tiny_checkpoint, tmp_path):
+def test_scores_a_graph_cannot_compute_are_refused(tiny_checkpoint, tmp_path):
     proc = oaml_in_process(
         "export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "k.onnx"),
-        "--score", "knn",
+        "--score", "mds",
     )  # fmt: skip
-    assert proc.returncode == 2 and "reads more than the logits" in proc.stderr
+    assert proc.returncode == 2 and "can serve the scores" in proc.stderr
     assert not (tmp_path / "k.onnx").exists()
+
+
+def test_knn_is_served_from_a_feature_bank_in_the_graph(tiny_checkpoint, tmp_path, data_root):
+    """MatMul + TopK against the normalised ID training features inside the graph give what
+    `oaml evaluate --score knn` computes with faiss; evaluating the file reads its own output."""
+    from torch.utils.data import DataLoader
+
+    from oaml.data.benchmarks import get_benchmark
+    from oaml.data.datasets import image_set_dataset
+    from oaml.evaluation.postprocessors import KNNScore, Outputs, ScoreSettings
+    from oaml.export.onnx import val_images
+    from oaml.models.predict import predict_with_features
+
+    out = tmp_path / "knn.onnx"
+    run_oaml(
+        "export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--data-root",
+        str(data_root), "--score", "knn", "--knn-k", "10", "--fit-images", "2000",
+    )  # fmt: skip
+    detector = Detector(out)
+    assert detector.info.score == "knn"
+    assert json.loads(detector.info.metadata["ood_score_settings"]) == {"k": 10, "bank": 2000}
+    model, spec, payload = load_checkpoint(tiny_checkpoint)
+    train = image_set_dataset(get_benchmark("fmnist").train, data_root, spec, subset=2000, seed=0)
+    bank = predict_with_features(model, DataLoader(train, 256), torch.device("cpu"))
+    reference = KNNScore(ScoreSettings(knn_k=10))
+    reference.fit(Outputs(*bank), None)
+    images = val_images(spec, payload, data_root, 300)
+    logits, _, confidence = detector.run(images)
+    with torch.no_grad():
+        _, feats = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), True)
+    expected = reference(Outputs(logits, np.zeros(len(logits)), feats.numpy()))
+    np.testing.assert_allclose(confidence, expected, atol=1e-4)
+    every = detector.run(val_images(spec, payload, data_root))[2]  # what it was calibrated on
+    assert 0.95 <= (every >= detector.info.score_threshold).mean() < 0.95 + 2 / len(every)
+
+    scored = tmp_path / "m.json"
+    run_oaml(
+        "evaluate", "--onnx", str(out), "--data-root", str(data_root), "--score", "knn",
+        "--json", str(scored),
+    )  # fmt: skip
+    from_file = json.loads(scored.read_text())
+    direct = tmp_path / "d.json"
+    run_oaml(
+        "evaluate", "--checkpoint", str(tiny_checkpoint), "--data-root", str(data_root),
+        "--score", "knn", "--knn-k", "10", "--fit-images", "2000", "--json", str(direct),
+    )  # fmt: skip
+    from_checkpoint = json.loads(direct.read_text())
+    for name, values in from_checkpoint["ood"].items():
+        assert from_file["ood"][name]["auroc"] == pytest.approx(values["auroc"], abs=1e-3), name
