@@ -184,6 +184,9 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
                 **common, student=student.outputs["student"], data=data_in, **tracked
             )
             exported.set_caching_options(False)
+            # After the evaluation: both read the preset's score, so a bad one fails there first
+            # (and nothing is exported from a student whose evaluation failed).
+            exported.after(evaluated)
             on_cluster(exported, image, cpu="4", memory="8Gi")
 
             registered = register(
