@@ -89,14 +89,6 @@ class Distributed:
             self.barrier()
         return value
 
-    def broadcast_object(self, value):
-        """Rank 0's `value` on every rank (e.g. the validation result only rank 0 computes)."""
-        if not self.enabled:
-            return value
-        holder = [value]
-        dist.broadcast_object_list(holder, src=0)
-        return holder[0]
-
 
 def restarted() -> bool:
     """True in a worker group torchrun restarted after a failure: it continues from last.pt."""

@@ -13,7 +13,6 @@ only the shards without their `.done` marker. `complete.json`, written last, mar
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,8 +144,3 @@ def teacher_outputs(
         )
     dist.barrier()
     return _open(folder, entries, reused=False)
-
-
-def describe(folder: str | Path) -> dict:
-    """What a finished cache folder says about itself (complete.json)."""
-    return json.loads((Path(folder) / COMPLETE).read_text())

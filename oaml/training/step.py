@@ -74,7 +74,7 @@ class TrainStep:
     scheduler: Any
     scaler: torch.amp.GradScaler
     # The module that computes the loss: MethodLoss, in DistributedDataParallel under torchrun.
-    loss: nn.Module | None = None
+    loss: nn.Module
 
     @classmethod
     def build(
@@ -100,7 +100,7 @@ class TrainStep:
         return cls(forward, method, optimizer, scheduler, scaler, loss)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        terms = self.loss(batch) if self.loss is not None else self.method(self.forward, batch)
+        terms = self.loss(batch)
         loss = terms["loss"]
         if not torch.isfinite(loss):
             lr = self.optimizer.param_groups[0]["lr"]
