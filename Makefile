@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup system-deps container-deps demo test test-fast test-images lint format clean gpu-check lock \
+.PHONY: setup system-deps container-deps browser-deps demo test test-fast test-images lint format clean gpu-check lock \
 	lock-export
 
 setup: system-deps $(STAMP)
@@ -63,7 +63,7 @@ PYTEST_PARALLEL ?= $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) -
 
 # The suite, including the serving image built and driven as a container (tests/docker); the
 # training image and the pipeline in containers are `make test-images`.
-test: setup container-deps
+test: setup container-deps browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(CONTAINER_ENV) $(VENV)/bin/pytest -m "not gpu and not images" --durations=15 $(PYTEST_PARALLEL)
@@ -163,6 +163,13 @@ base-images: container-deps
 push-images: images
 	$(DOCKER) push $(TRAIN_IMAGE)
 	$(DOCKER) push $(SERVE_TAG)
+
+# Headless Chromium for the test that renders the evaluation report (Debian's package, where
+# missing; skipped where apt-get does not exist).
+browser-deps:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+			-y -qq --no-install-recommends chromium; fi
 
 # The container tests' engine where none is installed: Debian's podman with runc (crun fails on
 # hybrid cgroups), and mmdebstrap for `make base-images`. Only what is missing is installed, and

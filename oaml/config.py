@@ -118,6 +118,11 @@ class OutliersConfig:
     sd_checkpoint: str | None = None
     sd_steps: int = 50
     sd_size: int = 512
+    # Which synthesis backend makes them (None: stable-diffusion with sd_checkpoint, else
+    # forward-diffusion); class-mix and generator need no weights (see `oaml synthesize`).
+    source: str | None = None
+    # The generator source: epochs of its VAE (20: about 6 CPU minutes on fmnist here).
+    generator_epochs: int = 20
 
 
 @dataclass(frozen=True)

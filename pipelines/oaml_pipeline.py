@@ -174,6 +174,9 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
                 **common,
                 data=data_in,
                 student=student.outputs["student"],
+                start=start.outputs["start"],
+                outliers=outliers.outputs["outliers"],
+                registered_model=registered_model,
                 **tracked,
                 device=device,
             )

@@ -22,6 +22,7 @@ from oaml.io import atomic_write_json, atomic_write_text, sha256_file
 from oaml.recipe import (
     evaluate_student_scores,
     finetuned,
+    outlier_methods,
     shared_inputs,
     student_methods,
     with_inputs,
@@ -41,6 +42,9 @@ class QualityPlan:
     overrides: tuple[str, ...] = ()
     # Post-hoc scores of the method x score table (each run evaluated once per score).
     scores: tuple[str, ...] = ()
+    # Outlier sources (synthesis backends) each outlier method trains on, for the source
+    # ablation; empty: the preset's own source only.
+    sources: tuple[str, ...] = ()
 
 
 def _check_same_settings(out: Path, settings: dict) -> None:
@@ -83,18 +87,23 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
     )
 
     inputs = shared_inputs(preset, set(plan.methods), root, out / "shared", device)
+    outlier_sets = _outlier_sources(plan, preset, root, out / "shared", inputs)
     runs = []
     for seed in range(plan.seeds):
         seeded = with_train(preset, "student", seed=seed)
         print(f"seed {seed}: cross-entropy start")
         start_dir = out / f"seed{seed}" / "start"
         start = train_stage(seeded, "student", root, start_dir, device=device, method="ce")
-        with_shared = with_inputs(seeded, inputs.get("outliers"), inputs.get("teacher"))
         for method in plan.methods:
-            run_dir = out / f"seed{seed}" / method
-            runs.append(
-                _finetune(with_shared, method, start.checkpoint, root, run_dir, device, plan.scores)
-            )
+            sources = outlier_sets if method in outlier_methods() else {None: None}
+            for source, outliers in sources.items():
+                with_shared = with_inputs(seeded, outliers, inputs.get("teacher"))
+                name = f"{method}@{source}" if source and len(outlier_sets) > 1 else method
+                run = _finetune(
+                    with_shared, method, start.checkpoint, root, out / f"seed{seed}" / name,
+                    device, plan.scores,
+                )  # fmt: skip
+                runs.append({**run, "label": name, **({"source": source} if source else {})})
     finetune = preset.finetune
     results = {
         "preset": plan.preset,
@@ -110,6 +119,7 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
         "losses": finetune.losses,
         "runs": runs,
         "summary": summarize(runs),
+        **({"sources": list(outlier_sets)} if plan.sources else {}),
     }
     if plan.scores:
         results["scores"] = list(plan.scores)
@@ -118,6 +128,33 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
     atomic_write_text(out / "results.md", markdown(results))
     plot(results, out / "results.png")
     return results
+
+
+def _outlier_sources(
+    plan: QualityPlan, preset: Preset, root: Path, folder: Path, inputs: dict[str, Path]
+) -> dict[str, Path]:
+    """{source: outlier folder}: the preset's own outliers, or each of `plan.sources` built
+    under folder/outliers-<source> (once; a killed build resumes)."""
+    from dataclasses import replace
+
+    from oaml.synthesis.backends import preset_request, synthesize
+
+    if "outliers" not in inputs:
+        return {}
+    default = preset_request(preset, root, inputs["outliers"])[0]
+    if not plan.sources:
+        return {default: inputs["outliers"]}
+    found = {}
+    for source in plan.sources:
+        if source == default:
+            found[source] = inputs["outliers"]
+            continue
+        sourced = replace(preset, outliers=replace(preset.outliers, source=source))
+        backend, request = preset_request(sourced, root, folder / f"outliers-{source}")
+        print(f"outliers: {preset.outliers.count} images by {backend}")
+        synthesize(backend, request)
+        found[source] = request.out
+    return found
 
 
 def _finetune(
@@ -166,11 +203,16 @@ def _value(metrics: dict, group: str, key: str) -> float:
     return metrics["ood"][group][key]
 
 
+def _label(run: dict) -> str:
+    """A run's row in the tables: its method, with its outlier source in a source ablation."""
+    return run.get("label", run["method"])
+
+
 def summarize(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     """Mean and standard deviation (over seeds) of every headline and per-set metric."""
     summary: dict[str, dict[str, dict[str, float]]] = {}
-    for method in dict.fromkeys(r["method"] for r in runs):
-        chosen = [r["metrics"] for r in runs if r["method"] == method]
+    for method in dict.fromkeys(_label(r) for r in runs):
+        chosen = [r["metrics"] for r in runs if _label(r) == method]
         keys = list(HEADLINE)
         keys += [(name, k) for name in chosen[0]["ood"] for k in ("auroc", "fpr95")]
         summary[method] = {}
@@ -190,8 +232,8 @@ SCORE_COLUMNS = (("near", "auroc"), ("far", "auroc"))
 def summarize_scores(runs: list[dict], scores: tuple[str, ...]) -> dict:
     """{method: {score: {"near.auroc" | "far.auroc": mean, std, n}}} over seeds."""
     table: dict[str, dict[str, dict]] = {}
-    for method in dict.fromkeys(r["method"] for r in runs):
-        chosen = [r["by_score"] for r in runs if r["method"] == method]
+    for method in dict.fromkeys(_label(r) for r in runs):
+        chosen = [r["by_score"] for r in runs if _label(r) == method]
         table[method] = {}
         for score in scores:
             cells = {}

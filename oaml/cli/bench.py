@@ -67,10 +67,18 @@ def bench_quality(
             "gen, knn, mds, rmds, vim); default: the preset's score only"
         ),
     ] = None,
+    sources: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated outlier sources each outlier method trains on, for an "
+            "ablation (forward-diffusion, class-mix, generator, ...); default: the preset's"
+        ),
+    ] = None,
 ) -> None:
     """Each method under the same budget, over seeds: ID accuracy, near/far AUROC and FPR95."""
     from oaml.bench.quality import QualityPlan, markdown, run_quality
     from oaml.evaluation.postprocessors import POSTPROCESSORS
+    from oaml.synthesis.backends import BACKENDS
 
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
@@ -78,7 +86,12 @@ def bench_quality(
     chosen_scores = tuple(s.strip() for s in (scores or "").split(",") if s.strip())
     for name in chosen_scores:
         POSTPROCESSORS.get(name)  # an unknown score fails before any training
-    plan = QualityPlan(preset, benchmark, chosen, seeds, tuple(set_ or []), chosen_scores)
+    chosen_sources = tuple(s.strip() for s in (sources or "").split(",") if s.strip())
+    for name in chosen_sources:
+        BACKENDS.get(name)
+    plan = QualityPlan(
+        preset, benchmark, chosen, seeds, tuple(set_ or []), chosen_scores, chosen_sources
+    )
     typer.echo(markdown(run_quality(plan, out, data_root, device)))
 
 

@@ -41,6 +41,10 @@ def evaluate(
     plots: Annotated[
         Path | None, typer.Option(help="Write score_histograms.png and roc_curves.png here")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write the HTML report here (tables, plots, worst cases as images)"),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     knn_k: Annotated[int, typer.Option(help="knn: the neighbour whose distance scores")] = 50,
@@ -55,6 +59,7 @@ def evaluate(
     """ID accuracy and OOD detection metrics (AUROC, AUPR, FPR95) of a checkpoint or ONNX file."""
     from oaml.evaluation import evaluate as ev
     from oaml.evaluation.report import markdown_table, plot_evaluation
+    from oaml.evaluation.review import write_report
     from oaml.io import atomic_write_json
 
     result = ev.evaluate(
@@ -75,9 +80,11 @@ def evaluate(
         atomic_write_json(json_out, result.metrics)
     if save_scores:
         ev.save_scores(result, save_scores)
-    plot_dir = plots or (json_out.parent if json_out else None)
+    plot_dir = plots or (json_out.parent if json_out else None) or (report and report.parent)
     if plot_dir:
-        plot_evaluation(result.confidences, result.groups, score, plot_dir)
+        drawn = plot_evaluation(result.confidences, result.groups, score, plot_dir)
+        if report:
+            write_report(result, drawn, report)
     typer.echo(markdown_table(result.metrics))
 
 

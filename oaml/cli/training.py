@@ -88,13 +88,16 @@ def synthesize(
     backend: Annotated[
         str,
         typer.Option(
-            help="forward-diffusion (pixels), stable-diffusion (generation) or "
-            "stable-diffusion-forward (VAE latents noised at t); oaml.synthesis.backends"
+            help="forward-diffusion (pixels), class-mix (between-class mixup/cutmix), "
+            "generator (a class-conditional VAE trained here), stable-diffusion (generation) "
+            "or stable-diffusion-forward (VAE latents noised at t); oaml.synthesis.backends"
         ),
     ] = "forward-diffusion",
     benchmark: Annotated[str, typer.Option(help="Benchmark whose ID images are used")] = "fmnist",
     data_root: Annotated[Path, typer.Option(help="Data folder (OpenOOD layout)")] = Path("data"),
-    count: Annotated[int, typer.Option(help="How many outlier images (forward-diffusion)")] = 10000,
+    count: Annotated[
+        int, typer.Option(help="How many outlier images (all but stable-diffusion)")
+    ] = 10000,
     t_min: Annotated[int, typer.Option(help="Smallest diffusion timestep")] = 300,
     t_max: Annotated[int, typer.Option(help="Largest diffusion timestep")] = 700,
     shard_size: Annotated[
@@ -121,6 +124,9 @@ def synthesize(
     denoise: Annotated[
         bool, typer.Option(help="stable-diffusion-forward: denoise from t (img2img)")
     ] = False,
+    generator_epochs: Annotated[
+        int | None, typer.Option(help="generator: training epochs of its VAE (default 20)")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
 ) -> None:
     """Synthesize outliers; a killed run resumes where it stopped when run again."""
@@ -132,6 +138,7 @@ def synthesize(
         seed=seed, device=device, t_min=t_min, t_max=t_max, shard_size=shard_size,
         checkpoint=checkpoint, teacher=teacher, steps=steps, size=size, guidance=guidance,
         scheduler=scheduler, eta=eta, batch_size=batch_size, denoise=denoise,
+        generator_epochs=generator_epochs,
     )  # fmt: skip
     typer.echo(f"manifest: {run(backend, request)}")
 

@@ -47,6 +47,10 @@ class Evaluation:
     metrics: dict[str, Any]
     confidences: dict[str, np.ndarray] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)
+    # Per set: the predicted class of each sample, and where its images are (image root and
+    # paths, imglist order), so a report can show the worst cases.
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, tuple[Path, list[str]]] = field(default_factory=dict)
 
 
 def parse_extra_ood(items: list[str]) -> dict[str, Path]:
@@ -226,10 +230,21 @@ def evaluate_scores(request: EvalRequest) -> dict[str, Evaluation]:
         outputs[name] = run(loader, name, features)
     groups = {name: group for name, group, _ in sets}
     model_key = "onnx" if onnx else "checkpoint"
-    return {
+    found = {
         score: _scored(score, post, outputs, groups, bench.name, (model_key, model_file), request)
         for score, post in posts.items()
     }
+    images = {name: _image_refs(dataset) for name, _, dataset in [("id", "id", id_set), *sets]}
+    for evaluation in found.values():
+        evaluation.images.update(images)
+        evaluation.predictions.update({k: o.logits.argmax(1) for k, o in outputs.items()})
+    return found
+
+
+def _image_refs(dataset) -> tuple[Path, list[str]]:
+    """(image root, relative paths) of a set's images, decoded-cache or not."""
+    listed = getattr(dataset, "source", dataset)  # a decoded cache wraps the imglist dataset
+    return Path(listed.image_root), [e.path for e in listed.entries]
 
 
 def _scored(score, post, outputs, groups, benchmark, model, request) -> Evaluation:

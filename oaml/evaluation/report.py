@@ -45,8 +45,11 @@ def _save(fig, path: Path) -> Path:
 def plot_evaluation(
     confidences: dict[str, np.ndarray], groups: dict[str, str], score: str, folder: str | Path
 ) -> list[Path]:
-    """`score_histograms.png` (ID vs each OOD set) and `roc_curves.png`; returns the paths."""
+    """`score_histograms.png` (ID vs each OOD set, the threshold that keeps 95% of ID drawn
+    dashed) and `roc_curves.png`; returns the paths."""
     import matplotlib
+
+    from oaml.contract import confidence_threshold
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -58,11 +61,13 @@ def plot_evaluation(
     names = [n for n in confidences if n != "id"]
     cols = min(3, max(1, len(names)))
     rows = max(1, int(np.ceil(len(names) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
     low = min(float(c.min()) for c in confidences.values())
     high = max(float(c.max()) for c in confidences.values())
     bins = np.linspace(low, high, 60)
+    threshold = confidence_threshold(id_conf)
     for ax, name in zip(axes.flat, names, strict=False):
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
         ax.hist(id_conf, bins=bins, alpha=0.55, density=True, label="ID", color="tab:blue")
         ax.hist(confidences[name], bins=bins, alpha=0.55, density=True, label=name, color="tab:red")
         ax.set_title(f"{name} ({groups.get(name, '')})")
@@ -100,26 +105,3 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         for key in ("auroc", "fpr95"):
             flat[f"{name}_{key}"] = float(values[key])
     return flat
-
-
-def html_report(metrics: dict[str, Any], plots: list[Path]) -> str:
-    """A self-contained HTML page (table and plots inline) for the Kubeflow UI's HTML viewer."""
-    import base64
-    import html
-
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
-        for k, v in scalar_metrics(metrics).items()
-    )
-    images = "".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"'
-        f' alt="{html.escape(p.stem)}"><figcaption>{html.escape(p.stem)}</figcaption></figure>'
-        for p in plots
-    )
-    title = f"{metrics['benchmark']}: {metrics['score']} score"
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "</head><body style='font-family:sans-serif'>"
-        f"<h2>{html.escape(title)}</h2><table border='1' cellpadding='4'>"
-        f"<tr><th>metric</th><th>value</th></tr>{rows}</table>{images}</body></html>"
-    )

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from oaml.registry import Registry
@@ -36,6 +36,10 @@ class SynthesisRequest:
     eta: float = 0.0
     batch_size: int = 4
     denoise: bool = False  # latent forward diffusion: img2img from t
+    # The generator backend: its training epochs (None: its default) and where trained
+    # generators are kept (None: <data_root>/cache/generators).
+    generator_epochs: int | None = None
+    cache: Path | None = None
 
 
 Backend = Callable[[SynthesisRequest], Path]
@@ -110,9 +114,37 @@ def latent_forward_diffusion(request: SynthesisRequest) -> Path:
     return run(checkpoint, request.benchmark, request.data_root, request.out, cfg, request.device)
 
 
+@BACKENDS.register("class-mix")
+def class_mix(request: SynthesisRequest) -> Path:
+    """Between-class mixup and cutmix of ID training images (no model needed)."""
+    from oaml.synthesis.class_mix import ClassMixConfig
+    from oaml.synthesis.class_mix import synthesize as run
+
+    cfg = ClassMixConfig(count=request.count, seed=request.seed or 0, **_sized(request, 2048))
+    return run(request.benchmark, request.data_root, request.out, cfg)
+
+
+@BACKENDS.register("generator")
+def generated(request: SynthesisRequest) -> Path:
+    """Decoded boundary and between-class latents of a small class-conditional VAE trained
+    here on the ID training images (DreamOOD in miniature; no pretrained weights)."""
+    from oaml.synthesis.generated_outliers import GeneratedOutliersConfig
+    from oaml.synthesis.generated_outliers import synthesize as run
+    from oaml.synthesis.generator import GeneratorConfig
+
+    trainer = GeneratorConfig()
+    if request.generator_epochs is not None:
+        trainer = replace(trainer, epochs=request.generator_epochs)
+    cfg = GeneratedOutliersConfig(
+        count=request.count, seed=request.seed or 0, generator=trainer, **_sized(request, 2048)
+    )
+    cache = request.cache or Path(request.data_root) / "cache" / "generators"
+    return run(request.benchmark, request.data_root, request.out, cfg, cache, request.device)
+
+
 def preset_request(preset, data_root: Path, out: Path) -> tuple[str, SynthesisRequest]:
-    """The backend and request a preset's `outliers:` section asks for: Stable Diffusion
-    generations with `sd_checkpoint`, else forward-diffused ID training images."""
+    """The backend and request a preset's `outliers:` section asks for: its `source`, else
+    Stable Diffusion generations with `sd_checkpoint`, else forward-diffused ID images."""
     from oaml.data.benchmarks import get_benchmark
 
     found = preset.outliers
@@ -122,14 +154,18 @@ def preset_request(preset, data_root: Path, out: Path) -> tuple[str, SynthesisRe
         t_min=found.t_min, t_max=found.t_max, steps=found.sd_steps, size=found.sd_size,
         checkpoint=Path(found.sd_checkpoint) if found.sd_checkpoint else None,
         n_per_class=max(1, found.count // classes) if found.sd_checkpoint else None,
+        generator_epochs=found.generator_epochs,
     )  # fmt: skip
-    return ("stable-diffusion" if found.sd_checkpoint else "forward-diffusion"), request
+    backend = found.source or ("stable-diffusion" if found.sd_checkpoint else "forward-diffusion")
+    BACKENDS.get(backend)  # an unknown source fails here, naming the known ones
+    return backend, request
 
 
 def request_settings(backend: str, request: SynthesisRequest) -> dict[str, object]:
     """What the outliers depend on (for tracking and a stage folder's name): the backend and
     the request without where it reads and writes."""
-    fields = {k: v for k, v in asdict(request).items() if k not in {"data_root", "out", "device"}}
+    where = {"data_root", "out", "device", "cache"}
+    fields = {k: v for k, v in asdict(request).items() if k not in where}
     return {
         "backend": backend,
         **{k: str(v) if isinstance(v, Path) else v for k, v in fields.items()},

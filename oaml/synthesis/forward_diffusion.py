@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from oaml.data.benchmarks import get_benchmark
-from oaml.data.datasets import stratified_subset
-from oaml.data.imglist import load_image, parse_imglist
-from oaml.io import sha256_file
+from oaml.data.imglist import load_image
+from oaml.synthesis.id_images import as_hwc, training_entries
 from oaml.synthesis.shards import ShardWriter, load_kind
 
 
@@ -76,16 +75,13 @@ def synthesize(
     """Noise `cfg.count` stratified ID training images into shards; return the manifest path."""
     _check_config(cfg)
     bench = get_benchmark(benchmark)
-    root = Path(data_root).expanduser().resolve()
-    bench.require(root, [bench.train])
-    entries = stratified_subset(parse_imglist(bench.train.imglist_path(root)), cfg.count, cfg.seed)
-    image_root = bench.train.image_root(root)
+    entries, image_root, listed_sha = training_entries(benchmark, data_root, cfg.count, cfg.seed)
     sched = scheduler(cfg)
     writer = ShardWriter(out_dir, ("images",))
     chunks = [entries[s : s + cfg.shard_size] for s in range(0, len(entries), cfg.shard_size)]
     for number, chunk in writer.pending(chunks, "forward diffusion"):
         images = np.stack(
-            [_as_hwc(np.asarray(load_image(image_root / e.path, bench.image_mode))) for e in chunk]
+            [as_hwc(np.asarray(load_image(image_root / e.path, bench.image_mode))) for e in chunk]
         )
         rng = np.random.default_rng([cfg.seed, number])
         timesteps = rng.integers(cfg.t_min, cfg.t_max + 1, size=len(chunk))
@@ -98,12 +94,8 @@ def synthesize(
         benchmark=benchmark,
         count=len(entries),
         params=asdict(cfg),
-        source_imglist_sha256=sha256_file(bench.train.imglist_path(root)),
+        source_imglist_sha256=listed_sha,
     )
-
-
-def _as_hwc(array: np.ndarray) -> np.ndarray:
-    return array[:, :, None] if array.ndim == 2 else array
 
 
 def load_outlier_images(folder: str | Path) -> np.ndarray:

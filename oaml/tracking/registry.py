@@ -75,6 +75,29 @@ def _by_alias(client, name: str, alias: str):
         ) from None
 
 
+def champion_metrics(
+    name: str, benchmark: str, score: str, tracking_uri: str | None = None
+) -> tuple[dict[str, float] | None, str]:
+    """The champion's gated metrics where they compare with an evaluation of `benchmark` under
+    `score`, else None; and a note that says which version it is, or why it is not shown."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = _by_alias(_client(tracking_uri), name, CHAMPION)
+    except (PromotionError, MlflowException, OSError) as exc:
+        return None, f"the registry could not be read ({exc})"
+    if version is None:
+        return None, f"{name} has no {CHAMPION} yet"
+    where = f"{name} version {version.version}"
+    served = version.tags.get(SCORE_TAG, "ebo")
+    if version.tags.get("benchmark") not in (None, benchmark) or served != score:
+        return None, (
+            f"{where} was measured on {version.tags.get('benchmark')} with the {served} score, "
+            f"not comparable with {benchmark} under {score}"
+        )
+    return version_metrics(version), f"{where} (@{CHAMPION})"
+
+
 @dataclass(frozen=True)
 class Registered:
     name: str

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oaml.config import Preset, load_preset, stage_of, to_dict
-from oaml.io import atomic_copy, atomic_write_json, atomic_write_text, sha256_file
+from oaml.io import atomic_copy, atomic_write_json, sha256_file
 from oaml.tracking.runs import StageRun, Tracking, stage_run
 
 if TYPE_CHECKING:
@@ -287,52 +287,6 @@ def _checkpoint_in(path: str | Path) -> Path:
     """A model artifact is a folder holding checkpoint.pt (or the file itself)."""
     path = Path(path)
     return path / CHECKPOINT if path.is_dir() else path
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    metrics: dict[str, Any]
-    roc: dict[str, list[float]]  # ID vs all OOD sets: fpr, tpr, threshold (for Kubeflow's UI)
-    plots: list[Path]
-
-
-def evaluate_detector(
-    preset_name: str,
-    overrides: list[str],
-    data: str | Path,
-    checkpoint: str | Path,
-    out: str | Path,
-    tracking: Tracking,
-    device: str = "auto",
-) -> EvaluationResult:
-    """ID accuracy and OOD metrics on the benchmark; metrics.json, metrics.md, scores and plots
-    into `out`, all logged to the stage's run."""
-    from oaml.evaluation.evaluate import save_scores
-    from oaml.evaluation.metrics import roc_points
-    from oaml.evaluation.report import markdown_table, plot_evaluation
-    from oaml.recipe import evaluate_student
-
-    preset = load_preset(preset_name, overrides)
-    root, out = data_root_of(data), Path(out)
-    ckpt = _checkpoint_in(checkpoint)
-    with stage_run(tracking, "evaluate") as run:
-        run.params(
-            {"checkpoint": str(ckpt), "score": preset.evaluation.score,
-             "temperature": preset.evaluation.temperature}
-        )  # fmt: skip
-        _log_data(run, preset.benchmark, root, "evaluation")
-        evaluation = evaluate_student(preset, ckpt, root, device)
-        metrics = evaluation.metrics
-        atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_text(out / "metrics.md", markdown_table(metrics))
-        save_scores(evaluation, out / "scores")
-        plots = plot_evaluation(evaluation.confidences, evaluation.groups, metrics["score"], out)
-        run.metrics({k: metrics[k] for k in ("id", "near", "far", "ood") if metrics.get(k)})
-        run.artifact(out / "metrics.json", "evaluation")
-        run.artifact(out / "metrics.md", "evaluation")
-        for plot in plots:
-            run.artifact(plot, "plots")
-    return EvaluationResult(metrics, roc_points(evaluation.confidences), plots)
 
 
 def export_detector(
