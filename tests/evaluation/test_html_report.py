@@ -1,7 +1,9 @@
 """The evaluation's HTML report: its tables against references by hand, the worst cases picked
 right, and the real page rendered in headless Chromium: it fits the page, every image loads."""
 
+import html
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -102,8 +104,9 @@ def _render(page: Path, width: int, tmp_path: Path) -> dict:
     assert shot.stat().st_size > 10_000
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", checked.as_uri()], check=True,
                          capture_output=True, text=True, timeout=120).stdout  # fmt: skip
-    found = dom.split('<pre id="check">', 1)[1].split("</pre>", 1)[0]
-    return json.loads(found.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    found = re.search(r'<pre id="check"[^>]*>(.*?)</pre>', dom, re.S)
+    assert found, f"the page's check did not run: {dom[-500:]}"
+    return json.loads(html.unescape(found.group(1)))
 
 
 @pytest.mark.slow
