@@ -29,7 +29,7 @@ CHECK = """<script>window.addEventListener('load', () => {
     broken: images.filter(i => !i.complete || i.naturalWidth === 0).length,
     overflowing: images.filter(i => i.getBoundingClientRect().right > window.innerWidth + 1).length,
     text: document.body.innerText};
-  const pre = document.createElement('pre'); pre.id = 'check'; pre.style.whiteSpace = 'pre-wrap';
+  const pre = document.createElement('pre'); pre.id = 'check'; pre.style.wordBreak = 'break-all'; pre.style.whiteSpace = 'pre-wrap';
   pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
 });</script>"""
 
@@ -99,7 +99,7 @@ def _render(page: Path, width: int, tmp_path: Path) -> dict:
              f"--user-data-dir={tmp_path / f'profile-{width}'}", f"--window-size={width},900",
              "--virtual-time-budget=5000"]  # fmt: skip
     shot = page.with_name(f"report-{width}.png")
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", checked.as_uri()], check=True,
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", page.as_uri()], check=True,
                    capture_output=True, timeout=120)  # fmt: skip
     assert shot.stat().st_size > 10_000
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", checked.as_uri()], check=True,
