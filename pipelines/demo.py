@@ -29,17 +29,23 @@ def run_demo(
     runner: str = "subprocess",
     image: str | None = None,
     work_dir: str | Path | None = None,
+    reproducible: bool = False,
 ) -> dict[str, Any]:
     """Run the local pipeline into `out` and write `out/summary.json`. A re-run reuses the
     finished stages (`work_dir`, default OUT/work) and registers a new version.
-    `runner="docker"` runs every stage in the project image `image` (pipelines/containers.py)."""
+    `runner="docker"` runs every stage in the project image `image` (pipelines/containers.py).
+    `reproducible`: the stages run pinned (oaml.reproducible), so the numbers do not depend on
+    the machine's cores or CPU model."""
+    from contextlib import nullcontext
+
     from oaml.config import load_preset
     from oaml.evaluation.report import markdown_table
+    from oaml.reproducible import PINNED_OVERRIDES, pinned_environment
     from pipelines.runner import run_local
 
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()
-    overrides = list(overrides or [])
+    overrides = list(overrides or []) + (list(PINNED_OVERRIDES) if reproducible else [])
     preset = load_preset(preset_name, overrides)  # a bad preset fails before any stage starts
     params = {
         "preset": preset_name,
@@ -53,7 +59,10 @@ def run_demo(
         params["data_root"] = str(Path(data_root or preset.data_root).expanduser().resolve())
     if work_dir:
         params["work_dir"] = str(Path(work_dir).expanduser().resolve())
-    result = run_local(out, params, tracking_uri, runner=runner, image=image)
+    if reproducible and runner != "subprocess":
+        raise ValueError("--reproducible pins the stages' environment: use the subprocess runner")
+    with pinned_environment() if reproducible else nullcontext():
+        result = run_local(out, params, tracking_uri, runner=runner, image=image)
     # Stable paths for the newest run's results (the artifacts stay under OUT/pipeline_root).
     checkpoint = atomic_copy(result["checkpoint"], out / "checkpoint.pt")
     onnx = atomic_copy(result["onnx"], out / "detector.onnx")
@@ -72,6 +81,7 @@ def run_demo(
         "method": method,
         "mlflow_parent_run_id": result["parent_run_id"],
         "runner": runner,
+        "reproducible": reproducible,
         "image": result.get("image"),
         "kfp_run_dir": result["run_dir"],
         "metrics": metrics,

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
         "oaml.contract",
         "oaml.config",
         "oaml.imaging",  # numpy + PIL only: resize, channels, layout for every layer above
+        "oaml.reproducible",
     },
     {"oaml.device", "oaml.distributed", "oaml.scores"},
     {"oaml.models", "oaml.losses"},

@@ -29,7 +29,8 @@ CHECK = """<script>window.addEventListener('load', () => {
     broken: images.filter(i => !i.complete || i.naturalWidth === 0).length,
     overflowing: images.filter(i => i.getBoundingClientRect().right > window.innerWidth + 1).length,
     text: document.body.innerText};
-  const pre = document.createElement('pre'); pre.id = 'check'; pre.style.wordBreak = 'break-all'; pre.style.whiteSpace = 'pre-wrap';
+  const pre = document.createElement('pre'); pre.id = 'check';
+  pre.style.wordBreak = 'break-all'; pre.style.whiteSpace = 'pre-wrap';
   pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
 });</script>"""
 
