@@ -98,7 +98,7 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
             sources = outlier_sets if method in outlier_methods() else {None: None}
             for source, outliers in sources.items():
                 with_shared = with_inputs(seeded, outliers, inputs.get("teacher"))
-                name = f"{method}@{source}" if source and len(outlier_sets) > 1 else method
+                name = f"{method}@{source}" if source and plan.sources else method
                 run = _finetune(
                     with_shared, method, start.checkpoint, root, out / f"seed{seed}" / name,
                     device, plan.scores,

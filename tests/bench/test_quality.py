@@ -54,5 +54,18 @@ def test_quality_benchmark_runs_resumes_and_guards_its_folder(data_root, tmp_pat
         assert run["by_score"]["knn"]["score_settings"]["knn_k"] == 50
     assert "| oaml | " in scored.stdout and "knn" in (out / "results.md").read_text()
 
+    # The outlier-source ablation: each outlier method once per source, from the same start.
+    ablation = [a if a != "ce,oe_energy,oaml" else "ce,oe_energy" for a in args]
+    run_oaml(*ablation, "--sources", "forward-diffusion,class-mix", timeout=900)
+    results = json.loads((out / "results.json").read_text())
+    assert results["sources"] == ["forward-diffusion", "class-mix"]
+    labels = [r["label"] for r in results["runs"]]
+    assert labels == ["ce", "oe_energy@forward-diffusion", "oe_energy@class-mix"]
+    assert set(results["summary"]) == set(labels)
+    mixed = read_checkpoint(results["runs"][2]["checkpoint"])["lineage"]
+    assert mixed["outliers"] == str(out / "shared" / "outliers-class-mix")
+    assert mixed["init_checkpoint"] == str(start)
+    assert not (out / "shared" / "outliers-forward-diffusion").exists()  # the preset's, reused
+
     other = run_oaml(*args, "--set", "finetune.lr=0.5", check=False)
     assert other.returncode == 2 and "other settings" in other.stderr
