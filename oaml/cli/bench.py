@@ -71,14 +71,15 @@ def bench_quality(
         str | None,
         typer.Option(
             help="Comma-separated outlier sources each outlier method trains on, for an "
-            "ablation (forward-diffusion, class-mix, generator, ...); default: the preset's"
+            "ablation (forward-diffusion, class-mix, generator, ...; a+b: half each); "
+            "default: the preset's"
         ),
     ] = None,
 ) -> None:
     """Each method under the same budget, over seeds: ID accuracy, near/far AUROC and FPR95."""
     from oaml.bench.quality import QualityPlan, markdown, run_quality
     from oaml.evaluation.postprocessors import POSTPROCESSORS
-    from oaml.synthesis.backends import BACKENDS
+    from oaml.synthesis.backends import check_backend
 
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
@@ -88,7 +89,7 @@ def bench_quality(
         POSTPROCESSORS.get(name)  # an unknown score fails before any training
     chosen_sources = tuple(s.strip() for s in (sources or "").split(",") if s.strip())
     for name in chosen_sources:
-        BACKENDS.get(name)
+        check_backend(name)
     plan = QualityPlan(
         preset, benchmark, chosen, seeds, tuple(set_ or []), chosen_scores, chosen_sources
     )

@@ -46,9 +46,32 @@ Backend = Callable[[SynthesisRequest], Path]
 BACKENDS: Registry[Backend] = Registry("synthesis backend")
 
 
+def check_backend(backend: str) -> list[str]:
+    """The parts of `backend` ("a" or "a+b": both, half the count each), each checked to be
+    a registered backend (the error names the known ones)."""
+    parts = backend.split("+")
+    for part in parts:
+        BACKENDS.get(part)
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"outlier source {backend!r} names a backend twice")
+    return parts
+
+
 def synthesize(backend: str, request: SynthesisRequest) -> Path:
-    """Run `backend` on `request`; return the manifest path (a killed run resumes)."""
-    return BACKENDS.get(backend)(request)
+    """Run `backend` on `request`; return the manifest path (a killed run resumes). "a+b"
+    runs each part on an equal share of the count into its own subfolder and lists their
+    images in one manifest (images only: their latents, where one has them, are dropped)."""
+    from oaml.synthesis.shards import combine_runs
+
+    parts = check_backend(backend)
+    if len(parts) == 1:
+        return BACKENDS.get(backend)(request)
+    shares = [
+        request.count // len(parts) + (i < request.count % len(parts)) for i in range(len(parts))
+    ]
+    for part, share in zip(parts, shares, strict=True):
+        BACKENDS.get(part)(replace(request, out=request.out / part, count=share))
+    return combine_runs(request.out, parts)
 
 
 def _needs_checkpoint(request: SynthesisRequest, backend: str) -> Path:
@@ -157,7 +180,7 @@ def preset_request(preset, data_root: Path, out: Path) -> tuple[str, SynthesisRe
         generator_epochs=found.generator_epochs,
     )  # fmt: skip
     backend = found.source or ("stable-diffusion" if found.sd_checkpoint else "forward-diffusion")
-    BACKENDS.get(backend)  # an unknown source fails here, naming the known ones
+    check_backend(backend)  # an unknown source fails here, naming the known ones
     return backend, request
 
 

@@ -62,6 +62,22 @@ class ShardWriter:
         return self.out / MANIFEST
 
 
+def combine_runs(out: str | Path, parts: list[str]) -> Path:
+    """One manifest over the finished runs in the subfolders `parts` of `out`: their image
+    shards in order (latents are left out, since not every part has them)."""
+    out = Path(out)
+    images, count, digest = [], 0, hashlib.sha256()
+    for part in parts:
+        manifest = read_manifest(out / part)
+        images += [f"{part}/{name}" for name in shard_files(manifest, "images")]
+        count += int(manifest["count"])
+        digest.update(str(manifest.get("shards_sha256")).encode())
+    combined = {"kind": "combined", "parts": parts, "count": count, "images": images,
+                "shards_sha256": digest.hexdigest()}  # fmt: skip
+    atomic_write_json(out / MANIFEST, combined)
+    return out / MANIFEST
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The manifest of a finished run, or an error that says the run is missing or unfinished."""
     path = Path(folder) / MANIFEST

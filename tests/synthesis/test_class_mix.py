@@ -57,3 +57,30 @@ def test_mixes_of_the_real_benchmark_are_deterministic_and_resume(tmp_path, data
     synthesize("fmnist6", data_root, tmp_path / "a", cfg)  # resumes: only shard 1 again
     again = load_outliers(tmp_path / "a").images
     np.testing.assert_array_equal(images, again)
+
+
+def test_a_combined_source_names_an_unknown_part():
+    from oaml.synthesis.backends import check_backend
+
+    assert check_backend("generator+class-mix") == ["generator", "class-mix"]
+    with pytest.raises(KeyError, match="forward-diffusion"):
+        check_backend("class-mix+nonsense")
+    with pytest.raises(ValueError, match="twice"):
+        check_backend("class-mix+class-mix")
+
+
+@pytest.mark.slow
+def test_a_combined_source_lists_both_parts_images(tmp_path, data_root):
+    from oaml.synthesis.backends import SynthesisRequest
+    from oaml.synthesis.backends import synthesize as run
+    from oaml.synthesis.outlier_sets import mapped_outliers
+
+    request = SynthesisRequest("fmnist6", data_root, tmp_path / "both", count=101, shard_size=40)
+    manifest = json.loads(run("forward-diffusion+class-mix", request).read_text())
+    assert manifest["kind"] == "combined" and manifest["count"] == 101
+    assert manifest["images"][0] == "forward-diffusion/images_00000.npz"
+    assert manifest["images"][-1] == "class-mix/images_00001.npz"  # 50 mixes: 40 + 10
+    found = mapped_outliers(tmp_path / "both")
+    assert found.images.shape == (101, 28, 28, 1) and found.latents is None
+    alone = load_outliers(tmp_path / "both" / "class-mix").images
+    np.testing.assert_array_equal(found.images[51:], alone)
