@@ -79,7 +79,8 @@ test-images: setup container-deps
 
 # On a GPU machine: the gpu-marked tests (NCCL data parallelism over every GPU among them, where
 # there are two or more), then the GPU benchmarks (fp16 vs fp32 generation with the tiny model at
-# a small size, and with SD_CHECKPOINT at 512x512 when given; faiss k-NN; training images/s).
+# a small size, and with SD_CHECKPOINT at 512x512 when given; faiss k-NN; the outlier generator's
+# training on CUDA; training images/s).
 SD_CHECKPOINT ?=
 gpu-check: setup
 	$(VENV)/bin/pytest -m gpu -v
@@ -89,6 +90,8 @@ gpu-check: setup
 			--checkpoint $(SD_CHECKPOINT) --images 8; fi
 	$(VENV)/bin/oaml bench knn --out runs/bench-gpu/knn
 	$(VENV)/bin/oaml data prepare --benchmark fmnist --root runs/bench-gpu/data
+	$(VENV)/bin/oaml synthesize --backend generator --benchmark fmnist --device cuda \
+		--data-root runs/bench-gpu/data --out runs/bench-gpu/generator --count 2000 --generator-epochs 2
 	$(VENV)/bin/oaml bench train --out runs/bench-gpu/train --data-root runs/bench-gpu/data \
 		--device cuda
 
