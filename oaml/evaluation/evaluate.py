@@ -235,9 +235,10 @@ def evaluate_scores(request: EvalRequest) -> dict[str, Evaluation]:
         for score, post in posts.items()
     }
     images = {name: _image_refs(dataset) for name, _, dataset in [("id", "id", id_set), *sets]}
+    predictions = {name: out.logits.argmax(1) for name, out in outputs.items()}
     for evaluation in found.values():
         evaluation.images.update(images)
-        evaluation.predictions.update({k: o.logits.argmax(1) for k, o in outputs.items()})
+        evaluation.predictions.update(predictions)
     return found
 
 

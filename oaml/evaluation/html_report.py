@@ -91,12 +91,12 @@ def worst_cases(
 ) -> dict[str, list[Case]]:
     """The `n` OOD samples (over all sets) the detector is surest are ID, and the `n` ID
     samples it is surest are OOD; each with its set, confidence and predicted (or true) class."""
-    pooled = [
-        (float(c), name, i)
-        for name, conf in evaluation.confidences.items() if name != "id"
-        for i, c in enumerate(conf)
-    ]  # fmt: skip
-    accepted = sorted(pooled, key=lambda t: -t[0])[:n]
+    sets = [name for name in evaluation.confidences if name != "id"]
+    pooled = np.concatenate([evaluation.confidences[name] for name in sets])
+    owner = np.concatenate([np.full(len(evaluation.confidences[s]), i) for i, s in enumerate(sets)])
+    offset = np.concatenate([np.arange(len(evaluation.confidences[s])) for s in sets])
+    top = np.argsort(-pooled, kind="stable")[:n]
+    accepted = [(float(pooled[j]), sets[owner[j]], int(offset[j])) for j in top]
     id_conf = evaluation.confidences["id"]
     flagged = [(float(id_conf[i]), "id", int(i)) for i in np.argsort(id_conf, kind="stable")[:n]]
 
