@@ -28,8 +28,8 @@ INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "energy")
 SCORE_OUTPUT = "score"  # the third output of a detector exported with a non-energy score
 # Scores a detector graph computes: of the logits alone (oaml.scores; ebo is the energy itself),
-# and KNN against a bank of normalised ID training features stored in the graph.
-SERVABLE_SCORES = ("ebo", "msp", "mls", "gen", "knn")
+# and the feature scores, their fitted constants stored in the graph (oaml.export.feature_scores).
+SERVABLE_SCORES = ("ebo", "msp", "mls", "gen", "knn", "mds", "rmds", "vim")
 INPUT_LAYOUT = "NHWC uint8"
 ID_TPR = 0.95  # the share of ID validation images the calibrated threshold keeps
 # How images are resized to the model's input size (oaml.imaging.resize, PIL's filters); a model

@@ -113,22 +113,29 @@ def export(
     score: Annotated[
         str,
         typer.Option(
-            help="The score the detector decides on: ebo (energy), msp, mls, gen or knn (a "
-            "third output `score`, its threshold calibrated on the ID validation images; knn "
-            "carries a bank of ID training features)"
+            help="The score the detector decides on: ebo (energy); msp, mls, gen on the logits; "
+            "knn, mds, rmds, vim on the features, fitted on the ID training images and carried "
+            "in the graph (knn: a bank of their features). Not ebo: a third output `score`, its "
+            "threshold calibrated on the ID validation images"
         ),
     ] = "ebo",
     knn_k: Annotated[int, typer.Option(help="knn: the neighbour whose distance scores")] = 50,
     fit_images: Annotated[
-        int | None, typer.Option(help="knn: ID training images in the bank (default: all)")
+        int | None,
+        typer.Option(help="Feature scores: ID training images they are fitted on (default: all)"),
+    ] = None,
+    vim_dim: Annotated[
+        int | None,
+        typer.Option(help="vim: the principal subspace's dimension (default: half the features)"),
     ] = None,
 ) -> None:
     """Export the detector: uint8 NHWC pixels in, logits and energy out, one ONNX graph."""
     from oaml.export.onnx import export_onnx
 
     result = export_onnx(
-        checkpoint, out, data_root=data_root, score=score, knn_k=knn_k, fit_images=fit_images
-    )
+        checkpoint, out, data_root=data_root, score=score, knn_k=knn_k, fit_images=fit_images,
+        vim_dim=vim_dim,
+    )  # fmt: skip
     worst = max(result.parity.values())
     typer.echo(f"onnx: {result.path} (parity with PyTorch: max abs diff {worst:.2e})")
     if triton_repo:

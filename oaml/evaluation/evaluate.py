@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from oaml.data.benchmarks import get_benchmark
@@ -107,12 +106,7 @@ def _checkpoint_predictor(path: Path, device: str):
             return Outputs(*predict_with_features(model, loader, torch_device, desc=desc))
         return Outputs(*predict(model, loader, torch_device, desc=desc))
 
-    classifier = model.classifier
-    head = None
-    if isinstance(classifier, torch.nn.Linear) and classifier.bias is not None:
-        weight, bias = classifier.weight.detach().cpu(), classifier.bias.detach().cpu()
-        head = Head(weight.double().numpy(), bias.double().numpy())
-    return spec, run, head, None
+    return spec, run, Head.of(model), None
 
 
 @dataclass(frozen=True)

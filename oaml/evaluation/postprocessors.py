@@ -38,6 +38,15 @@ class Head:
     weight: np.ndarray  # (classes, D)
     bias: np.ndarray  # (classes,)
 
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> Head | None:
+        """The model's `classifier` where it is a linear layer with a bias (what ViM needs)."""
+        classifier = getattr(model, "classifier", None)
+        if not isinstance(classifier, torch.nn.Linear) or classifier.bias is None:
+            return None
+        weight, bias = classifier.weight.detach().cpu(), classifier.bias.detach().cpu()
+        return cls(weight.double().numpy(), bias.double().numpy())
+
 
 @dataclass(frozen=True)
 class ScoreSettings:
@@ -94,7 +103,7 @@ class KNNScore(Postprocessor):
     def fit(self, train: Outputs, head: Head) -> None:
         import faiss
 
-        bank = _normalised(train.features)
+        self.bank = bank = _normalised(train.features)
         self.index = faiss.IndexFlatL2(bank.shape[1])
         self.index.add(bank)
         self.k = max(1, min(self.settings.knn_k, len(bank)))

@@ -32,39 +32,28 @@ class DetectorGraph(nn.Module):
         input_size: int,
         temperature: float = 1.0,
         score: str = "ebo",
-        bank: torch.Tensor | None = None,
-        k: int = 50,
+        feature_score: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval()
         self.input_size = int(input_size)
         self.temperature = float(temperature)
-        # A score other than the energy becomes a third output (oaml.contract.SCORE_OUTPUT).
+        # A score other than the energy becomes a third output (oaml.contract.SCORE_OUTPUT); a
+        # feature score (oaml.export.feature_scores) reads the penultimate features too.
         self.score = score
-        if score == "knn":
-            if bank is None:
-                raise ValueError("the knn score needs its bank of ID training features")
-            # L2-normalised ID training features [M, D]: a constant of the graph.
-            self.register_buffer("bank", F.normalize(bank.float(), dim=1), persistent=False)
-            self.k = max(1, min(int(k), len(bank)))
+        self.feature_score = feature_score
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
         x = F.interpolate(
             x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
         )
-        if self.score == "knn":
+        if self.feature_score is not None:
             logits, features = self.model(x, return_feature=True)
-            return logits, energy(logits, self.temperature), self.knn(features)
+            confidence = self.feature_score(logits, features)
+            return logits, energy(logits, self.temperature), confidence
         logits = self.model(x)
         if self.score == "ebo":
             return logits, energy(logits, self.temperature)
         confidence = score_fn(self.score)(logits, self.temperature)
         return logits, energy(logits, self.temperature), confidence
-
-    def knn(self, features: torch.Tensor) -> torch.Tensor:
-        """Minus the squared distance to the k-th nearest bank feature, both unit length
-        (|a - b|^2 = 2 - 2 a.b): MatMul + TopK, the score oaml.evaluation's KNN computes."""
-        similarity = F.normalize(features, dim=1) @ self.bank.T
-        kth = similarity.topk(self.k, dim=1).values[:, -1]
-        return 2.0 * kth - 2.0

@@ -304,12 +304,12 @@ def export_detector(
     # A pipeline registers the score its detector serves: the preset's evaluation.score.
     ev = load_preset(preset_name, overrides or []).evaluation if preset_name else None
     score = ev.score if ev else "ebo"
-    knn = {"knn_k": ev.knn_k, "fit_images": ev.fit_images} if ev else {}
+    fit = {"knn_k": ev.knn_k, "fit_images": ev.fit_images, "vim_dim": ev.vim_dim} if ev else {}
     ckpt = _checkpoint_in(checkpoint)
     with stage_run(tracking, "export") as run:
         run.params({"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt)})
         run.params({"score": score})
-        exported = export_onnx(ckpt, out, data_root=data_root_of(data), score=score, **knn)
+        exported = export_onnx(ckpt, out, data_root=data_root_of(data), score=score, **fit)
         run.metrics({f"parity_max_abs_diff.{k}": v for k, v in exported.parity.items()})
         run.metrics({"onnx_bytes": Path(exported.path).stat().st_size})
     return Path(exported.path)

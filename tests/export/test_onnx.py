@@ -134,58 +134,100 @@ def test_a_head_score_is_a_third_output_calibrated_on_id_validation(
     assert (detector.flags(confidence) == (confidence < detector.info.score_threshold)).all()
 
 
-def test_scores_a_graph_cannot_compute_are_refused(tiny_checkpoint, tmp_path):
+def test_unknown_scores_are_refused_before_anything_is_written(tiny_checkpoint, tmp_path):
     proc = oaml_in_process(
         "export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "k.onnx"),
-        "--score", "mds",
+        "--score", "odin",
     )  # fmt: skip
     assert proc.returncode == 2 and "can serve the scores" in proc.stderr
     assert not (tmp_path / "k.onnx").exists()
 
 
-def test_knn_is_served_from_a_feature_bank_in_the_graph(tiny_checkpoint, tmp_path, data_root):
-    """MatMul + TopK against the normalised ID training features inside the graph give what
-    `oaml evaluate --score knn` computes with faiss; evaluating the file reads its own output."""
+def test_a_feature_score_without_its_fit_data_is_a_one_line_error(tiny_checkpoint, tmp_path):
+    payload = read_checkpoint(tiny_checkpoint)
+    payload["lineage"] = {k: v for k, v in payload["lineage"].items() if k != "data_root"}
+    moved = tmp_path / "moved.pt"  # a checkpoint copied away from its data
+    torch.save(payload, moved)
+    proc = oaml_in_process(
+        "export", "--checkpoint", str(moved), "--out", str(tmp_path / "v.onnx"), "--score", "vim"
+    )
+    assert proc.returncode == 2 and "pass --data-root" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "v.onnx").exists()
+
+
+def _features_and_fit(checkpoint, data_root, fit_images: int):
+    """The checkpoint's (logits, labels, features) on `fit_images` ID training images."""
     from torch.utils.data import DataLoader
 
     from oaml.data.benchmarks import get_benchmark
     from oaml.data.datasets import image_set_dataset
-    from oaml.evaluation.postprocessors import KNNScore, Outputs, ScoreSettings
-    from oaml.export.onnx import val_images
     from oaml.models.predict import predict_with_features
 
-    out = tmp_path / "knn.onnx"
+    model, spec, payload = load_checkpoint(checkpoint)
+    train = image_set_dataset(
+        get_benchmark("fmnist").train, data_root, spec, subset=fit_images, seed=0
+    )
+    return model, spec, payload, predict_with_features(model, DataLoader(train, 256), "cpu")
+
+
+@pytest.mark.parametrize("score", ["knn", "mds", "rmds", "vim"])
+def test_feature_scores_in_the_graph_match_evaluation(score, tiny_checkpoint, tmp_path, data_root):
+    """The fitted constants in the graph (knn: MatMul + TopK on a bank; mds/rmds: a whitening
+    MatMul; vim: the residual projection) give what `oaml evaluate --score` computes in float64,
+    and the threshold keeps 95% of the ID validation images."""
+    from oaml.evaluation.postprocessors import Head, Outputs, ScoreSettings, create_postprocessor
+    from oaml.export.onnx import val_images
+
+    out = tmp_path / f"{score}.onnx"
     run_oaml(
         "export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--data-root",
-        str(data_root), "--score", "knn", "--knn-k", "10", "--fit-images", "2000",
+        str(data_root), "--score", score, "--knn-k", "10", "--fit-images", "2000",
     )  # fmt: skip
     detector = Detector(out)
-    assert detector.info.score == "knn"
-    assert json.loads(detector.info.metadata["ood_score_settings"]) == {"k": 10, "bank": 2000}
-    model, spec, payload = load_checkpoint(tiny_checkpoint)
-    train = image_set_dataset(get_benchmark("fmnist").train, data_root, spec, subset=2000, seed=0)
-    bank = predict_with_features(model, DataLoader(train, 256), torch.device("cpu"))
-    reference = KNNScore(ScoreSettings(knn_k=10))
-    reference.fit(Outputs(*bank), None)
+    assert detector.info.score == score
+    model, spec, payload, fit = _features_and_fit(tiny_checkpoint, data_root, 2000)
+    reference = create_postprocessor(score, ScoreSettings(knn_k=10))
+    reference.fit(Outputs(*fit), Head.of(model))
     images = val_images(spec, payload, data_root, 300)
     logits, _, confidence = detector.run(images)
     with torch.no_grad():
         _, feats = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), True)
     expected = reference(Outputs(logits, np.zeros(len(logits)), feats.numpy()))
-    np.testing.assert_allclose(confidence, expected, atol=1e-4)
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(confidence, expected, atol=1e-4 * scale)
+    # A real ranking, not a constant: ID and random-noise images are told apart.
+    noise = np.random.default_rng(0).integers(0, 256, images.shape, dtype=np.uint8)
+    assert np.median(confidence) > np.median(detector.run(noise)[2])
     every = detector.run(val_images(spec, payload, data_root))[2]  # what it was calibrated on
     assert 0.95 <= (every >= detector.info.score_threshold).mean() < 0.95 + 2 / len(every)
+    settings = json.loads(detector.info.metadata["ood_score_settings"])
+    if score == "knn":
+        assert settings == {"k": 10, "bank": 2000}
+    if score == "vim":
+        assert settings["principal_dim"] == feats.shape[1] // 2
 
+
+@pytest.mark.parametrize("score", ["knn", "vim"])
+def test_feature_score_detector_evaluates_like_its_checkpoint(
+    score, tiny_checkpoint, tmp_path, data_root
+):
+    """Evaluating the exported file reads its own score output and agrees with evaluating the
+    checkpoint (faiss for knn, float64 numpy for vim)."""
+    out = tmp_path / f"{score}.onnx"
+    run_oaml(
+        "export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--data-root",
+        str(data_root), "--score", score, "--knn-k", "10", "--fit-images", "2000",
+    )  # fmt: skip
     scored = tmp_path / "m.json"
     run_oaml(
-        "evaluate", "--onnx", str(out), "--data-root", str(data_root), "--score", "knn",
+        "evaluate", "--onnx", str(out), "--data-root", str(data_root), "--score", score,
         "--json", str(scored),
     )  # fmt: skip
     from_file = json.loads(scored.read_text())
     direct = tmp_path / "d.json"
     run_oaml(
         "evaluate", "--checkpoint", str(tiny_checkpoint), "--data-root", str(data_root),
-        "--score", "knn", "--knn-k", "10", "--fit-images", "2000", "--json", str(direct),
+        "--score", score, "--knn-k", "10", "--fit-images", "2000", "--json", str(direct),
     )  # fmt: skip
     from_checkpoint = json.loads(direct.read_text())
     for name, values in from_checkpoint["ood"].items():
