@@ -38,15 +38,15 @@ def teacher_methods() -> set[str]:
 
 
 def shared_inputs(
-    preset: Preset, methods: set[str], root: Path, folder: Path, device: str
+    preset: Preset, methods: set[str], root: Path, folder: Path, device: str, outliers=True
 ) -> dict[str, Path]:
-    """Build the outliers and the teacher that `methods` need under `folder` (what `with_inputs`
-    points a student at)."""
+    """Build the outliers (unless `outliers` is False) and the teacher that `methods` need
+    under `folder` (what `with_inputs` points a student at)."""
     from oaml.synthesis.backends import preset_request, synthesize
     from oaml.training.stage import train_stage
 
     inputs: dict[str, Path] = {}
-    if outlier_methods() & methods:
+    if outliers and outlier_methods() & methods:
         backend, request = preset_request(preset, root, folder / "outliers")
         print(f"outliers: {preset.outliers.count} images by {backend}")
         synthesize(backend, request)

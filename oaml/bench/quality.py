@@ -86,8 +86,10 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
         out, {"preset": to_dict(preset), "data_root": str(root), "oaml_version": __version__}
     )
 
-    inputs = shared_inputs(preset, set(plan.methods), root, out / "shared", device)
-    outlier_sets = _outlier_sources(plan, preset, root, out / "shared", inputs)
+    # Listed sources are built each in a folder of its own; the preset's only when unlisted.
+    methods = set(plan.methods)
+    inputs = shared_inputs(preset, methods, root, out / "shared", device, not plan.sources)
+    outlier_sets = _outlier_sources(plan, preset, root, out / "shared", inputs, methods)
     runs = []
     for seed in range(plan.seeds):
         seeded = with_train(preset, "student", seed=seed)
@@ -131,7 +133,12 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
 
 
 def _outlier_sources(
-    plan: QualityPlan, preset: Preset, root: Path, folder: Path, inputs: dict[str, Path]
+    plan: QualityPlan,
+    preset: Preset,
+    root: Path,
+    folder: Path,
+    inputs: dict[str, Path],
+    methods: set[str],
 ) -> dict[str, Path]:
     """{source: outlier folder}: the preset's own outliers, or each of `plan.sources` built
     under folder/outliers-<source> (once; a killed build resumes)."""
@@ -139,17 +146,16 @@ def _outlier_sources(
 
     from oaml.synthesis.backends import preset_request, synthesize
 
-    if "outliers" not in inputs:
+    if not outlier_methods() & methods:
         return {}
-    default = preset_request(preset, root, inputs["outliers"])[0]
     if not plan.sources:
-        return {default: inputs["outliers"]}
+        return {preset_request(preset, root, inputs["outliers"])[0]: inputs["outliers"]}
     found = {}
     for source in plan.sources:
-        if source == default:
-            found[source] = inputs["outliers"]
-            continue
-        sourced = replace(preset, outliers=replace(preset.outliers, source=source))
+        # The preset's Stable Diffusion weights only where the source names them.
+        weights = preset.outliers.sd_checkpoint if "stable-diffusion" in source else None
+        chosen = replace(preset.outliers, source=source, sd_checkpoint=weights)
+        sourced = replace(preset, outliers=chosen)
         backend, request = preset_request(sourced, root, folder / f"outliers-{source}")
         print(f"outliers: {preset.outliers.count} images by {backend}")
         synthesize(backend, request)

@@ -62,10 +62,12 @@ def mapped_outliers(folder: str | Path) -> OutlierSet:
 
 
 def outlier_grid(folder: str | Path, path: Path, n: int = 64) -> Path:
-    """A PNG grid of the first outlier images (what the student is taught to reject)."""
+    """A PNG grid of `n` outlier images spread evenly over the set, so every part of a
+    combined source shows (what the student is taught to reject); written atomically."""
     from PIL import Image
 
-    images = load_outliers(folder).images[:n]
+    every = load_outliers(folder).images
+    images = every[np.unique(np.linspace(0, len(every) - 1, min(n, len(every))).astype(int))]
     side = int(np.ceil(np.sqrt(len(images))))
     h, w = images.shape[1:3]
     grid = np.zeros((side * h, side * w, *images.shape[3:]), dtype=np.uint8)
@@ -73,5 +75,6 @@ def outlier_grid(folder: str | Path, path: Path, n: int = 64) -> Path:
         r, c = divmod(i, side)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
     grid = grid.squeeze(-1) if grid.ndim == 3 and grid.shape[-1] == 1 else grid
-    Image.fromarray(grid).resize((side * w * 3, side * h * 3), Image.NEAREST).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).resize((side * w * 3, side * h * 3), Image.NEAREST).save(tmp, "PNG")
     return path

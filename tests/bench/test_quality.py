@@ -65,7 +65,8 @@ def test_quality_benchmark_runs_resumes_and_guards_its_folder(data_root, tmp_pat
     mixed = read_checkpoint(results["runs"][2]["checkpoint"])["lineage"]
     assert mixed["outliers"] == str(out / "shared" / "outliers-class-mix")
     assert mixed["init_checkpoint"] == str(start)
-    assert not (out / "shared" / "outliers-forward-diffusion").exists()  # the preset's, reused
+    diffused = read_checkpoint(results["runs"][1]["checkpoint"])["lineage"]
+    assert diffused["outliers"] == str(out / "shared" / "outliers-forward-diffusion")
 
     other = run_oaml(*args, "--set", "finetune.lr=0.5", check=False)
     assert other.returncode == 2 and "other settings" in other.stderr
