@@ -118,8 +118,9 @@ class OutliersConfig:
     sd_checkpoint: str | None = None
     sd_steps: int = 50
     sd_size: int = 512
-    # Which synthesis backend makes them (None: stable-diffusion with sd_checkpoint, else
-    # forward-diffusion); class-mix and generator need no weights (see `oaml synthesize`).
+    # Which synthesis backend makes them (None: forward-diffusion); class-mix and generator
+    # need no weights (see `oaml synthesize`), `a+b` gives half the count from each. Setting
+    # sd_checkpoint switches to stable-diffusion unless the source already names it.
     source: str | None = None
     # The generator source: epochs of its VAE (20: about 6 CPU minutes on fmnist here).
     generator_epochs: int = 20

@@ -166,8 +166,9 @@ def generated(request: SynthesisRequest) -> Path:
 
 
 def preset_request(preset, data_root: Path, out: Path) -> tuple[str, SynthesisRequest]:
-    """The backend and request a preset's `outliers:` section asks for: its `source`, else
-    Stable Diffusion generations with `sd_checkpoint`, else forward-diffused ID images."""
+    """The backend and request a preset's `outliers:` section asks for: Stable Diffusion
+    generations where `sd_checkpoint` is set (a source naming stable-diffusion combines them),
+    else its `source`, else forward-diffused ID images."""
     from oaml.data.benchmarks import get_benchmark
 
     found = preset.outliers
@@ -179,7 +180,9 @@ def preset_request(preset, data_root: Path, out: Path) -> tuple[str, SynthesisRe
         n_per_class=max(1, found.count // classes) if found.sd_checkpoint else None,
         generator_epochs=found.generator_epochs,
     )  # fmt: skip
-    backend = found.source or ("stable-diffusion" if found.sd_checkpoint else "forward-diffusion")
+    backend = found.source or "forward-diffusion"
+    if found.sd_checkpoint and "stable-diffusion" not in backend.split("+"):
+        backend = "stable-diffusion"  # local weights given: DreamOOD's own path wins
     check_backend(backend)  # an unknown source fails here, naming the known ones
     return backend, request
 

@@ -70,3 +70,27 @@ def test_quality_benchmark_runs_resumes_and_guards_its_folder(data_root, tmp_pat
 
     other = run_oaml(*args, "--set", "finetune.lr=0.5", check=False)
     assert other.returncode == 2 and "other settings" in other.stderr
+
+
+def test_summary_means_every_near_and_far_set_over_seeds():
+    """all.auroc: the plain mean over the benchmark's sets (not the extra ones) per seed, then
+    mean and std over seeds, beside near and far."""
+    from oaml.bench.quality import markdown, summarize
+
+    def metrics(near: float, far: tuple[float, float]) -> dict:
+        sets = {"held": {"auroc": near, "fpr95": 0.5, "group": "near"}}
+        sets |= {f"far{i}": {"auroc": a, "fpr95": 0.1, "group": "far"} for i, a in enumerate(far)}
+        sets["mine"] = {"auroc": 0.0, "fpr95": 1.0, "group": "extra"}
+        return {"id": {"accuracy": 0.9}, "ood": sets, "near": {"auroc": near, "fpr95": 0.5},
+                "far": {"auroc": sum(far) / 2, "fpr95": 0.1}}  # fmt: skip
+
+    runs = [{"method": "oaml", "metrics": metrics(0.6, (0.9, 0.9))},
+            {"method": "oaml", "metrics": metrics(0.9, (0.9, 0.6))}]  # fmt: skip
+    cell = summarize(runs)["oaml"]["all.auroc"]
+    assert cell["mean"] == pytest.approx(0.8) and cell["n"] == 2  # (0.8 + 0.8) / 2
+    assert cell["std"] == pytest.approx(0.0)
+    budget = {"start": "3 epochs", "finetune_epochs": 2, "finetune_lr": 0.01}
+    table = markdown({"summary": summarize(runs), "benchmark": "b", "preset": "p", "seeds": 2,
+                      "budget": budget})  # fmt: skip
+    assert "| all-sets AUROC |" in table and "| 80.00 ± 0.00 |" in table
+    assert "all AUROC" not in table  # not repeated as a set
