@@ -30,6 +30,7 @@ def test_quality_benchmark_runs_resumes_and_guards_its_folder(data_root, tmp_pat
         assert lineage["init_checkpoint"] == str(start) and lineage["method"] == run["method"]
         metrics = run["metrics"]
         assert metrics["benchmark"] == "fmnist6" and 0 <= metrics["near"]["auroc"] <= 1
+        assert metrics["score"] == "vim"  # the preset's
         assert run["seconds"] > 0
     assert set(results["summary"]) == {"ce", "oe_energy", "oaml"}
     assert results["summary"]["ce"]["fmnist_held_out.auroc"]["n"] == 1
@@ -43,14 +44,15 @@ def test_quality_benchmark_runs_resumes_and_guards_its_folder(data_root, tmp_pat
     assert (out / "seed0" / "oaml" / "result.json").read_bytes() == before
 
     # The method x score table: the trained runs are kept, only the new scores are computed.
-    scores = ("ebo", "mls", "knn", "rmds")
+    scores = ("ebo", "mls", "knn", "rmds", "vim")
     scored = run_oaml(*args, "--scores", ",".join(scores), timeout=900)
     results = json.loads((out / "results.json").read_text())
     assert results["scores"] == list(scores)
     assert set(results["score_summary"]) == {"ce", "oe_energy", "oaml"}
     for run in results["runs"]:
         assert set(run["by_score"]) == set(scores)
-        assert run["by_score"]["ebo"] == run["metrics"]  # the preset's score, one evaluation
+        assert run["by_score"]["vim"] == run["metrics"]  # the preset's score, one evaluation
+        assert run["by_score"]["ebo"]["score"] == "ebo"
         assert run["by_score"]["knn"]["score_settings"]["knn_k"] == 50
     assert "| oaml | " in scored.stdout and "knn" in (out / "results.md").read_text()
 
