@@ -170,7 +170,7 @@ def test_a_served_score_other_than_energy_decides_in_its_own_units():
     assert ebo.score == "ebo" and ebo.confidence_threshold == 7.0
     old = {k: v for k, v in _metadata(None).items() if k != Meta.SCORE}  # before the key
     assert read_metadata(old, "m.onnx").score == "ebo"
-    with pytest.raises(ValueError, match="mds"):
-        write_metadata(**_metadata_kwargs(), score="mds")  # no graph computes it
+    with pytest.raises(ValueError, match="odin"):
+        write_metadata(**_metadata_kwargs(), score="odin")  # no graph computes it
     with pytest.raises(DetectorError, match="ood_score"):
         read_metadata({**_metadata(None), Meta.SCORE: "odin"}, "m.onnx")
