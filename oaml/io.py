@@ -93,3 +93,16 @@ def atomic_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) 
         shutil.rmtree(target)
     tmp.replace(target)
     return target
+
+
+def writable_folder(preferred: str | os.PathLike[str], fallback: str | os.PathLike[str]) -> Path:
+    """`preferred`, created, where this process can write there; else `fallback` (created),
+    e.g. a cache on a data volume mounted read-only or owned by another user in a container."""
+    for folder in (Path(preferred), Path(fallback)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    raise PermissionError(f"neither {preferred} nor {fallback} can be written: check the volumes")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from oaml.io import writable_folder
 from oaml.registry import Registry
 
 
@@ -161,7 +162,10 @@ def generated(request: SynthesisRequest) -> Path:
     cfg = GeneratedOutliersConfig(
         count=request.count, seed=request.seed or 0, generator=trainer, **_sized(request, 2048)
     )
-    cache = request.cache or Path(request.data_root) / "cache" / "generators"
+    # Shared by every run on the data, where the data volume can be written; else the generator
+    # is trained into the outlier folder itself (a read-only data volume in a container).
+    shared = Path(request.data_root) / "cache" / "generators"
+    cache = request.cache or writable_folder(shared, Path(request.out) / "generator-cache")
     return run(request.benchmark, request.data_root, request.out, cfg, cache, request.device)
 
 

@@ -110,3 +110,17 @@ def test_generated_outliers_on_the_real_benchmark(tmp_path, data_root):
     assert len(history["history"]) == 1 and math.isfinite(history["history"][0]["loss"])
     again = synthesize("generator", request)  # finished: nothing is redone
     np.testing.assert_array_equal(load_outliers(again.parent).images, found.images)
+
+
+def test_an_unwritable_data_volume_keeps_the_generator_with_the_outliers(tmp_path):
+    """A data root whose cache cannot be created (here `cache` is a file; in a container, a
+    volume owned by another user) trains the generator into the outlier folder instead."""
+    from oaml.io import writable_folder
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cache").write_text("not a folder")
+    chosen = writable_folder(tmp_path / "data" / "cache" / "generators", tmp_path / "out" / "gen")
+    assert chosen == tmp_path / "out" / "gen" and chosen.is_dir()
+    assert writable_folder(tmp_path / "shared", tmp_path / "other") == tmp_path / "shared"
+    with pytest.raises(PermissionError, match="check the volumes"):
+        writable_folder(tmp_path / "data" / "cache" / "a", tmp_path / "data" / "cache" / "b")
