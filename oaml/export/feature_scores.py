@@ -110,8 +110,12 @@ class ViMConfidence(nn.Module):
         return {"principal_dim": dim, "alpha": self.alpha}
 
 
-_MODULES = {"knn": KNNConfidence, "mds": MahalanobisConfidence, "rmds": MahalanobisConfidence}
-_MODULES["vim"] = ViMConfidence
+_MODULES: dict[str, type[nn.Module]] = {
+    "knn": KNNConfidence,
+    "mds": MahalanobisConfidence,
+    "rmds": MahalanobisConfidence,
+    "vim": ViMConfidence,
+}
 
 
 def fit_feature_score(
