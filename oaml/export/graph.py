@@ -14,6 +14,9 @@ from torch import nn
 from oaml.models.net import OamlNet
 from oaml.scores import energy, score_fn
 
+# The attribute holding the feature score: int8 quantization finds its nodes by this scope.
+FEATURE_SCORE_MODULE = "feature_score"
+
 
 class DetectorGraph(nn.Module):
     """uint8 [N, H, W, C] -> (logits [N, K], energy [N]); any H, W is resized to the model's size.
@@ -41,7 +44,7 @@ class DetectorGraph(nn.Module):
         # A score other than the energy becomes a third output (oaml.contract.SCORE_OUTPUT); a
         # feature score (oaml.export.feature_scores) reads the penultimate features too.
         self.score = score
-        self.feature_score = feature_score
+        self.feature_score = feature_score  # FEATURE_SCORE_MODULE
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0

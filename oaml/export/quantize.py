@@ -1,7 +1,8 @@
 """int8 variant of an exported detector: onnxruntime static quantization, calibrated on ID val.
 
-Only Conv/Gemm/MatMul are quantized (QDQ, per-channel int8 weights, uint8 activations); the
-preprocessing and the energy head stay float. The OOD threshold is re-calibrated on the int8
+Only the network's Conv/Gemm/MatMul are quantized (QDQ, per-channel int8 weights, uint8
+activations); the preprocessing, the energy head and a feature score's MatMul (its bank,
+whitening or residual basis) stay float. The OOD threshold is re-calibrated on the int8
 model's own ID-validation energies, and the accuracy/AUROC change against the fp32 file is
 measured on the benchmark and written beside the model.
 """
@@ -63,6 +64,20 @@ def _recalibrate(path: Path, val: np.ndarray, temperature: float) -> dict[str, s
     return props
 
 
+def _feature_score_nodes(model: Any) -> list[str]:
+    """Names of the nodes the exporter traced inside DetectorGraph.feature_score, kept float:
+    quantizing vim's residual MatMul lost near AUROC and gained no speed (README, Export)."""
+    from oaml.export.graph import FEATURE_SCORE_MODULE  # imports torch: only when quantizing
+
+    scope = repr(FEATURE_SCORE_MODULE)
+    return [
+        node.name
+        for node in model.graph.node
+        for prop in node.metadata_props
+        if prop.key == "pkg.torch.onnx.name_scopes" and scope in prop.value
+    ]
+
+
 def quantize_int8(
     fp32_path: str | Path, out: str | Path | None = None, data_root: str | Path | None = None
 ) -> QuantizeReport:
@@ -98,6 +113,8 @@ def quantize_int8(
 
     with tempfile.TemporaryDirectory() as tmp:
         raw, prepared = Path(tmp) / "int8.onnx", Path(tmp) / "prepared.onnx"
+        # The exporter's scopes are read before pre-processing drops them; node names survive.
+        float_nodes = _feature_score_nodes(onnx.load(str(fp32_path)))
         # Shape inference and graph cleanup first, as onnxruntime recommends before quantizing.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
@@ -106,6 +123,7 @@ def quantize_int8(
             Reader(),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+            nodes_to_exclude=float_nodes,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,

@@ -232,3 +232,21 @@ def test_feature_score_detector_evaluates_like_its_checkpoint(
     from_checkpoint = json.loads(direct.read_text())
     for name, values in from_checkpoint["ood"].items():
         assert from_file["ood"][name]["auroc"] == pytest.approx(values["auroc"], abs=1e-3), name
+    if score == "vim":
+        _assert_int8_keeps_the_score_float(out, data_root, tmp_path)
+
+
+def _assert_int8_keeps_the_score_float(fp32, data_root, tmp_path):
+    """int8 quantizes the network but not the feature score's fitted MatMul (its residual
+    basis): the score's MatMul reads float tensors, the network's layers QDQ ones."""
+    from oaml.export.quantize import quantize_int8
+
+    report = quantize_int8(fp32, tmp_path / "m.int8.onnx", data_root=data_root)
+    graph = onnx.load(str(report.path)).graph
+    producer = {output: node.op_type for node in graph.node for output in node.output}
+    inputs_of = {
+        node.op_type: [producer.get(i, "initializer") for i in node.input] for node in graph.node
+    }
+    assert "DequantizeLinear" not in inputs_of["MatMul"]
+    assert "DequantizeLinear" in inputs_of["Conv"]
+    assert Detector(report.path).info.score == "vim"
