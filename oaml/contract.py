@@ -311,3 +311,13 @@ def read_metadata(meta: Mapping[str, str], path: str | Path) -> DetectorInfo:
         )
     except (KeyError, ValueError) as exc:
         raise DetectorError(f"{path}: broken oaml metadata ({exc}); re-export the model") from None
+
+
+def lineage_data_root(lineage: Mapping[str, Any], given: str | Path | None) -> Path | None:
+    """The ID data folder for a model: the caller's, else the one its lineage was trained on
+    (None when neither is known, or the lineage names no benchmark to read there)."""
+    if not lineage.get("benchmark"):
+        return None
+    if given:
+        return Path(given)
+    return Path(lineage["data_root"]) if lineage.get("data_root") else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,3 +175,14 @@ def test_a_served_score_other_than_energy_decides_in_its_own_units():
         write_metadata(**_metadata_kwargs(), score="odin")  # no graph computes it
     with pytest.raises(DetectorError, match="ood_score"):
         read_metadata({**_metadata(None), Meta.SCORE: "odin"}, "m.onnx")
+
+
+def test_a_models_data_root_is_the_callers_else_its_lineages(tmp_path):
+    from oaml.contract import lineage_data_root
+
+    trained = {"benchmark": "fmnist", "data_root": "/data/trained-on"}
+    assert lineage_data_root(trained, tmp_path) == tmp_path
+    assert lineage_data_root(trained, None) == Path("/data/trained-on")
+    assert lineage_data_root({"benchmark": "fmnist"}, None) is None
+    # No benchmark: no imglist to read in any folder.
+    assert lineage_data_root({"data_root": "/data/x"}, tmp_path) is None

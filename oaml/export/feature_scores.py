@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oaml.contract import lineage_data_root
 from oaml.evaluation.postprocessors import (
     Head,
     KNNScore,
@@ -136,8 +137,8 @@ def fit_feature_score(
     from oaml.models.predict import predict_with_features
 
     lineage = payload.get("lineage", {})
-    root = root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
-    if root is None or not lineage.get("benchmark"):
+    root = lineage_data_root(lineage, root)
+    if root is None:
         raise FeatureScoreError(
             f"the {score} score is fitted on the ID training images: pass --data-root"
         )

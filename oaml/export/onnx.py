@@ -27,6 +27,7 @@ from oaml.contract import (
     Calibration,
     Meta,
     confidence_threshold,
+    lineage_data_root,
     servable,
     write_metadata,
 )
@@ -95,8 +96,8 @@ def _torch_outputs(graph: DetectorGraph, images_nhwc: np.ndarray):
 def val_images(spec: ModelSpec, payload: dict[str, Any], data_root: Path | None, n=None):
     """Up to `n` (None: all) ID validation images, NHWC uint8, where the data is at hand."""
     lineage = payload.get("lineage", {})
-    root = data_root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
-    if root is None or not lineage.get("benchmark"):
+    root = lineage_data_root(lineage, data_root)
+    if root is None:
         return None
     from oaml.data.benchmarks import get_benchmark
     from oaml.data.datasets import image_set_dataset

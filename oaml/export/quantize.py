@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from oaml.contract import INPUT_NAME, Calibration, Meta, calibration_props, confidence_threshold
+from oaml.contract import (
+    INPUT_NAME,
+    Calibration,
+    Meta,
+    calibration_props,
+    confidence_threshold,
+    lineage_data_root,
+)
 from oaml.imaging import to_nhwc
 from oaml.io import atomic_path, atomic_write_json
 from oaml.serving.detector import Detector
@@ -42,8 +49,8 @@ def _val_images(detector: Detector, data_root: Path | None, limit: int | None) -
     from oaml.evaluation.evaluate import _onnx_predictor
 
     lineage = json.loads(detector.info.metadata.get(Meta.LINEAGE, "{}"))
-    root = data_root or (Path(lineage["data_root"]) if lineage.get("data_root") else None)
-    if root is None or not lineage.get("benchmark"):
+    root = lineage_data_root(lineage, data_root)
+    if root is None:
         raise ValueError("int8 calibration needs the ID data: pass --data-root")
     spec = _onnx_predictor(detector.path)[0]
     dataset = image_set_dataset(get_benchmark(lineage["benchmark"]).val, root, spec)
@@ -137,7 +144,7 @@ def quantize_int8(
         onnx.save(proto, str(tmp_path))
 
     lineage = json.loads(fp32.info.metadata.get(Meta.LINEAGE, "{}"))
-    bench_root = root or Path(lineage["data_root"])
+    bench_root = lineage_data_root(lineage, root)
     metrics = {
         name: evaluate(
             None,
