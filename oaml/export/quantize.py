@@ -85,6 +85,33 @@ def _feature_score_nodes(model: Any) -> list[str]:
     ]
 
 
+def _measure_deltas(
+    fp32: Detector, fp32_path: Path, int8_path: Path, root: Path | None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Both files evaluated on their benchmark with the served score; int8 minus fp32."""
+    from oaml.evaluation.evaluate import evaluate
+
+    lineage = json.loads(fp32.info.metadata.get(Meta.LINEAGE, "{}"))
+    bench_root = lineage_data_root(lineage, root)
+    metrics = {
+        name: evaluate(
+            None,
+            lineage["benchmark"],
+            bench_root,
+            score=fp32.info.score,
+            temperature=fp32.info.temperature,  # the served score, not the default T
+            onnx=path,
+        ).metrics
+        for name, path in (("fp32", fp32_path), ("int8", int8_path))
+    }
+    deltas = {"id_accuracy": metrics["int8"]["id"]["accuracy"] - metrics["fp32"]["id"]["accuracy"]}
+    for group in ("near", "far"):
+        if metrics["fp32"].get(group):
+            for key in ("auroc", "fpr95"):
+                deltas[f"{group}_{key}"] = metrics["int8"][group][key] - metrics["fp32"][group][key]
+    return metrics, deltas
+
+
 def quantize_int8(
     fp32_path: str | Path, out: str | Path | None = None, data_root: str | Path | None = None
 ) -> QuantizeReport:
@@ -97,8 +124,6 @@ def quantize_int8(
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from oaml.evaluation.evaluate import evaluate
 
     fp32_path = Path(fp32_path)
     out = Path(out) if out else fp32_path.with_suffix(".int8.onnx")
@@ -143,24 +168,7 @@ def quantize_int8(
     with atomic_path(out) as tmp_path:
         onnx.save(proto, str(tmp_path))
 
-    lineage = json.loads(fp32.info.metadata.get(Meta.LINEAGE, "{}"))
-    bench_root = lineage_data_root(lineage, root)
-    metrics = {
-        name: evaluate(
-            None,
-            lineage["benchmark"],
-            bench_root,
-            score=fp32.info.score,
-            temperature=fp32.info.temperature,  # the served score, not the default T
-            onnx=path,
-        ).metrics
-        for name, path in (("fp32", fp32_path), ("int8", out))
-    }
-    deltas = {"id_accuracy": metrics["int8"]["id"]["accuracy"] - metrics["fp32"]["id"]["accuracy"]}
-    for group in ("near", "far"):
-        if metrics["fp32"].get(group):
-            for key in ("auroc", "fpr95"):
-                deltas[f"{group}_{key}"] = metrics["int8"][group][key] - metrics["fp32"][group][key]
+    metrics, deltas = _measure_deltas(fp32, fp32_path, out, root)
     report_path = out.with_suffix(".report.json")
     atomic_write_json(
         report_path,
