@@ -44,7 +44,7 @@ class DetectorGraph(nn.Module):
         # A score other than the energy becomes a third output (oaml.contract.SCORE_OUTPUT); a
         # feature score (oaml.export.feature_scores) reads the penultimate features too.
         self.score = score
-        self.feature_score = feature_score  # FEATURE_SCORE_MODULE
+        self.feature_score = feature_score  # this name is FEATURE_SCORE_MODULE
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0

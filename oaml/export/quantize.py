@@ -42,20 +42,15 @@ class QuantizeReport:
         return ", ".join(f"{k} {v:+.4f}" for k, v in self.deltas.items())
 
 
-def _val_images(detector: Detector, data_root: Path | None, limit: int | None) -> np.ndarray:
+def _val_images(detector: Detector, benchmark: str, root: Path) -> np.ndarray:
     """uint8 NHWC ID-validation images of the benchmark the model was trained on."""
     from oaml.data.benchmarks import get_benchmark
     from oaml.data.datasets import image_set_dataset
     from oaml.evaluation.evaluate import _onnx_predictor
 
-    lineage = json.loads(detector.info.metadata.get(Meta.LINEAGE, "{}"))
-    root = lineage_data_root(lineage, data_root)
-    if root is None:
-        raise ValueError("int8 calibration needs the ID data: pass --data-root")
     spec = _onnx_predictor(detector.path)[0]
-    dataset = image_set_dataset(get_benchmark(lineage["benchmark"]).val, root, spec)
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    return to_nhwc(np.stack([dataset[i][0].numpy() for i in range(count)]))
+    dataset = image_set_dataset(get_benchmark(benchmark).val, root, spec)
+    return to_nhwc(np.stack([dataset[i][0].numpy() for i in range(len(dataset))]))
 
 
 def _recalibrate(path: Path, val: np.ndarray, temperature: float) -> dict[str, str]:
@@ -86,18 +81,16 @@ def _feature_score_nodes(model: Any) -> list[str]:
 
 
 def _measure_deltas(
-    fp32: Detector, fp32_path: Path, int8_path: Path, root: Path | None
+    fp32: Detector, fp32_path: Path, int8_path: Path, benchmark: str, root: Path
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Both files evaluated on their benchmark with the served score; int8 minus fp32."""
     from oaml.evaluation.evaluate import evaluate
 
-    lineage = json.loads(fp32.info.metadata.get(Meta.LINEAGE, "{}"))
-    bench_root = lineage_data_root(lineage, root)
     metrics = {
         name: evaluate(
             None,
-            lineage["benchmark"],
-            bench_root,
+            benchmark,
+            root,
             score=fp32.info.score,
             temperature=fp32.info.temperature,  # the served score, not the default T
             onnx=path,
@@ -128,8 +121,11 @@ def quantize_int8(
     fp32_path = Path(fp32_path)
     out = Path(out) if out else fp32_path.with_suffix(".int8.onnx")
     fp32 = Detector(fp32_path)
-    root = Path(data_root) if data_root else None
-    val = _val_images(fp32, root, None)
+    lineage = json.loads(fp32.info.metadata.get(Meta.LINEAGE, "{}"))
+    root = lineage_data_root(lineage, data_root)
+    if root is None:
+        raise ValueError("int8 calibration needs the ID data: pass --data-root")
+    val = _val_images(fp32, lineage["benchmark"], root)
     # A seeded random sample: imglists may be sorted by class.
     pick = np.random.default_rng(0).permutation(len(val))[:CALIBRATION_IMAGES]
     calibration = np.ascontiguousarray(val[np.sort(pick)])
@@ -168,7 +164,7 @@ def quantize_int8(
     with atomic_path(out) as tmp_path:
         onnx.save(proto, str(tmp_path))
 
-    metrics, deltas = _measure_deltas(fp32, fp32_path, out, root)
+    metrics, deltas = _measure_deltas(fp32, fp32_path, out, lineage["benchmark"], root)
     report_path = out.with_suffix(".report.json")
     atomic_write_json(
         report_path,
