@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.oaml-installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# Real painted sprites nobody here made (GPL-2): the colour task `oaml data import` is tested on.
+WESNOTH := /usr/share/games/wesnoth/1.16/data/core/images/units
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= runs/demo
 
@@ -13,11 +15,13 @@ DEMO_OUT ?= runs/demo
 
 setup: system-deps $(STAMP)
 
-# Fashion-MNIST from Debian's package, and venv support where the base Python lacks it.
+# Fashion-MNIST and Wesnoth's unit sprites from Debian's packages, and venv support where the
+# base Python lacks it.
 system-deps:
-	@if [ ! -f $(FMNIST) ] || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+	@if [ ! -f $(FMNIST) ] || [ ! -d $(WESNOTH) ] || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			dataset-fashion-mnist wesnoth-1.16-data \
 			$$(python3 -c 'import venv, ensurepip' 2>/dev/null || echo python3-venv); \
 	fi
 

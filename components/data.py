@@ -6,14 +6,18 @@ from components import component
 
 
 @component
-def prepare_data(benchmark: str, data_root: str, tracking_uri: str, data: Output[Dataset]):
+def prepare_data(
+    benchmark: str, data_root: str, tracking_uri: str, data: Output[Dataset], import_from: str = ""
+):
     """Prepare (or verify) `benchmark` under `data_root` (the data volume; empty: inside the
-    artifact). The artifact is the data folder, or a pointer to it on the volume. Cacheable:
-    it takes no run ids, its MLflow run joins the pipeline's parent run downstream."""
+    artifact); `import_from` (a folder on the volume or s3://BUCKET/PREFIX) is imported as
+    `benchmark` first. The artifact is the data folder, or a pointer to it on the volume.
+    Cacheable: it takes no run ids, its MLflow run joins the pipeline's parent run downstream."""
     from oaml.stages import prepare_data
     from oaml.tracking.runs import Tracking, last_run_id
 
-    result = prepare_data(benchmark, data.path, data_root, Tracking.resolve(tracking_uri))
+    tracking = Tracking.resolve(tracking_uri)
+    result = prepare_data(benchmark, data.path, data_root, tracking, import_from)
     data.metadata.update(
         {
             "root": str(result.root),

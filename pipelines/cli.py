@@ -63,6 +63,7 @@ def demo(
             "machine (about 1.6x slower training here)"
         ),
     ] = False,
+    import_from: ImportFromOption = "",
 ) -> None:
     """Run the whole pipeline locally on the embedded default and write OUT/summary.json."""
     _require_kfp()
@@ -71,7 +72,7 @@ def demo(
     _check_method(method)
     run_demo(
         out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model,
-        reproducible=reproducible,
+        reproducible=reproducible, import_from=import_from,
     )  # fmt: skip
 
 
@@ -94,6 +95,14 @@ def pipeline_compile(
     typer.echo(f"pipeline: {compile_pipeline(out, trainjob_launchers)}")
 
 
+ImportFromOption = Annotated[
+    str,
+    typer.Option(
+        "--import-from",
+        help="Import this folder of class subfolders (or path,label CSV, or s3://BUCKET/PREFIX) "
+        "first, as the benchmark that --set benchmark=NAME names",
+    ),
+]
 ParamOption = Annotated[
     list[str] | None,
     typer.Option("--param", help="Pipeline parameter key=value (see `oaml pipeline params`)"),
@@ -167,6 +176,7 @@ def pipeline_run(
             "to register an earlier run's models in another MLflow"
         ),
     ] = None,
+    import_from: ImportFromOption = "",
 ) -> None:
     """Run the very same pipeline on this machine (kfp.local) and write OUT/summary.json."""
     _require_kfp()
@@ -179,5 +189,5 @@ def pipeline_run(
     _check_method(method)
     run_demo(
         out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model,
-        runner=runner, image=image, work_dir=work_dir,
+        runner=runner, image=image, work_dir=work_dir, import_from=import_from,
     )  # fmt: skip

@@ -100,6 +100,7 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
         sd_checkpoint: str = "",
         num_nodes: int = 1,
         gpus_per_node: int = 1,
+        import_from: str = "",
     ):
         """`overrides` is a JSON list of preset overrides ("a.b=value"); the benchmark override is
         added from `benchmark`. `work_dir` is for local runs (resumable stage folders).
@@ -107,7 +108,9 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
         outliers instead of forward diffusion. `num_nodes` > 1: the teacher, start and student
         stages each run as a Kubeflow TrainJob of num_nodes x gpus_per_node processes (the
         step only launches and waits); one node with `gpus_per_node` > 1 trains data-parallel
-        inside the step (give the step that many GPUs: k8s/README.md)."""
+        inside the step (give the step that many GPUs: k8s/README.md). `import_from`: a folder
+        of class subfolders on the data volume, or s3://BUCKET/PREFIX, imported as `benchmark`
+        by the data step (`oaml data import`)."""
         image = fixed_image or image
         settings = merged_overrides(
             benchmark=benchmark, overrides=overrides, sd_checkpoint=sd_checkpoint
@@ -136,7 +139,12 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
                 "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             }
             common = {"preset": preset, "overrides": settings.output}
-            data = prepare_data(benchmark=benchmark, data_root=data_root, tracking_uri=tracking_uri)
+            data = prepare_data(
+                benchmark=benchmark,
+                data_root=data_root,
+                tracking_uri=tracking_uri,
+                import_from=import_from,
+            )
             data.set_caching_options(True)
             on_cluster(data, image, cpu="2", memory="8Gi")
             cached = {"tracking_uri": tracking_uri, "work_dir": work_dir}

@@ -77,8 +77,8 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
     unknown = [m for m in plan.methods if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; registered: {', '.join(known)}")
-    benchmark = get_benchmark(plan.benchmark)
     root = Path(data_root or preset.data_root or out / "data").resolve()
+    benchmark = get_benchmark(plan.benchmark, root)
     if benchmark.preparable:
         prepare(plan.benchmark, root)
     benchmark.require(root)

@@ -56,9 +56,10 @@ def stage_plans(preset: Preset) -> list[StagePlan]:
     ]
 
 
-def _frozen_inputs(method, preset: Preset, stage: StageConfig, spec, model, n_train: int, device):
+def _frozen_inputs(
+    method, preset: Preset, bench, stage: StageConfig, spec, model, n_train: int, device
+):
     """Random teacher outputs and k-NN embeddings of the real shapes for a distilling method."""
-    bench = get_benchmark(preset.benchmark)
     teacher = preset.teacher.model
     teacher_dim = build_model(
         model_spec_for(bench, teacher.arch, teacher.width, teacher.kwargs, teacher.input_size)
@@ -83,7 +84,7 @@ def _time_variant(
 ) -> float:
     """Images/s of `steps` training steps (after `warmup`), data loading included."""
     stage = stage_of(preset, plan.role)
-    bench = get_benchmark(preset.benchmark)
+    bench = get_benchmark(preset.benchmark, root)
     m = stage.model
     spec = model_spec_for(bench, m.arch, m.width, m.kwargs, m.input_size)
     cfg = replace(stage.train, amp=variant["amp"])
@@ -96,7 +97,7 @@ def _time_variant(
     method = create_method(plan.method, plan.loss).to(device)
     outliers = None
     if method.needs_teacher:
-        frozen = _frozen_inputs(method, preset, stage, spec, model, len(train_set), device)
+        frozen = _frozen_inputs(method, preset, bench, stage, spec, model, len(train_set), device)
         train_set = WithRows(train_set, frozen)
     if method.needs_outliers:
         images = np.random.default_rng(1).integers(

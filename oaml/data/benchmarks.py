@@ -1,20 +1,31 @@
 """Benchmark definitions in the OpenOOD v1.5 layout: which imglists are ID and which are OOD.
 
-A benchmark names its ID train/val/test lists, an OOD validation list for tuning, and its OOD
-test sets grouped as near or far. Paths are relative to a data root holding `benchmark_imglist/`,
+A benchmark names its ID train/val/test lists (and, where it has one, a calibration list that
+training and threshold tuning never read), an OOD validation list for tuning, and its OOD test
+sets grouped as near or far. Paths are relative to a data root holding `benchmark_imglist/`,
 `images_classic/` and `images_largescale/`.
+
+A benchmark is data: `benchmark_imglist/<name>/benchmark.json` (SPEC_FILE) describes it, and
+`get_benchmark(name, root)` reads that file where it exists. `oaml data import` writes one for a
+user's folder, `oaml data prepare` for fmnist and fmnist6; the built-in definitions below are
+what the OpenOOD downloads (which carry no such file) and older prepared folders are read with.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from oaml.data.fashion_mnist import CLASS_NAMES as FMNIST_CLASSES
 from oaml.registry import Registry
 
 CLASSIC = "images_classic"
 LARGESCALE = "images_largescale"
+IMGLIST_DIR = "benchmark_imglist"
+SPEC_FILE = "benchmark.json"
+SPEC_VERSION = 1
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -50,6 +61,10 @@ class ImageSet:
     def image_root(self, root: Path) -> Path:
         return Path(root) / self.image_dir
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageSet:
+        return cls(**{k: str(data[k]) for k in ("name", "imglist", "image_dir", "group")})
+
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
@@ -68,6 +83,10 @@ class BenchmarkSpec:
     ood: tuple[ImageSet, ...]
     # Whether `oaml data prepare` can build it offline (otherwise the user provides the data).
     preparable: bool = False
+    # ID images that training and threshold tuning never see (conformal calibration), if any.
+    calibration: ImageSet | None = None
+    # Where the data came from (`oaml data import`'s command), for error messages.
+    source: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -79,7 +98,8 @@ class BenchmarkSpec:
 
     def imglists(self) -> list[ImageSet]:
         """Every imglist this benchmark reads."""
-        return [self.train, self.val, self.test, self.ood_val, *self.ood]
+        calibration = [self.calibration] if self.calibration else []
+        return [self.train, self.val, self.test, *calibration, self.ood_val, *self.ood]
 
     def test_sets(self) -> list[ImageSet]:
         """What evaluation reads: the ID test list and the OOD test lists."""
@@ -100,6 +120,8 @@ class BenchmarkSpec:
             how = (
                 f"run `oaml data prepare --benchmark {self.name} --root {root}`"
                 if self.preparable
+                else f"re-run `{self.source}`"
+                if self.source
                 else "download the OpenOOD v1.5 benchmark into it (benchmark_imglist/, "
                 "images_classic/, images_largescale/)"
             )
@@ -108,6 +130,41 @@ class BenchmarkSpec:
                 f"{', '.join(str(p) for p in missing[:3])}"
                 f"{' ...' if len(missing) > 3 else ''}; {how}"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec file's content (SPEC_FILE), read back by `from_dict`."""
+        data = asdict(self)
+        data["version"] = SPEC_VERSION
+        for key in ("class_names", "mean", "std"):
+            data[key] = list(data[key])
+        data["ood"] = [asdict(s) for s in self.ood]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkSpec:
+        """A spec from its file's content; KeyError/TypeError/ValueError on a malformed one."""
+        if data.get("version") != SPEC_VERSION:
+            raise ValueError(f"version {data.get('version')!r}, this oaml reads {SPEC_VERSION}")
+        sets = {k: ImageSet.from_dict(data[k]) for k in ("train", "val", "test", "ood_val")}
+        calibration = data.get("calibration")
+        return cls(
+            name=str(data["name"]),
+            class_names=tuple(str(c) for c in data["class_names"]),
+            input_size=int(data["input_size"]),
+            channels=int(data["channels"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            ood=tuple(ImageSet.from_dict(s) for s in data["ood"]),
+            preparable=bool(data.get("preparable", False)),
+            calibration=ImageSet.from_dict(calibration) if calibration else None,
+            source=data.get("source"),
+            **sets,
+        )
+
+
+def spec_path(root: str | Path, name: str) -> Path:
+    """Where benchmark `name`'s spec file lives under the data folder `root`."""
+    return Path(root) / IMGLIST_DIR / name / SPEC_FILE
 
 
 BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
@@ -119,7 +176,7 @@ def _register(spec: BenchmarkSpec) -> BenchmarkSpec:
 
 
 def _set(folder: str, name: str, file: str, group: str, image_dir: str = CLASSIC) -> ImageSet:
-    return ImageSet(name, f"benchmark_imglist/{folder}/{file}", image_dir, group)
+    return ImageSet(name, f"{IMGLIST_DIR}/{folder}/{file}", image_dir, group)
 
 
 def _cifar(
@@ -230,6 +287,26 @@ _register(
 )
 
 
-def get_benchmark(name: str) -> BenchmarkSpec:
-    """The benchmark named `name` (KeyError lists the known ones)."""
-    return BENCHMARKS.get(name)
+def get_benchmark(name: str, root: str | Path | None = None) -> BenchmarkSpec:
+    """The benchmark named `name`: its spec file under the data folder `root` where there is
+    one, else the built-in definition; a KeyError names both places otherwise."""
+    path = spec_path(root, name) if root is not None and name else None
+    if path is not None and path.is_file():
+        try:
+            spec = BenchmarkSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"benchmark spec {path} is unreadable ({type(exc).__name__}: {exc}); re-run the "
+                "`oaml data import` (or `oaml data prepare`) that wrote it"
+            ) from None
+        if spec.name != name:
+            raise ValueError(f"benchmark spec {path} describes {spec.name!r}, not {name!r}")
+        return spec
+    if name in BENCHMARKS:
+        return BENCHMARKS.get(name)
+    where = f"no {path} and " if path is not None else "no --data-root given and "
+    raise KeyError(
+        f"unknown benchmark {name!r}: {where}it is not built in ({', '.join(BENCHMARKS)}); "
+        f"import your images with `oaml data import --from FOLDER --name {name} --root DATA` "
+        "and pass --data-root DATA"
+    )

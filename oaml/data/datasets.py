@@ -25,6 +25,16 @@ def stratified_subset(entries: list[ImglistEntry], size: int, seed: int) -> list
     from sklearn.model_selection import train_test_split
 
     labels = np.array([e.label for e in entries])
+    if np.unique(labels, return_counts=True)[1].min() < 2:
+        # scikit-learn refuses a class of one image (a user's data has them): the group-aware
+        # splitter, with every image its own group, keeps the shares without that limit.
+        from oaml.data.splits import assign_splits
+
+        share = size / len(entries)
+        chosen = assign_splits(
+            labels - labels.min(), range(len(entries)), {"keep": share, "rest": 1 - share}, seed
+        )
+        return [e for e, c in zip(entries, chosen, strict=True) if c == "keep"]
     keep, _ = train_test_split(
         np.arange(len(entries)), train_size=size, stratify=labels, random_state=seed
     )

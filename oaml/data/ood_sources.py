@@ -1,7 +1,9 @@
 """Real out-of-distribution images that ship inside scikit-learn and scikit-image.
 
-Each source returns uint8 grayscale arrays at the benchmark's size. Test and validation sets draw
-on disjoint source images, so tuning on the OOD validation set never sees a test image.
+Each source returns uint8 arrays at the benchmark's size: grayscale (H, W) by default, (H, W, 3)
+with `channels=3` (colour pictures keep their colour, grey ones are repeated). Test and
+validation sets draw on disjoint source images, so tuning on the OOD validation set never sees a
+test image.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ PHOTO_VAL_SOURCES = (
 TEXTURE_SOURCES = ("brick", "grass", "gravel")
 
 
-def _skimage_image(name: str) -> np.ndarray:
-    """A bundled scikit-image picture as a uint8 grayscale array (never downloads)."""
+def _skimage_image(name: str, channels: int = 1) -> np.ndarray:
+    """A bundled scikit-image picture as uint8 pixels with `channels` (never downloads)."""
     from skimage import data
 
     loaders: dict[str, Callable[[], np.ndarray]] = {
@@ -37,13 +39,18 @@ def _skimage_image(name: str) -> np.ndarray:
         image = image.astype(np.uint8) * 255
     elif image.dtype != np.uint8:
         image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    if image.ndim == 3:
-        image = imaging.to_channels(image[..., :3], 1)[..., 0]
-    return image
+    return with_channels(image[..., :3] if image.ndim == 3 else image, channels)
+
+
+def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, C) pixels as (H, W) for one channel, (H, W, 3) for three."""
+    image = image if image.ndim == 3 else image[:, :, None]
+    converted = imaging.to_channels(image, channels)
+    return converted[:, :, 0] if channels == 1 else converted
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Antialiased (Lanczos) resize of a grayscale uint8 image to size x size."""
+    """Antialiased (Lanczos) resize of a uint8 image to size x size."""
     return imaging.resize(np.asarray(image, dtype=np.uint8), size, "lanczos")
 
 
@@ -51,7 +58,7 @@ def random_crops(
     image: np.ndarray, count: int, rng: np.random.Generator, size: int, scale=(0.08, 0.4)
 ) -> list[np.ndarray]:
     """`count` square crops whose side is a random fraction `scale` of the shorter image side."""
-    height, width = image.shape
+    height, width = image.shape[:2]
     short = min(height, width)
     crops = []
     for _ in range(count):
@@ -63,27 +70,33 @@ def random_crops(
 
 
 def crops_of(
-    names: tuple[str, ...], total: int, size: int, seed: int, scale=(0.08, 0.4)
+    names: tuple[str, ...], total: int, size: int, seed: int, scale=(0.08, 0.4), channels: int = 1
 ) -> list[np.ndarray]:
     """`total` crops spread evenly over the named scikit-image pictures, deterministic in `seed`."""
     rng = np.random.default_rng(seed)
     per = [total // len(names) + (i < total % len(names)) for i in range(len(names))]
     crops: list[np.ndarray] = []
     for name, count in zip(names, per, strict=True):
-        crops.extend(random_crops(_skimage_image(name), count, rng, size, scale))
+        crops.extend(random_crops(_skimage_image(name, channels), count, rng, size, scale))
     return crops
 
 
-def digits(size: int) -> list[np.ndarray]:
+def digits(size: int, channels: int = 1) -> list[np.ndarray]:
     """scikit-learn's 1,797 bundled handwritten digits (8x8, 0..16), bright ink on black."""
     from sklearn.datasets import load_digits
 
     images = load_digits().images
-    return [resize((img * (255.0 / 16.0)).round().astype(np.uint8), size) for img in images]
+    return [
+        with_channels(resize((img * (255.0 / 16.0)).round().astype(np.uint8), size), channels)
+        for img in images
+    ]
 
 
-def faces(size: int) -> list[np.ndarray]:
+def faces(size: int, channels: int = 1) -> list[np.ndarray]:
     """scikit-image's 200 bundled LFW face crops (25x25)."""
     from skimage import data
 
-    return [resize((img * 255).round().astype(np.uint8), size) for img in data.lfw_subset()]
+    return [
+        with_channels(resize((img * 255).round().astype(np.uint8), size), channels)
+        for img in data.lfw_subset()
+    ]

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from oaml.data import fashion_mnist, ood_sources
-from oaml.data.benchmarks import CLASSIC, get_benchmark
+from oaml.data.benchmarks import CLASSIC, get_benchmark, spec_path
 from oaml.data.imglist import ImglistEntry, format_imglist, parse_imglist
 from oaml.io import atomic_write_json, atomic_write_text, sha256_file
 from oaml.progress import progress
@@ -40,13 +40,14 @@ class PrepareResult:
     reused: bool
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 (H, W) or (H, W, 3) array as PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(array, mode="L").save(buffer, format="PNG", optimize=False)
+    Image.fromarray(array).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
 
 
-def _write_images(
+def write_images(
     image_root: Path, folder: str, images: list[np.ndarray] | np.ndarray, desc: str
 ) -> list[str]:
     """Write images as PNGs under image_root/folder; return their relative paths.
@@ -60,7 +61,7 @@ def _write_images(
     for index, array in enumerate(progress(images, desc=desc, unit="img")):
         rel = f"{folder}/{index:0{width}d}.png"
         target = image_root / rel
-        data = _png_bytes(np.ascontiguousarray(array))
+        data = png_bytes(np.ascontiguousarray(array))
         if not (target.is_file() and target.read_bytes() == data):
             # Write-then-rename keeps a killed run from leaving a truncated PNG behind.
             partial = target.with_name(target.name + ".part")
@@ -87,8 +88,8 @@ def _id_lists(
     """Write Fashion-MNIST images; return train/val/test entries with original labels."""
     train_images, train_labels = fashion_mnist.load_split("train", source_dir)
     test_images, test_labels = fashion_mnist.load_split("test", source_dir)
-    train_paths = _write_images(image_root, "fashion_mnist/train", train_images, "fmnist train")
-    test_paths = _write_images(image_root, "fashion_mnist/test", test_images, "fmnist test")
+    train_paths = write_images(image_root, "fashion_mnist/train", train_images, "fmnist train")
+    test_paths = write_images(image_root, "fashion_mnist/test", test_images, "fmnist test")
     train_idx, val_idx = _split_train_val(train_labels, seed, val_size)
 
     def entries(paths, labels, idx):
@@ -120,7 +121,7 @@ def _ood_lists(image_root: Path, seed: int) -> dict[str, list[ImglistEntry]]:
     return {
         name: [
             ImglistEntry(p, OOD_LABEL)
-            for p in _write_images(image_root, f"oaml_ood/seed{seed}/{name}", images, f"ood {name}")
+            for p in write_images(image_root, f"oaml_ood/seed{seed}/{name}", images, f"ood {name}")
         ]
         for name, images in sets.items()
     }
@@ -220,6 +221,7 @@ def prepare(
             "images_sha256": images_sha256(image_root, entries),
             "count": len(entries),
         }
+    atomic_write_json(spec_path(root, benchmark), spec.to_dict())
     manifest = {
         "version": MANIFEST_VERSION,
         "benchmark": benchmark,

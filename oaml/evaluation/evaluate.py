@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
-from oaml.data.benchmarks import get_benchmark
+from oaml.data.benchmarks import BenchmarkSpec, get_benchmark
 from oaml.data.datasets import external_dataset, image_set_dataset
 from oaml.device import pick_device
 from oaml.evaluation.metrics import accuracy, ood_metrics
@@ -50,6 +50,8 @@ class Evaluation:
     # paths, imglist order), so a report can show the worst cases.
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     images: dict[str, tuple[Path, list[str]]] = field(default_factory=dict)
+    # The benchmark evaluated on (its classes and image mode label the report).
+    bench: BenchmarkSpec | None = None
 
 
 def parse_extra_ood(items: list[str]) -> dict[str, Path]:
@@ -195,8 +197,8 @@ def evaluate_scores(request: EvalRequest) -> dict[str, Evaluation]:
     else:
         spec, run, head, served = _checkpoint_predictor(model_file, request.device)
     benchmark, extra_ood = request.benchmark, request.extra_ood
-    bench = get_benchmark(benchmark)
     root = Path(request.data_root).expanduser().resolve()
+    bench = get_benchmark(benchmark, root)
     bench.require(root, bench.test_sets())
     if spec.num_classes != bench.num_classes:
         raise ValueError(
@@ -231,6 +233,7 @@ def evaluate_scores(request: EvalRequest) -> dict[str, Evaluation]:
     images = {name: _image_refs(dataset) for name, _, dataset in [("id", "id", id_set), *sets]}
     predictions = {name: out.logits.argmax(1) for name, out in outputs.items()}
     for evaluation in found.values():
+        evaluation.bench = bench
         evaluation.images.update(images)
         evaluation.predictions.update(predictions)
     return found

@@ -44,7 +44,7 @@ def write_report(
     outlier_grid: Path | None = None,
 ) -> Path:
     """The HTML report of `evaluation` at `path` (atomically)."""
-    bench = get_benchmark(evaluation.metrics["benchmark"])
+    bench = evaluation.bench or get_benchmark(evaluation.metrics["benchmark"])
     page = render_report(
         evaluation, plots, list(bench.class_names), bench.image_mode, references, outlier_grid
     )

@@ -145,7 +145,7 @@ def fit_feature_score(
     head = Head.of(model)
     if score == "vim" and head is None:
         raise FeatureScoreError("the vim score needs a linear classifier head with a bias")
-    train = get_benchmark(lineage["benchmark"]).train
+    train = get_benchmark(lineage["benchmark"], root).train
     dataset = image_set_dataset(train, root, spec, subset=fit_images, seed=0, decoded=True)
     loader = DataLoader(dataset, batch_size=256)
     fitted = create_postprocessor(score, settings)

@@ -102,7 +102,7 @@ def val_images(spec: ModelSpec, payload: dict[str, Any], data_root: Path | None,
     from oaml.data.benchmarks import get_benchmark
     from oaml.data.datasets import image_set_dataset
 
-    bench = get_benchmark(lineage["benchmark"])
+    bench = get_benchmark(lineage["benchmark"], root)
     if not bench.val.imglist_path(root).is_file():
         return None
     dataset = image_set_dataset(bench.val, root, spec, decoded=n is None)

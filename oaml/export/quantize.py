@@ -49,7 +49,7 @@ def _val_images(detector: Detector, benchmark: str, root: Path) -> np.ndarray:
     from oaml.evaluation.evaluate import _onnx_predictor
 
     spec = _onnx_predictor(detector.path)[0]
-    dataset = image_set_dataset(get_benchmark(benchmark).val, root, spec)
+    dataset = image_set_dataset(get_benchmark(benchmark, root).val, root, spec)
     return to_nhwc(np.stack([dataset[i][0].numpy() for i in range(len(dataset))]))
 
 

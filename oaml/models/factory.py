@@ -58,8 +58,10 @@ class ModelSpec:
 
 
 def _scaled(width: float, base: int = 64) -> int:
-    """Channels for a width multiplier, at least 8 and a multiple of 8 for fast kernels."""
-    return max(8, round(base * width / 8) * 8)
+    """Channels for a width multiplier: a multiple of 8 for fast kernels, and at least 16,
+    because PyTorch 2.14's CPU kernels (oneDNN) corrupt the heap in the backward pass of an
+    8-to-16-channel 1x1 stride-2 convolution in channels_last at inputs of 48 px or more."""
+    return max(16, round(base * width / 8) * 8)
 
 
 def _resnet18(

@@ -102,18 +102,28 @@ class DataResult:
     manifest_sha256: str | None
 
 
-def prepare_data(benchmark: str, out: str | Path, data_root: str, tracking: Tracking) -> DataResult:
-    """Prepare (or verify) the benchmark. With `data_root` (a shared volume) the data stays
-    there and `out` becomes a pointer file to it; else the data is written into `out`."""
+def prepare_data(
+    benchmark: str, out: str | Path, data_root: str, tracking: Tracking, import_from: str = ""
+) -> DataResult:
+    """Prepare (or verify) the benchmark; with `import_from` (a folder of class subfolders, a
+    path,label CSV or an S3 prefix), import it as `benchmark` first (`oaml data import`'s
+    defaults; a re-run converts only what changed). With `data_root` (a shared volume) the
+    data stays there and `out` becomes a pointer file to it; else it is written into `out`."""
     from oaml.data.benchmarks import get_benchmark
     from oaml.data.prepare import manifest_sha256, prepare
 
     out = Path(out)
     root = Path(data_root).expanduser().resolve() if data_root else out
     with stage_run(tracking, "data") as run:
-        run.params({"benchmark": benchmark, "root": str(root)})
-        bench = get_benchmark(benchmark)
-        if bench.preparable:
+        run.params({"benchmark": benchmark, "root": str(root), "import_from": import_from})
+        if import_from:
+            from oaml.data.importer import ImportConfig, run_import
+
+            imported = run_import(ImportConfig(source=import_from, name=benchmark, root=root))
+            run.artifact(imported.report, "data")
+            run.tags({"imported": True, "import_skipped": imported.counts["skipped"]})
+        bench = get_benchmark(benchmark, root)
+        if bench.preparable and not import_from:
             result = prepare(benchmark, root)
             run.artifact(result.manifest, "data")
             run.tags({"reused": result.reused})

@@ -109,7 +109,7 @@ def stable_diffusion(request: SynthesisRequest) -> Path:
     from oaml.synthesis.stable_diffusion import GenerationConfig, synthesize_sd
 
     checkpoint = _needs_checkpoint(request, "stable-diffusion")
-    names = list(get_benchmark(request.benchmark).class_names)
+    names = list(get_benchmark(request.benchmark, request.data_root).class_names)
     cfg = GenerationConfig(
         n_per_class=request.n_per_class or max(1, request.count // len(names)),
         steps=request.steps, size=request.size, guidance=request.guidance,
@@ -176,7 +176,7 @@ def preset_request(preset, data_root: Path, out: Path) -> tuple[str, SynthesisRe
     from oaml.data.benchmarks import get_benchmark
 
     found = preset.outliers
-    classes = get_benchmark(preset.benchmark).num_classes
+    classes = get_benchmark(preset.benchmark, data_root).num_classes
     request = SynthesisRequest(
         benchmark=preset.benchmark, data_root=Path(data_root), out=Path(out), count=found.count,
         t_min=found.t_min, t_max=found.t_max, steps=found.sd_steps, size=found.sd_size,

@@ -74,7 +74,7 @@ def synthesize(
 ) -> Path:
     """Noise `cfg.count` stratified ID training images into shards; return the manifest path."""
     _check_config(cfg)
-    bench = get_benchmark(benchmark)
+    bench = get_benchmark(benchmark, data_root)
     entries, image_root, listed_sha = training_entries(benchmark, data_root, cfg.count, cfg.seed)
     sched = scheduler(cfg)
     writer = ShardWriter(out_dir, ("images",))

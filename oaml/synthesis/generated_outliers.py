@@ -102,7 +102,7 @@ def synthesize(
     from oaml.data.benchmarks import get_benchmark
 
     found = load_training_images(benchmark, data_root, cfg.generator.images, cfg.seed)
-    classes = get_benchmark(benchmark).num_classes
+    classes = get_benchmark(benchmark, data_root).num_classes
     folder = train_generator(
         found.images, found.labels, classes, cache, cfg.generator, device=device
     )

@@ -25,8 +25,8 @@ class TrainingImages:
 
 def training_entries(benchmark: str, data_root: str | Path, count: int, seed: int):
     """(entries, image root, imglist sha256) of `count` stratified ID training images."""
-    bench = get_benchmark(benchmark)
     root = Path(data_root).expanduser().resolve()
+    bench = get_benchmark(benchmark, root)
     bench.require(root, [bench.train])
     listed = bench.train.imglist_path(root)
     entries = stratified_subset(parse_imglist(listed), count, seed)
@@ -43,7 +43,7 @@ def load_training_images(
 ) -> TrainingImages:
     """`count` stratified ID training images (all where count exceeds them), decoded."""
     entries, image_root, digest = training_entries(benchmark, data_root, count, seed)
-    mode = get_benchmark(benchmark).image_mode
+    mode = get_benchmark(benchmark, data_root).image_mode
     images = np.stack(
         [
             as_hwc(np.asarray(load_image(image_root / e.path, mode)))

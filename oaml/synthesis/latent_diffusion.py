@@ -65,8 +65,8 @@ def latent_forward_diffusion(
     from oaml.data.imglist import load_image, parse_imglist
     from oaml.device import pick_device
 
-    bench = get_benchmark(benchmark)
     root = Path(data_root).expanduser().resolve()
+    bench = get_benchmark(benchmark, root)
     bench.require(root, [bench.train])
     torch_device = pick_device(device)
     pipe = load_pipeline(checkpoint, torch_device)

@@ -75,8 +75,8 @@ def text_space_outliers(
     from oaml.device import pick_device
     from oaml.synthesis.knn import KnnConfig, sample_outliers
 
-    bench = get_benchmark(benchmark)
     root = Path(data_root).expanduser().resolve()
+    bench = get_benchmark(benchmark, root)
     bench.require(root, [bench.train])
     if anchors.shape[0] != bench.num_classes:
         raise ValueError(f"{anchors.shape[0]} anchors for {bench.num_classes} classes")

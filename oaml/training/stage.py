@@ -112,8 +112,8 @@ def _run(
     method_name = method or cfg.method
     if cfg.epochs < 1:
         raise ValueError(f"{role}.train.epochs must be at least 1, got {cfg.epochs}")
-    bench = get_benchmark(preset.benchmark)
     root = resolve_data_root(preset, data_root)
+    bench = get_benchmark(preset.benchmark, root)
     bench.require(root)
     dist = Distributed.from_env(device)
     torch_device = dist.device(device)
