@@ -32,6 +32,9 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     # Local weights to start from (timm checkpoint file or an oaml checkpoint); never downloaded.
     pretrained_file: str | None = None
+    # Hub weights through the Hugging Face cache (oaml.models.hub): "hub" (timm's own for a
+    # timm/<name> arch) or "hf-hub:ORG/NAME", either with an optional "@REVISION".
+    pretrained: str | None = None
     # Input side length; None means the benchmark's native size.
     input_size: int | None = None
 

@@ -2,7 +2,8 @@
 
 Names: `resnet18_32x32` (3x3 stride-1 stem, no max-pool: the OpenOOD student for 32x32-class
 inputs), `resnet18_224x224` (the standard stem), and `timm/<any timm model name>` (teachers).
-Weights are never downloaded: `pretrained_file` points at a local file.
+Weights come from a local `pretrained_file`, which the training stage may fill from the Hugging
+Face Hub cache (`model.pretrained`, oaml.models.hub).
 """
 
 from __future__ import annotations

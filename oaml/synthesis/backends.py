@@ -78,7 +78,7 @@ def synthesize(backend: str, request: SynthesisRequest) -> Path:
 def _needs_checkpoint(request: SynthesisRequest, backend: str) -> Path:
     if request.checkpoint is None:
         raise ValueError(
-            f"--backend {backend} needs --checkpoint SD_DIR (a local diffusers folder)"
+            f"--backend {backend} needs --checkpoint SD (a local diffusers folder or a hub id)"
         )
     return request.checkpoint
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from oaml.synthesis.shards import ShardWriter
-from oaml.synthesis.stable_diffusion import _to_uint8, load_pipeline
+from oaml.synthesis.stable_diffusion import _to_uint8, load_pipeline, resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ def latent_forward_diffusion(
     bench = get_benchmark(benchmark, root)
     bench.require(root, [bench.train])
     torch_device = pick_device(device)
+    checkpoint = resolve_checkpoint(checkpoint)
     pipe = load_pipeline(checkpoint, torch_device)
     _check(cfg, pipe.scheduler.config.num_train_timesteps)
     entries = stratified_subset(parse_imglist(bench.train.imglist_path(root)), cfg.count, cfg.seed)

@@ -6,13 +6,17 @@ class. Outputs: the final latents (for DeepCLUB) and the decoded images (for the
 shards with a manifest; a killed run resumes at the first missing shard and repeats exactly what an
 uninterrupted run writes (every sample has its own seeded generator).
 
-Checkpoints are only ever read from a local diffusers folder or a single checkpoint file; nothing
-is downloaded at run time.
+Checkpoints are read from a local diffusers folder or a single checkpoint file, or given as a hub
+repo id (`ORG/NAME[@REVISION]`, e.g. CompVis/stable-diffusion-v1-4) from the Hugging Face cache
+(HF_HOME; HF_HUB_OFFLINE=1 never downloads, HF_ENDPOINT names a mirror): the snapshot folder,
+whose name is the commit, is what the manifest records.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,6 +30,10 @@ from oaml.io import atomic_write, atomic_write_json
 from oaml.synthesis.shards import ShardWriter
 
 SCHEDULERS = ("pndm", "ddim")
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
+# What a diffusers pipeline folder needs from a hub repo (not its .ckpt, fp16 or flax copies).
+HUB_FILES = ["model_index.json", "scheduler/*", "text_encoder/*", "tokenizer/*", "unet/*", "vae/*"]
+HUB_SKIP = ["*.ckpt", "*fp16*", "*non_ema*", "*.msgpack", "*.h5", "*.onnx"]
 
 
 class StableDiffusionError(ValueError):
@@ -63,13 +71,37 @@ def check_config(cfg: GenerationConfig) -> None:
         raise ValueError(f"the prompt must hold {{}} where the class name goes: {cfg.prompt!r}")
 
 
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """The local folder or file of `checkpoint`: itself where it exists, else (a hub repo id)
+    its snapshot in the Hugging Face cache, fetched into it where the hub is reachable."""
+    path = Path(checkpoint).expanduser()
+    if path.exists() or not HUB_ID.match(str(checkpoint)):
+        return path
+    from huggingface_hub import snapshot_download
+
+    repo, _, revision = str(checkpoint).partition("@")
+    try:
+        return Path(
+            snapshot_download(
+                repo, revision=revision or None, allow_patterns=HUB_FILES, ignore_patterns=HUB_SKIP
+            )
+        )
+    except Exception as exc:  # offline and not cached, unknown repo, network: all unusable
+        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        raise StableDiffusionError(
+            f"Stable Diffusion {checkpoint}: no such local path, and the hub repo is not in the "
+            f"cache under {home} ({type(exc).__name__}); fetch it once where the hub (or "
+            "HF_ENDPOINT, a mirror) is reachable, or pass a local diffusers folder"
+        ) from None
+
+
 def load_pipeline(checkpoint: str | Path, device: torch.device, fp16: bool | None = None):
     """A StableDiffusionPipeline from a local diffusers folder (model_index.json, unet/, vae/,
-    text_encoder/, tokenizer/, scheduler/) or a single .ckpt/.safetensors file; fp16 and
-    attention slicing on CUDA."""
+    text_encoder/, tokenizer/, scheduler/), a single .ckpt/.safetensors file or a hub repo id
+    in the cache; fp16 and attention slicing on CUDA."""
     from diffusers import StableDiffusionPipeline
 
-    path = Path(checkpoint).expanduser()
+    path = resolve_checkpoint(checkpoint)
     if not path.exists():
         raise StableDiffusionError(
             f"Stable Diffusion checkpoint {path} does not exist: pass a local diffusers folder "
@@ -229,6 +261,7 @@ def synthesize_sd(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = pick_device(device)
+    checkpoint = resolve_checkpoint(checkpoint)
     pipe = load_pipeline(checkpoint, torch_device)
     use_scheduler(pipe, cfg.scheduler)
     positions = [class_token_position(pipe.tokenizer, cfg.prompt, c) for c in class_names]

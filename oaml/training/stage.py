@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 
 from oaml import __version__
-from oaml.config import Preset, stage_of
+from oaml.config import ModelConfig, Preset, stage_of
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import OutlierImages, image_set_dataset, model_spec_for
 from oaml.data.prepare import manifest_sha256
 from oaml.distributed import Distributed
 from oaml.models.checkpoint import load_checkpoint, read_checkpoint
 from oaml.models.factory import ModelSpec, build_model
+from oaml.models.hub import HubWeights, fetch_weights
 from oaml.models.net import OamlNet
 from oaml.training.engine import (
     FINAL_FILE,
@@ -121,7 +122,10 @@ def _run(
         bench, stage.model.arch, stage.model.width, stage.model.kwargs, stage.model.input_size
     )
     seed_everything(cfg.seed)
-    model = build_model(spec, pretrained_file=stage.model.pretrained_file)
+    weights = hub_weights(stage.model)
+    model = build_model(
+        spec, pretrained_file=weights.path if weights else stage.model.pretrained_file
+    )
     if cfg.init_checkpoint:
         _start_from(model, spec, cfg.init_checkpoint)
     # Both sets are read every epoch: decoded once into a memory-mapped cache (oaml.data.decoded).
@@ -145,6 +149,7 @@ def _run(
         PrepareContext(cfg, spec, model, train_set, bench, root, torch_device, outliers, dist)
     )
     lineage = _lineage(preset, role, method_name, bench.name, root, len(train_set))
+    lineage["pretrained"] = weights.lineage() if weights else None
     lineage["processes"] = dist.world_size  # data-parallel ranks it was trained on
     return train(
         model,
@@ -162,6 +167,15 @@ def _run(
         callbacks=callbacks,
         dist=dist,
     )
+
+
+def hub_weights(model: ModelConfig) -> HubWeights | None:
+    """The hub weights `model.pretrained` names (None where it names none)."""
+    if not model.pretrained:
+        return None
+    if model.pretrained_file:
+        raise ValueError("set model.pretrained (the hub) or model.pretrained_file, not both")
+    return fetch_weights(model.arch, model.pretrained)
 
 
 def _lineage(
