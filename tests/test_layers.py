@@ -35,7 +35,7 @@ LAYERS: list[set[str]] = [
     {"oaml.training"},
     {"oaml.evaluation"},
     {"oaml.export"},
-    {"oaml.recipe", "oaml.stages", "oaml.bench"},
+    {"oaml.recipe", "oaml.stages", "oaml.bench", "oaml.starter"},
     {"oaml.cli"},
     {"components", "pipelines"},
 ]

@@ -125,3 +125,31 @@ def data_import(
     if result.left_out:
         shown = ", ".join(f"{c} ({n})" for c, n in result.left_out.items())
         typer.echo(f"left out, fewer than {min_per_class} readable images: {shown}", err=True)
+
+
+@data_app.command("preset")
+@friendly
+def data_preset(
+    benchmark: Annotated[str, typer.Option(help="The benchmark (e.g. one `data import` wrote)")],
+    root: Annotated[Path, typer.Option(help="Its data folder")] = Path("data"),
+    minutes: Annotated[float, typer.Option(help="Time budget of the whole recipe here")] = 30.0,
+    out: Annotated[Path | None, typer.Option(help="YAML to write (default: NAME.yaml)")] = None,
+    base: Annotated[str, typer.Option(help="Preset whose recipe it sizes")] = "quick",
+) -> None:
+    """Write a starting preset for a benchmark: model widths, epochs and batch sized to a time
+    budget from training speed measured here (edit it, then --preset FILE)."""
+    import yaml
+
+    from oaml.io import atomic_write_text
+    from oaml.starter import header, starter_preset
+
+    data, plan = starter_preset(benchmark, root, minutes, base)
+    path = out or Path(f"{benchmark}.yaml")
+    atomic_write_text(
+        path, header(plan, benchmark, minutes) + yaml.safe_dump(data, sort_keys=False)
+    )
+    typer.echo(
+        f"{path}: student width {plan.width:g}, teacher width {plan.teacher_width:g}, "
+        f"{plan.epochs} epochs, about {plan.seconds / 60:.1f} min of training; "
+        f"then: oaml demo --preset {path}"
+    )
