@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.oaml-installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-# Real painted sprites nobody here made (GPL-2): the colour task `oaml data import` is tested on.
+# Real painted sprites nobody here made (GPL-2): the colour task `oaml data import` is tested on;
+# clip art (public domain) and Noto glyphs (SIL OFL): far-OOD sets of imported benchmarks.
 WESNOTH := /usr/share/games/wesnoth/1.16/data/core/images/units
+PACKAGED_OOD := /usr/share/openclipart/png /usr/share/fonts/truetype/noto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= runs/demo
 
@@ -15,13 +17,14 @@ DEMO_OUT ?= runs/demo
 
 setup: system-deps $(STAMP)
 
-# Fashion-MNIST and Wesnoth's unit sprites from Debian's packages, and venv support where the
-# base Python lacks it.
+# Fashion-MNIST, Wesnoth's unit sprites, clip art and Noto fonts from Debian's packages, and
+# venv support where the base Python lacks it.
 system-deps:
-	@if [ ! -f $(FMNIST) ] || [ ! -d $(WESNOTH) ] || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+	@if [ ! -f $(FMNIST) ] || ! ls -d $(WESNOTH) $(PACKAGED_OOD) >/dev/null 2>&1 || \
+		! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			dataset-fashion-mnist wesnoth-1.16-data \
+			dataset-fashion-mnist wesnoth-1.16-data openclipart-png fonts-noto-core \
 			$$(python3 -c 'import venv, ensurepip' 2>/dev/null || echo python3-venv); \
 	fi
 

@@ -81,7 +81,7 @@ def test_the_pipeline_serves_a_detector_of_the_races(pipeline_on_sprites, sprite
     metrics = summary["metrics"]
     assert metrics["benchmark"] == "races"
     assert metrics["ood"][f"holdout_{HELD_OUT}"]["group"] == "near"
-    assert {"textures", "photos", "faces", "digits"} <= set(metrics["ood"])
+    assert {"textures", "photos", "faces", "digits", "clipart", "glyphs"} <= set(metrics["ood"])
     assert metrics["id"]["accuracy"] > 1 / len(RACES)  # better than chance after a tiny run
     sample = (
         sorted((sprites / "dwarves").rglob("*.png"))[:3]

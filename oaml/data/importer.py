@@ -158,6 +158,9 @@ def _far_sets(cfg: ImportConfig, size: int, channels: int) -> dict[str, list[Img
             ood_sources.PHOTO_VAL_SOURCES, count, size, cfg.seed + 3, channels=channels
         ),
     }
+    packaged = {"clipart": ood_sources.clipart, "glyphs": ood_sources.glyphs}
+    for offset, name in enumerate(ood_sources.packaged_sets(), start=4):
+        sets[name] = packaged[name](size, channels, count, cfg.seed + offset)
     image_root = Path(cfg.root) / CLASSIC
     written = {}
     for name, images in sets.items():

@@ -9,8 +9,11 @@ test image.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from oaml import imaging
 
@@ -100,3 +103,78 @@ def faces(size: int, channels: int = 1) -> list[np.ndarray]:
         with_channels(resize((img * 255).round().astype(np.uint8), size), channels)
         for img in data.lfw_subset()
     ]
+
+
+# Real OOD pictures from Debian packages, where installed (`make setup` installs them):
+# public-domain clip art (openclipart-png) and glyphs of many scripts (fonts-noto-core, SIL OFL).
+CLIPART_DIR = Path("/usr/share/openclipart/png")
+NOTO_DIR = Path("/usr/share/fonts/truetype/noto")
+PACKAGED = {"clipart": ("openclipart-png", CLIPART_DIR), "glyphs": ("fonts-noto-core", NOTO_DIR)}
+
+
+def packaged_sets() -> dict[str, str]:
+    """The packaged OOD sets this machine has (name -> Debian package)."""
+    return {name: pkg for name, (pkg, folder) in PACKAGED.items() if folder.is_dir()}
+
+
+@cache
+def _clipart_files() -> tuple[Path, ...]:
+    # Drawings a few hundred pixels wide; the package's largest (168 Mpx) cost seconds each.
+    return tuple(sorted(p for p in CLIPART_DIR.rglob("*.png") if p.stat().st_size < 512 << 10))
+
+
+@cache
+def _script_codes(font: Path) -> tuple[int, ...]:
+    """The code points a font draws past Latin and IPA (its other scripts)."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(font, lazy=True) as opened:
+        return tuple(sorted(c for c in opened.getBestCmap() if c > 0x2FF))
+
+
+def clipart(size: int, channels: int, count: int, seed: int) -> list[np.ndarray]:
+    """`count` openclipart drawings (seeded, over every category), transparency on black."""
+    files = _clipart_files()
+    if not files:
+        raise FileNotFoundError(f"no clip art under {CLIPART_DIR}: apt-get install openclipart-png")
+    chosen = np.random.default_rng(seed).choice(len(files), min(count, len(files)), replace=False)
+    images = []
+    for index in np.sort(chosen):
+        with Image.open(files[index]) as img:
+            img.load()
+            rgb = np.asarray(imaging.convert_mode(img, "RGB"))
+        images.append(with_channels(resize(rgb, size), channels))
+    return images
+
+
+def glyphs(size: int, channels: int, count: int, seed: int) -> list[np.ndarray]:
+    """`count` single characters of non-Latin scripts in Noto fonts, white on black, centred."""
+    from PIL import ImageDraw, ImageFont
+
+    fonts = sorted(NOTO_DIR.glob("NotoSans*-Regular.ttf"))
+    if not fonts:
+        raise FileNotFoundError(f"no Noto fonts under {NOTO_DIR}: apt-get install fonts-noto-core")
+    rng = np.random.default_rng(seed)
+    images: list[np.ndarray] = []
+    canvas = size * 2
+    while len(images) < count:
+        path = fonts[int(rng.integers(len(fonts)))]
+        codes = _script_codes(path)
+        if not codes:
+            continue
+        char = chr(codes[int(rng.integers(len(codes)))])
+        pil_font = ImageFont.truetype(str(path), int(canvas * 0.6))
+        page = Image.new("L", (canvas, canvas))
+        ImageDraw.Draw(page).text(
+            (canvas / 2, canvas / 2), char, fill=255, font=pil_font, anchor="mm"
+        )
+        box = page.getbbox()
+        if box is None:
+            continue  # a control or combining code point with no ink
+        ink = np.asarray(page.crop(box))
+        side = max(ink.shape) + 4
+        square = np.zeros((side, side), np.uint8)
+        top, left = (side - ink.shape[0]) // 2, (side - ink.shape[1]) // 2
+        square[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
+        images.append(with_channels(resize(square, size), channels))
+    return images

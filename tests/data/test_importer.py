@@ -149,11 +149,13 @@ def test_duplicates_and_groups_stay_in_one_split(imported):
 def test_built_in_far_sets_match_the_data(imported):
     spec = get_benchmark("mine", imported)
     far = {s.name for s in spec.ood if s.group == "far"}
-    assert {"textures", "photos", "faces", "digits"} <= far
-    photos = next(s for s in spec.ood if s.name == "photos")
-    entry = parse_imglist(photos.imglist_path(imported))[0]
-    with Image.open(imported / "images_classic" / entry.path) as img:
-        assert img.mode == "RGB" and img.size == (40, 40)
+    # clipart and glyphs from Debian's openclipart-png and fonts-noto-core (`make setup`).
+    assert far == {"textures", "photos", "faces", "digits", "clipart", "glyphs"}
+    for name in ("photos", "clipart", "glyphs"):
+        listed = parse_imglist(next(s for s in spec.ood if s.name == name).imglist_path(imported))
+        assert len(listed) == 40  # --far-count
+        with Image.open(imported / "images_classic" / listed[0].path) as img:
+            assert img.mode == "RGB" and img.size == (40, 40)
 
 
 def test_same_seed_same_lists_and_a_rerun_reuses_the_conversions(imported, user_folder):
