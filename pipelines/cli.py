@@ -130,13 +130,17 @@ def pipeline_submit(
         str | None, typer.Option(help="Kubernetes service account the run's pods use")
     ] = None,
     param: ParamOption = None,
+    cache: Annotated[
+        bool,
+        typer.Option(help="Reuse cached steps (--no-cache: run all, e.g. after new images)"),
+    ] = True,
 ) -> None:
     """Submit the pipeline to a Kubeflow Pipelines endpoint (kfp.Client) and print the run."""
     _require_kfp()
     from pipelines.runner import parse_params, submit
 
     params = parse_params(param or [])
-    result = submit(host, params, experiment, run_name, namespace, service_account)
+    result = submit(host, params, experiment, run_name, namespace, service_account, cache)
     typer.echo(json.dumps(result))
 
 

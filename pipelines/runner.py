@@ -56,8 +56,11 @@ def submit(
     run_name: str | None = None,
     namespace: str | None = None,
     service_account: str | None = None,
+    cache: bool = True,
 ) -> dict[str, str]:
     """Submit the compiled pipeline through kfp.Client; returns the run id and its URL.
+    `cache=False` runs every step again (KFP caches a step on its parameters and inputs, so a
+    changed folder behind the same `import_from` is re-imported only that way).
     Credentials: kfp.Client's own (KF_PIPELINES_SA_TOKEN_PATH, or an existing kube config)."""
     import kfp
     from urllib3.exceptions import HTTPError
@@ -76,6 +79,7 @@ def submit(
         experiment_name=experiment,
         namespace=namespace,
         service_account=service_account,
+        enable_caching=None if cache else False,
     )
     return {"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}
 
