@@ -64,6 +64,7 @@ def demo(
         ),
     ] = False,
     import_from: ImportFromOption = "",
+    import_options: ImportOptionsOption = "{}",
 ) -> None:
     """Run the whole pipeline locally on the embedded default and write OUT/summary.json."""
     _require_kfp()
@@ -72,7 +73,7 @@ def demo(
     _check_method(method)
     run_demo(
         out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model,
-        reproducible=reproducible, import_from=import_from,
+        reproducible=reproducible, import_from=import_from, import_options=import_options,
     )  # fmt: skip
 
 
@@ -101,6 +102,14 @@ ImportFromOption = Annotated[
         "--import-from",
         help="Import this folder of class subfolders (or path,label CSV, or s3://BUCKET/PREFIX) "
         "first, as the benchmark that --set benchmark=NAME names",
+    ),
+]
+ImportOptionsOption = Annotated[
+    str,
+    typer.Option(
+        "--import-options",
+        help="With --import-from: `oaml data import` options as JSON, e.g. "
+        '\'{"holdout_classes": ["cat"], "group_by": "^(\\\\w+)_"}\'',
     ),
 ]
 ParamOption = Annotated[
@@ -181,6 +190,7 @@ def pipeline_run(
         ),
     ] = None,
     import_from: ImportFromOption = "",
+    import_options: ImportOptionsOption = "{}",
 ) -> None:
     """Run the very same pipeline on this machine (kfp.local) and write OUT/summary.json."""
     _require_kfp()
@@ -194,4 +204,5 @@ def pipeline_run(
     run_demo(
         out, data_root, preset, set_ or [], device, method, tracking_uri, registered_model,
         runner=runner, image=image, work_dir=work_dir, import_from=import_from,
+        import_options=import_options,
     )  # fmt: skip

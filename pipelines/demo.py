@@ -31,13 +31,15 @@ def run_demo(
     work_dir: str | Path | None = None,
     reproducible: bool = False,
     import_from: str = "",
+    import_options: str = "{}",
 ) -> dict[str, Any]:
     """Run the local pipeline into `out` and write `out/summary.json`. A re-run reuses the
     finished stages (`work_dir`, default OUT/work) and registers a new version.
     `runner="docker"` runs every stage in the project image `image` (pipelines/containers.py).
     `reproducible`: the stages run pinned (oaml.reproducible), so the numbers do not depend on
     the machine's cores or CPU model. `import_from`: a folder of class subfolders, a CSV or an
-    S3 prefix the data step imports as the preset's benchmark (`--set benchmark=NAME`)."""
+    S3 prefix the data step imports as the preset's benchmark (`--set benchmark=NAME`), with
+    `import_options` (JSON: `oaml data import`'s options)."""
     from contextlib import nullcontext
 
     from oaml.config import load_preset
@@ -61,6 +63,7 @@ def run_demo(
         params["data_root"] = str(Path(data_root or preset.data_root).expanduser().resolve())
     if import_from:
         params["import_from"] = import_from
+        params["import_options"] = import_options
     if work_dir:
         params["work_dir"] = str(Path(work_dir).expanduser().resolve())
     if reproducible and runner != "subprocess":

@@ -101,6 +101,7 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
         num_nodes: int = 1,
         gpus_per_node: int = 1,
         import_from: str = "",
+        import_options: str = "{}",
     ):
         """`overrides` is a JSON list of preset overrides ("a.b=value"); the benchmark override is
         added from `benchmark`. `work_dir` is for local runs (resumable stage folders).
@@ -110,7 +111,8 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
         step only launches and waits); one node with `gpus_per_node` > 1 trains data-parallel
         inside the step (give the step that many GPUs: k8s/README.md). `import_from`: a folder
         of class subfolders on the data volume, or s3://BUCKET/PREFIX, imported as `benchmark`
-        by the data step (`oaml data import`)."""
+        by the data step (`oaml data import`), with `import_options`, a JSON object of its
+        options (holdout_classes, group_by, ood, size, ...)."""
         image = fixed_image or image
         settings = merged_overrides(
             benchmark=benchmark, overrides=overrides, sd_checkpoint=sd_checkpoint
@@ -144,6 +146,7 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
                 data_root=data_root,
                 tracking_uri=tracking_uri,
                 import_from=import_from,
+                import_options=import_options,
             )
             data.set_caching_options(True)
             on_cluster(data, image, cpu="2", memory="8Gi")

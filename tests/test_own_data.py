@@ -101,8 +101,8 @@ def test_the_pipeline_serves_a_detector_of_the_races(pipeline_on_sprites, sprite
 
 
 def test_the_pipeline_data_step_imports_a_folder(sprites, tmp_path):
-    """The data step with `import_from` (the pipeline parameter): imported into the data
-    volume, tracked; a second run converts nothing again."""
+    """The data step with `import_from` and `import_options` (the pipeline parameters):
+    imported into the data volume, tracked; a second run converts nothing again."""
     import mlflow
 
     from oaml.stages import prepare_data
@@ -111,18 +111,26 @@ def test_the_pipeline_data_step_imports_a_folder(sprites, tmp_path):
 
     tracking = Tracking(embedded_uri(tmp_path / "mlflow"))
     volume = tmp_path / "volume"
+    options = json.dumps({"holdout_classes": [HELD_OUT], "group_by": UNIT, "far_count": 50})
     try:
         for _ in range(2):
             result = prepare_data(
-                "sprites", tmp_path / "pointer", str(volume), tracking, import_from=str(sprites)
+                "sprites", tmp_path / "pointer", str(volume), tracking, str(sprites), options
             )
+        with pytest.raises(ValueError, match="unknown holdout"):
+            prepare_data(
+                "sprites", tmp_path / "p2", str(volume), tracking, str(sprites),
+                json.dumps({"holdout": ["x"]}),
+            )  # fmt: skip
     finally:
         mlflow.set_tracking_uri(None)
     assert result.root == volume.resolve() and result.manifest_sha256
     spec = get_benchmark("sprites", volume)
-    assert set(spec.class_names) == {*RACES, HELD_OUT}  # the pipeline imports with defaults
+    assert spec.class_names == RACES
+    assert [s.name for s in spec.ood if s.group == "near"] == [f"holdout_{HELD_OUT}"]
     report = json.loads((volume / "benchmark_imglist/sprites/import_report.json").read_text())
     assert report["counts"]["reused"] == report["counts"]["imported"] > 0
     client = mlflow.MlflowClient(tracking.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("oaml").experiment_id])
     assert {r.data.params["import_from"] for r in runs} == {str(sprites)}
+    assert json.loads(runs[-1].data.params["import_options"])["group_by"] == UNIT

@@ -34,19 +34,6 @@ def data_prepare(
     typer.echo(f"{benchmark}: {state}; manifest {result.manifest}")
 
 
-def _ood_option(item: str) -> tuple[str, str, str]:
-    """`[near:]SET=DIR` into (set, folder, group); far unless marked near."""
-    from oaml.data.import_sources import DataImportError
-
-    name, sep, folder = item.partition("=")
-    group = "far"
-    if name.startswith("near:"):
-        name, group = name[len("near:") :], "near"
-    if not sep or not name.strip() or not folder.strip():
-        raise DataImportError(f"--ood {item!r}: expected SET=DIR (or near:SET=DIR)")
-    return name.strip(), folder.strip(), group
-
-
 @data_app.command("import")
 @friendly
 def data_import(
@@ -101,7 +88,8 @@ def data_import(
 ) -> None:
     """Import your labelled images as a benchmark: seeded stratified splits (train, val, test,
     calibration), groups and duplicates kept in one split, bad files reported and skipped."""
-    from oaml.data.importer import ImportConfig, run_import
+    from oaml.data.import_sources import ImportConfig, parse_ood
+    from oaml.data.importer import run_import
 
     if channels not in (None, 1, 3):
         raise ValueError(f"--channels {channels}: use 1 or 3")
@@ -112,7 +100,7 @@ def data_import(
     cfg = ImportConfig(
         source=source, name=name, root=root.expanduser().resolve(),
         holdout_classes=tuple(c.strip() for c in holdout_classes.split(",") if c.strip()),
-        ood=tuple(_ood_option(o) for o in ood or []), group_by=group_by, seed=seed, size=size,
+        ood=tuple(parse_ood(o) for o in ood or []), group_by=group_by, seed=seed, size=size,
         channels=channels, val=val, test=test, calibration=calibration, strict=strict,
         workers=workers, far_count=far_count, min_per_class=min_per_class,
     )  # fmt: skip

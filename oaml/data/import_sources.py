@@ -62,6 +62,42 @@ class ImportConfig:
         return dict(zip(SPLITS, (train, self.val, self.test, self.calibration), strict=True))
 
 
+def parse_ood(item: str) -> tuple[str, str, str]:
+    """`[near:]SET=DIR` (the --ood option) into (set, folder, group); far unless marked near."""
+    name, sep, folder = item.partition("=")
+    group = "far"
+    if name.startswith("near:"):
+        name, group = name[len("near:") :], "near"
+    if not sep or not name.strip() or not folder.strip():
+        raise DataImportError(f"--ood {item!r}: expected SET=DIR (or near:SET=DIR)")
+    return name.strip(), folder.strip(), group
+
+
+# The options a pipeline's `import_options` JSON may set, by `oaml data import`'s option names.
+PIPELINE_OPTIONS = (
+    "holdout_classes", "ood", "group_by", "seed", "size", "channels", "val", "test",
+    "calibration", "strict", "min_per_class", "far_count",
+)  # fmt: skip
+
+
+def config_from_options(
+    source: str, name: str, root: Path, options: dict[str, Any]
+) -> ImportConfig:
+    """The import a pipeline's `import_from` and `import_options` ask for (a JSON object of
+    PIPELINE_OPTIONS; lists for holdout_classes and ood)."""
+    unknown = sorted(set(options) - set(PIPELINE_OPTIONS))
+    if unknown:
+        raise DataImportError(
+            f"import_options: unknown {', '.join(unknown)}; known: {', '.join(PIPELINE_OPTIONS)}"
+        )
+    given = dict(options)
+    if "holdout_classes" in given:
+        given["holdout_classes"] = tuple(str(c) for c in given["holdout_classes"])
+    if "ood" in given:
+        given["ood"] = tuple(parse_ood(str(o)) for o in given["ood"])
+    return ImportConfig(source=source, name=name, root=Path(root), **given)
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One file to import: `location` to read, `rel` the path kept below its class (ending in the

@@ -103,11 +103,17 @@ class DataResult:
 
 
 def prepare_data(
-    benchmark: str, out: str | Path, data_root: str, tracking: Tracking, import_from: str = ""
+    benchmark: str,
+    out: str | Path,
+    data_root: str,
+    tracking: Tracking,
+    import_from: str = "",
+    import_options: str = "{}",
 ) -> DataResult:
     """Prepare (or verify) the benchmark; with `import_from` (a folder of class subfolders, a
-    path,label CSV or an S3 prefix), import it as `benchmark` first (`oaml data import`'s
-    defaults; a re-run converts only what changed). With `data_root` (a shared volume) the
+    path,label CSV or an S3 prefix), import it as `benchmark` first, with `import_options` (a
+    JSON object of `oaml data import` options, e.g. {"holdout_classes": ["cat"]}); a re-run
+    converts only what changed. With `data_root` (a shared volume) the
     data stays there and `out` becomes a pointer file to it; else it is written into `out`."""
     from oaml.data.benchmarks import get_benchmark
     from oaml.data.prepare import manifest_sha256, prepare
@@ -117,9 +123,14 @@ def prepare_data(
     with stage_run(tracking, "data") as run:
         run.params({"benchmark": benchmark, "root": str(root), "import_from": import_from})
         if import_from:
-            from oaml.data.importer import ImportConfig, run_import
+            from oaml.data.import_sources import config_from_options
+            from oaml.data.importer import run_import
 
-            imported = run_import(ImportConfig(source=import_from, name=benchmark, root=root))
+            options = json.loads(import_options or "{}")
+            if not isinstance(options, dict):
+                raise ValueError(f"import_options must be a JSON object, got {import_options!r}")
+            run.params({"import_options": json.dumps(options, sort_keys=True)})
+            imported = run_import(config_from_options(import_from, benchmark, root, options))
             run.artifact(imported.report, "data")
             run.tags({"imported": True, "import_skipped": imported.counts["skipped"]})
         bench = get_benchmark(benchmark, root)

@@ -45,7 +45,7 @@ def test_ir_has_every_stage_with_its_inputs(tmp_path):
     assert {"start", "teacher", "outliers", "data"} <= set(student)
     # A user's folder or S3 prefix reaches the data step, which imports it as the benchmark.
     assert params["import_from"]["defaultValue"] == ""
-    assert "import_from" in every["prepare-data"]["inputs"]["parameters"]
+    assert {"import_from", "import_options"} <= set(every["prepare-data"]["inputs"]["parameters"])
     # The exit handler closes the MLflow parent run whatever happens.
     assert every["close-tracking"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
 
