@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from oaml.data.import_sources import ImportConfig, ImportItem, read_bytes, skip_
 from oaml.io import atomic_write_bytes
 from oaml.progress import progress
 
-JOURNAL_FILE = ".import-journal.jsonl"
+JOURNAL_FILE = ".import-journal.jsonl"  # conversions done
+PROBE_FILE = ".import-probes.jsonl"  # files hashed and probed, by location and stamp
 CONVERT_VERSION = 1  # bump when the conversion's pixels change: the journal then redoes them
 
 
@@ -82,17 +84,86 @@ def parallel(
         yield from progress(done, desc=desc, unit="img", total=len(tasks))
 
 
-def read_journal(path: Path) -> dict[str, dict[str, Any]]:
-    """Conversions a previous (killed) run finished: output path -> its record."""
-    done: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+class Journal:
+    """Records a killed import need not redo, one JSON line each, appended as they finish
+    (fsynced every FLUSH_EVERY lines and at the end); a line cut by the kill is ignored."""
+
+    FLUSH_EVERY = 512
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+        self.records: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                    self.records[record[key]] = record
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+
+    @contextmanager
+    def appending(self) -> Iterator[Callable[[dict[str, Any]], None]]:
+        """A function that records one finished item."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as log:
+            count = 0
+
+            def add(record: dict[str, Any]) -> None:
+                nonlocal count
+                self.records[record[self.key]] = record
+                log.write(json.dumps(record) + "\n")
+                count += 1
+                if count % self.FLUSH_EVERY == 0:
+                    log.flush()
+                    os.fsync(log.fileno())
+
             try:
-                record = json.loads(line)
-                done[record["out"]] = record
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a line cut by the kill
-    return done
+                yield add
+            finally:
+                log.flush()
+                os.fsync(log.fileno())
+
+
+def _folder(cfg: ImportConfig) -> Path:
+    return Path(cfg.root) / IMGLIST_DIR / cfg.name
+
+
+def probe_items(
+    cfg: ImportConfig, items: list[ImportItem], workers: int, skipped: list
+) -> tuple[list[ImportItem], int]:
+    """Hash and probe every file (a file whose size and modification time, or S3 ETag, match a
+    previous run's probe is not read again); (the items that are images, how many probes were
+    reused); the rest are skipped."""
+    journal = Journal(_folder(cfg) / PROBE_FILE, "location")
+    found: dict[str, dict[str, Any]] = {}
+    todo = []
+    for item in items:
+        known = journal.records.get(item.file.location)
+        if item.file.stamp and known and known.get("stamp") == item.file.stamp:
+            found[item.file.location] = known
+        else:
+            todo.append(item)
+    tasks = [(i.file.location, cfg.max_bytes, cfg.max_pixels) for i in todo]
+    with journal.appending() as add:
+        for item, probed in zip(todo, parallel(probe_file, tasks, workers, "probing"), strict=True):
+            found[item.file.location] = probed
+            if "error" not in probed and item.file.stamp:
+                add({"location": item.file.location, "stamp": item.file.stamp, **probed})
+    kept = []
+    for item in items:
+        probed = found[item.file.location]
+        if "\n" in item.out or "\r" in item.out:
+            skip_item(skipped, item, "its path holds a line break (imglists are one per line)")
+        elif "error" in probed:
+            skip_item(skipped, item, probed["error"])
+        else:
+            item.sha256, item.size, item.mode = (
+                probed["sha256"],
+                tuple(probed["size"]),
+                probed["mode"],
+            )
+            kept.append(item)
+    return kept, len(items) - len(todo)
 
 
 def convert_items(
@@ -105,41 +176,32 @@ def convert_items(
 ) -> tuple[list[ImportItem], dict[str, dict[str, Any]], int]:
     """Convert every item not already done; (items converted, pixel sums by output, reused)."""
     image_root = Path(cfg.root) / CLASSIC
-    journal = Path(cfg.root) / IMGLIST_DIR / cfg.name / JOURNAL_FILE
-    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(_folder(cfg) / JOURNAL_FILE, "out")
     key = f"{CONVERT_VERSION}:{size}:{channels}"
-    done = read_journal(journal)
     stats: dict[str, dict[str, Any]] = {}
     todo = []
     for item in items:
-        record = done.get(item.out)
+        record = journal.records.get(item.out)
         fresh = record and record.get("sha256") == item.sha256 and record.get("key") == key
         if fresh and (image_root / item.out).is_file():
             stats[item.out] = record
         else:
             todo.append(item)
-    reused = len(items) - len(todo)
     tasks = [
         (i.file.location, str(image_root / i.out), size, channels, cfg.max_bytes, cfg.max_pixels)
         for i in todo
     ]
     failed = set()
-    with journal.open("a", encoding="utf-8") as log:
+    with journal.appending() as add:
         results = parallel(convert_file, tasks, workers, "converting")
-        for count, (item, found) in enumerate(zip(todo, results, strict=True), 1):
-            if "error" in found:
-                skip_item(skipped, item, found["error"])
+        for item, converted in zip(todo, results, strict=True):
+            if "error" in converted:
+                skip_item(skipped, item, converted["error"])
                 failed.add(item.out)
                 continue
-            record = {"out": item.out, "sha256": item.sha256, "key": key, **found}
-            stats[item.out] = record
-            log.write(json.dumps(record) + "\n")
-            if count % 512 == 0:
-                log.flush()
-                os.fsync(log.fileno())
-        log.flush()
-        os.fsync(log.fileno())
-    return [i for i in items if i.out not in failed], stats, reused
+            stats[item.out] = {"out": item.out, "sha256": item.sha256, "key": key, **converted}
+            add(stats[item.out])
+    return [i for i in items if i.out not in failed], stats, len(items) - len(todo)
 
 
 def mean_std(records: list[dict[str, Any]], channels: int) -> tuple[list[float], list[float]]:

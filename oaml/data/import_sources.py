@@ -106,6 +106,9 @@ class SourceFile:
     location: str
     rel: str
     label: str
+    # What identifies this version of the file without reading it: size and modification time
+    # (a local file) or size and ETag (S3); a re-import does not read a file whose stamp it knows.
+    stamp: str = ""
 
 
 @dataclass
@@ -142,7 +145,16 @@ def _walk(folder: Path) -> list[Path]:
 
 def folder_files(folder: Path, label: str) -> list[SourceFile]:
     """Every file below `folder` (any depth) as a member of `label`."""
-    return [SourceFile(str(p), p.relative_to(folder).as_posix(), label) for p in _walk(folder)]
+    return [
+        SourceFile(str(p), p.relative_to(folder).as_posix(), label, local_stamp(p))
+        for p in _walk(folder)
+    ]
+
+
+def local_stamp(path: Path) -> str:
+    """A local file's size and modification time (nanoseconds): changes when it is rewritten."""
+    found = path.stat()
+    return f"{found.st_size}:{found.st_mtime_ns}"
 
 
 def list_class_folders(root: Path) -> Listing:
@@ -191,7 +203,8 @@ def list_table(table: Path) -> Listing:
         if not path or not label:
             raise DataImportError(f"{table}:{number}: expected a path and a label")
         resolved = (Path(path) if Path(path).is_absolute() else table.parent / path).resolve()
-        files.append(SourceFile(str(resolved), resolved.name, label))
+        stamp = local_stamp(resolved) if resolved.is_file() else ""
+        files.append(SourceFile(str(resolved), resolved.name, label, stamp))
     if not files:
         raise DataImportError(f"--from {table}: lists no images (expected lines 'path,label')")
     # Two rows may name files of one name in different folders: keep them apart below the class.
@@ -200,7 +213,7 @@ def list_table(table: Path) -> Listing:
         names[(f.label, f.rel)] = names.get((f.label, f.rel), 0) + 1
     return Listing(
         [
-            SourceFile(f.location, _row_rel(f, table), f.label)
+            SourceFile(f.location, _row_rel(f, table), f.label, f.stamp)
             if names[(f.label, f.rel)] > 1
             else f
             for f in files
@@ -253,20 +266,23 @@ def list_s3_classes(url: str) -> Listing:
     passed: list[dict[str, str]] = []
     try:
         pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        keys = sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+        objects = sorted(
+            ((o["Key"], f"{o['Size']}:{o.get('ETag', '')}") for page in pages
+             for o in page.get("Contents", [])),
+        )  # fmt: skip
     except (BotoCoreError, ClientError) as exc:
         raise DataImportError(
             f"--from {url}: cannot list it ({exc}); check the bucket, AWS credentials and the "
             "endpoint (AWS_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL)"
         ) from None
-    for key in keys:
+    for key, stamp in objects:
         label, sep, rel = key[len(prefix) :].partition("/")
         if key.endswith("/") or label.startswith("."):
             continue  # folder markers and hidden entries
         if not sep:
             passed.append({"file": f"{S3_SCHEME}{bucket}/{key}", "reason": "not in a class prefix"})
         else:
-            files.append(SourceFile(f"{S3_SCHEME}{bucket}/{key}", rel, label))
+            files.append(SourceFile(f"{S3_SCHEME}{bucket}/{key}", rel, label, stamp))
     if not files:
         raise DataImportError(
             f"--from {url}: found no objects below class prefixes; lay it out as "

@@ -1,13 +1,15 @@
 """`oaml data import`: a user's labelled images (class subfolders, or a path,label table) into a
 benchmark in the OpenOOD layout, described by its own spec file (oaml.data.benchmarks).
 
-Three passes. (1) Probe, in parallel: each file's SHA-256 and image header; non-images are
-listed with their reason. (2) Decide, in memory: the input size and channels (from the data
-unless given), groups (a `--group-by` key or identical content) and the seeded, stratified
-train / val / test / calibration split of whole groups; held-out classes and `--ood` folders
-become OOD test sets. (3) Convert, in parallel: decode, one channel count, the input size, PNG
-bytes under the source file's own name, each written atomically and journalled, so a killed
-import resumes where it stopped. Imglists, the spec, the report and the manifest come last.
+Three passes. (1) Probe, in parallel: each file's SHA-256 and image header, remembered by the
+file's size and modification time (or S3 ETag), so a re-run reads only new or changed files;
+non-images are listed with their reason. (2) Decide, in memory: the input size and channels
+(from the data unless given), groups (a `--group-by` key or identical content) and the seeded,
+stratified train / val / test / calibration split of whole groups; held-out classes and `--ood`
+folders become OOD test sets. (3) Convert, in parallel: decode, one channel count, the input
+size, PNG bytes under the source file's own name, each written atomically and journalled, so a
+killed import resumes where it stopped. Imglists, the spec, the report and the manifest come
+last.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from oaml.data.benchmarks import (
     spec_path,
 )
 from oaml.data.imglist import ImglistEntry, format_imglist
-from oaml.data.import_pixels import convert_items, mean_std, parallel, probe_file
+from oaml.data.import_pixels import convert_items, mean_std, probe_items
 from oaml.data.import_report import REPORT_FILE, import_report, strict_message, write_manifest
 from oaml.data.import_sources import (
     DataImportError,
@@ -99,25 +101,6 @@ def _items(cfg: ImportConfig) -> tuple[list[ImportItem], list[dict[str, str]], l
             for f in folder_files(path, set_name)
         )
     return items, listing.passed_over, id_classes
-
-
-def _probe(
-    cfg: ImportConfig, items: list[ImportItem], workers: int, skipped: list
-) -> list[ImportItem]:
-    """Hash and probe every file; the items that are images (others go to `skipped`)."""
-    tasks = [(i.file.location, cfg.max_bytes, cfg.max_pixels) for i in items]
-    kept = []
-    for item, found in zip(items, parallel(probe_file, tasks, workers, "probing"), strict=True):
-        if "\n" in item.out or "\r" in item.out:
-            skip_item(
-                skipped, item, "its path holds a line break (imglists are one line per image)"
-            )
-        elif "error" in found:
-            skip_item(skipped, item, found["error"])
-        else:
-            item.sha256, item.size, item.mode = found["sha256"], tuple(found["size"]), found["mode"]
-            kept.append(item)
-    return kept
 
 
 def default_size(sizes: Iterable[tuple[int, int]]) -> int:
@@ -191,7 +174,8 @@ def run_import(cfg: ImportConfig) -> ImportResult:
     items, passed_over, classes = _items(cfg)
     skipped: list[dict[str, str]] = [{**p, "set": "", "reason": p["reason"]} for p in passed_over]
     listed = len(items) + len(passed_over)
-    items = _drop_ood_copies_of_id(_probe(cfg, items, workers, skipped), skipped)
+    probed, probes_reused = probe_items(cfg, items, workers, skipped)
+    items = _drop_ood_copies_of_id(probed, skipped)
     id_items = [i for i in items if i.role == "id"]
     if not id_items:
         raise DataImportError(f"--from {cfg.source}: no readable images in the ID classes")
@@ -223,6 +207,7 @@ def run_import(cfg: ImportConfig) -> ImportResult:
         time.perf_counter() - started,
     )  # fmt: skip
     report["left_out_classes"] = left_out
+    report["counts"]["probes_reused"] = probes_reused
     atomic_write_json(folder / REPORT_FILE, report)
     atomic_write_json(spec_path(cfg.root, cfg.name), spec.to_dict())
     manifest = write_manifest(cfg, lists, report)

@@ -167,7 +167,10 @@ def test_same_seed_same_lists_and_a_rerun_reuses_the_conversions(imported, user_
     run_import(cfg)
     after = {s: [(e.path, e.label) for e in v] for s, v in _lists(imported).items()}
     assert after == before
-    assert _report(imported)["counts"]["reused"] == _report(imported)["counts"]["imported"]
+    counts = _report(imported)["counts"]
+    assert counts["reused"] == counts["imported"]
+    # Nothing read again but the two files that are no images (README.md is in no class).
+    assert counts["probes_reused"] == counts["listed"] - 3
 
 
 def test_a_killed_import_resumes(tmp_path, user_folder):
@@ -328,3 +331,20 @@ def test_an_s3_prefix_imports_like_the_folder(tmp_path, user_folder, imported, s
         "--root", str(tmp_path), env=env, check=False,
     )  # fmt: skip
     assert wrong.returncode == 2 and "class prefixes" in wrong.stderr
+
+
+def test_a_changed_file_is_read_and_converted_again(tmp_path, user_folder):
+    source = tmp_path / "src"
+    shutil.copytree(user_folder / "mug", source / "mug")
+    shutil.copytree(user_folder / "rocket", source / "rocket")
+    cfg = ImportConfig(source=str(source), name="c", root=tmp_path / "d", workers=1, far_count=40)
+    run_import(cfg)
+    changed = source / "rocket" / "r0.png"
+    Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(changed)
+    run_import(cfg)
+    counts = _report(tmp_path / "d", "c")["counts"]
+    assert counts["probes_reused"] == counts["listed"] - 2  # r0.png and the empty file
+    assert counts["reused"] == counts["imported"] - 1
+    listed = {Path(e.path).name: e.path for s in _lists(tmp_path / "d", "c").values() for e in s}
+    with Image.open(tmp_path / "d" / "images_classic" / listed["r0.png"]) as img:
+        assert np.asarray(img).max() == 7
