@@ -14,6 +14,7 @@ last.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -49,6 +50,8 @@ from oaml.data.splits import SPLITS, assign_splits, group_key, groups_of
 from oaml.io import atomic_write_json, atomic_write_text
 
 OOD_LABEL = -1
+FAR_SETS_FILE = ".far-sets.json"  # which far-OOD images an import made, and for what
+FAR_SETS_VERSION = 1  # bump when the far sets' pixels change
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 MAX_DEFAULT_SIZE = 224
 
@@ -123,9 +126,24 @@ def _drop_ood_copies_of_id(items: list[ImportItem], skipped: list) -> list[Impor
 
 
 def _far_sets(cfg: ImportConfig, size: int, channels: int) -> dict[str, list[ImglistEntry]]:
-    """The built-in real OOD sets (and the OOD validation set) at this data's size/channels."""
+    """The built-in real OOD sets (and the OOD validation set) at this data's size/channels;
+    made once per (size, channels, seed, count, packaged sets): a re-import lists them again."""
     from oaml.data.prepare import write_images
 
+    image_root = Path(cfg.root) / CLASSIC
+    packaged = ood_sources.packaged_sets()
+    key = {"size": size, "channels": channels, "seed": cfg.seed, "count": cfg.far_count,
+           "packaged": sorted(packaged), "version": FAR_SETS_VERSION}  # fmt: skip
+    made = Path(cfg.root) / IMGLIST_DIR / cfg.name / FAR_SETS_FILE
+    if made.is_file():
+        known = json.loads(made.read_text())
+        listed = known.get("sets", {})
+        if known.get("key") == key and all(
+            (image_root / p).is_file() for v in listed.values() for p in v
+        ):
+            return {
+                name: [ImglistEntry(p, OOD_LABEL) for p in paths] for name, paths in listed.items()
+            }
     rng = np.random.default_rng(cfg.seed)
     count = cfg.far_count
     sets = {
@@ -141,17 +159,31 @@ def _far_sets(cfg: ImportConfig, size: int, channels: int) -> dict[str, list[Img
             ood_sources.PHOTO_VAL_SOURCES, count, size, cfg.seed + 3, channels=channels
         ),
     }
-    packaged = {"clipart": ood_sources.clipart, "glyphs": ood_sources.glyphs}
-    for offset, name in enumerate(ood_sources.packaged_sets(), start=4):
-        sets[name] = packaged[name](size, channels, count, cfg.seed + offset)
-    image_root = Path(cfg.root) / CLASSIC
+    makers = {"clipart": ood_sources.clipart, "glyphs": ood_sources.glyphs}
+    for offset, name in enumerate(packaged, start=4):
+        sets[name] = makers[name](size, channels, count, cfg.seed + offset)
     written = {}
     for name, images in sets.items():
         if len(images) > count:
             images = [images[i] for i in np.sort(rng.choice(len(images), count, replace=False))]
-        paths = write_images(image_root, f"{cfg.name}/far/{name}", images, f"far-OOD {name}")
-        written[name] = [ImglistEntry(p, OOD_LABEL) for p in paths]
-    return written
+        written[name] = write_images(
+            image_root, f"{cfg.name}/far/{name}", images, f"far-OOD {name}"
+        )
+    atomic_write_json(made, {"key": key, "sets": written})
+    return {name: [ImglistEntry(p, OOD_LABEL) for p in paths] for name, paths in written.items()}
+
+
+class _Clock:
+    """Seconds per phase of the import (the report shows where the time goes)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.last, 2)
+        self.last = now
 
 
 def run_import(cfg: ImportConfig) -> ImportResult:
@@ -174,7 +206,9 @@ def run_import(cfg: ImportConfig) -> ImportResult:
     items, passed_over, classes = _items(cfg)
     skipped: list[dict[str, str]] = [{**p, "set": "", "reason": p["reason"]} for p in passed_over]
     listed = len(items) + len(passed_over)
+    clock = _Clock()
     probed, probes_reused = probe_items(cfg, items, workers, skipped)
+    clock.lap("probe")
     items = _drop_ood_copies_of_id(probed, skipped)
     id_items = [i for i in items if i.role == "id"]
     if not id_items:
@@ -184,6 +218,7 @@ def run_import(cfg: ImportConfig) -> ImportResult:
     if cfg.strict and skipped:
         raise DataImportError(strict_message(skipped))
     items, stats, reused = convert_items(cfg, items, size, channels, workers, skipped)
+    clock.lap("convert")
     items, classes, left_out = _leave_out_small_classes(cfg, items, classes, skipped)
     if cfg.strict and skipped:
         raise DataImportError(strict_message(skipped))
@@ -198,19 +233,22 @@ def run_import(cfg: ImportConfig) -> ImportResult:
     train_stats = [stats[i.out] for i in id_items if i.split == "train"]
     mean, std = mean_std(train_stats, channels)
     far = _far_sets(cfg, size, channels)
+    clock.lap("far_sets")
     spec, lists = _spec_and_lists(cfg, classes, size, channels, mean, std, id_items, items, far)
     folder = Path(cfg.root) / IMGLIST_DIR / cfg.name
     for rel, entries in lists.items():
         atomic_write_text(Path(cfg.root) / rel, format_imglist(entries))
     report = import_report(
         cfg, classes, id_items, items, skipped, size, channels, listed, reused, keys, groups,
-        time.perf_counter() - started,
+        clock.laps,
     )  # fmt: skip
     report["left_out_classes"] = left_out
     report["counts"]["probes_reused"] = probes_reused
-    atomic_write_json(folder / REPORT_FILE, report)
     atomic_write_json(spec_path(cfg.root, cfg.name), spec.to_dict())
     manifest = write_manifest(cfg, lists, report)
+    clock.lap("write")
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    atomic_write_json(folder / REPORT_FILE, {**report, "phase_seconds": clock.laps})
     counts = {k: report["counts"][k] for k in ("listed", "imported", "skipped")}
     return ImportResult(
         cfg.name, Path(cfg.root), spec_path(cfg.root, cfg.name), folder / REPORT_FILE, manifest,
