@@ -75,6 +75,12 @@ def _slug(name: str) -> str:
     return slug or "set"
 
 
+def holdout_set(label: str) -> str:
+    """The near-OOD set a held-out class becomes: its name, kept readable (only path separators
+    and control characters replaced, as the set names files such as --save-scores' .npy)."""
+    return "holdout_" + re.sub(r"[/\\\x00-\x1f]", "_", label)
+
+
 def _items(cfg: ImportConfig) -> tuple[list[ImportItem], list[dict[str, str]], list[str]]:
     """Every file to import, what the listing passed over, and the ID class names (sorted)."""
     listing = list_source(cfg.source)
@@ -92,7 +98,7 @@ def _items(cfg: ImportConfig) -> tuple[list[ImportItem], list[dict[str, str]], l
     items = []
     for f in listing.files:
         held = f.label in cfg.holdout_classes
-        set_name = f"holdout_{_slug(f.label)}" if held else f.label
+        set_name = holdout_set(f.label) if held else f.label
         out = f"{cfg.name}/classes/{safe_rel(f.label)}/{safe_rel(f.rel)}"
         items.append(ImportItem(f, "ood" if held else "id", set_name, out))
     for set_name, folder, _group in cfg.ood:
@@ -294,11 +300,11 @@ def _spec_and_lists(cfg, classes, size, channels, mean, std, id_items, items, fa
         ]
     ood_val = image_set("ood_val", "val_ood.txt", "val")
     lists[ood_val.imglist] = far.pop("val")
-    groups = {s: g for s, _, g in cfg.ood}
+    groups = {s: g for s, _, g in cfg.ood} | {holdout_set(c): "near" for c in cfg.holdout_classes}
     ood = []
     ood_names = sorted({i.set_name for i in items if i.role == "ood"})
     for name in ood_names:
-        group = "near" if name.startswith("holdout_") else groups.get(name, "far")
+        group = groups.get(name, "far")
         listed = [ImglistEntry(i.out, OOD_LABEL) for i in items if i.set_name == name]
         ood.append(image_set(name, f"test_{_slug(name)}.txt", group))
         lists[ood[-1].imglist] = listed

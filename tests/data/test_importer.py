@@ -348,3 +348,18 @@ def test_a_changed_file_is_read_and_converted_again(tmp_path, user_folder):
     listed = {Path(e.path).name: e.path for s in _lists(tmp_path / "d", "c").values() for e in s}
     with Image.open(tmp_path / "d" / "images_classic" / listed["r0.png"]) as img:
         assert np.asarray(img).max() == 7
+
+
+def test_a_held_out_class_keeps_its_name_in_the_set_name(tmp_path, user_folder, ood_folder):
+    source = tmp_path / "src"
+    shutil.copytree(user_folder / "mug", source / "coffee mug")
+    shutil.copytree(user_folder / "page", source / "page")
+    shutil.copytree(user_folder / "rocket", source / "rocket")
+    cfg = ImportConfig(
+        source=str(source), name="h", root=tmp_path / "d", holdout_classes=("coffee mug",),
+        ood=(("holdout_fake", str(ood_folder), "far"),), workers=1, far_count=40,
+    )  # fmt: skip
+    run_import(cfg)
+    groups = {s.name: s.group for s in get_benchmark("h", tmp_path / "d").ood}
+    assert groups["holdout_coffee mug"] == "near"
+    assert groups["holdout_fake"] == "far"  # a user's set is what they say, whatever its name
