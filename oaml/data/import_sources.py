@@ -70,6 +70,8 @@ def parse_ood(item: str) -> tuple[str, str, str]:
         name, group = name[len("near:") :], "near"
     if not sep or not name.strip() or not folder.strip():
         raise DataImportError(f"--ood {item!r}: expected SET=DIR (or near:SET=DIR)")
+    if name.strip() == "id":
+        raise DataImportError(f"--ood {item!r}: 'id' names the ID test set; choose another name")
     return name.strip(), folder.strip(), group
 
 

@@ -254,6 +254,7 @@ def test_a_csv_of_paths_and_labels(tmp_path, user_folder):
         (["--val", "0.5", "--test", "0.5"], "positive share"),
         (["--name", "../up"], "--name"),
         (["--ood", "nofolder"], "SET=DIR"),
+        (["--ood", "id=/tmp"], "ID test set"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, user_folder, args, message):
