@@ -42,20 +42,23 @@ class Plan:
 
 
 def images_per_second(preset: Preset, role: str, width: float, bench, batch: int) -> float:
-    """Training images/s of one model of `role` at `width` (a few steps on random pixels)."""
+    """Training images/s of one model of `role` at `width` (a few steps on random pixels, on
+    the device training would use: CUDA where there is one)."""
     from oaml.data.datasets import model_spec_for
+    from oaml.device import pick_device
     from oaml.models.factory import build_model
 
+    device = pick_device("auto")
     model_cfg = (preset.student if role == "student" else preset.teacher).model
     spec = model_spec_for(bench, model_cfg.arch, width, model_cfg.kwargs, model_cfg.input_size)
     torch.manual_seed(0)
-    model = build_model(spec).to(memory_format=torch.channels_last).train()
+    model = build_model(spec).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     size = spec.input_size
-    pixels = torch.rand(batch, spec.in_chans, size, size).contiguous(
+    pixels = torch.rand(batch, spec.in_chans, size, size, device=device).contiguous(
         memory_format=torch.channels_last
     )
-    labels = torch.arange(batch) % spec.num_classes
+    labels = torch.arange(batch, device=device) % spec.num_classes
 
     def step() -> None:
         loss = torch.nn.functional.cross_entropy(model(pixels), labels)
@@ -64,9 +67,13 @@ def images_per_second(preset: Preset, role: str, width: float, bench, batch: int
         optimizer.step()
 
     step()  # warm-up: kernel choice, allocations
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     started, steps = time.perf_counter(), 2
     for _ in range(steps):
         step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return steps * batch / (time.perf_counter() - started)
 
 

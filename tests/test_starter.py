@@ -56,3 +56,14 @@ def test_no_budget_is_refused(small_benchmark):
         "data", "preset", "--benchmark", "small", "--root", str(small_benchmark), "--minutes", "0"
     )
     assert result.returncode == 2 and "positive budget" in result.stderr
+
+
+@pytest.mark.gpu
+def test_the_budget_is_measured_on_the_gpu(small_benchmark):
+    """On a GPU node the preset is sized from CUDA training steps (`make gpu-check`)."""
+    import torch
+
+    from oaml.starter import starter_preset
+
+    _, plan = starter_preset("small", small_benchmark, 5.0)
+    assert torch.cuda.is_available() and plan.student_images_per_s > 0
