@@ -63,7 +63,7 @@ demo: setup
 
 # pytest-xdist workers where there are cores to spare: on 4 or more cores, one per core (at most
 # 4, each builds its own copy of the benchmark data); on 2 cores the suite is CPU-bound and two
-# workers were no faster (README, Development), so it runs in one process. Tests sharing
+# workers were no faster (docs/development.md), so it runs in one process. Tests sharing
 # a costly fixture stay on one worker (tests/conftest.py). PYTEST_WORKERS=N overrides.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? 0 : 4 )))
 PYTEST_PARALLEL ?= $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)

@@ -68,7 +68,7 @@ def _recalibrate(path: Path, val: np.ndarray, temperature: float) -> dict[str, s
 
 def _feature_score_nodes(model: Any) -> list[str]:
     """Names of the nodes the exporter traced inside DetectorGraph.feature_score, kept float:
-    quantizing vim's residual MatMul lost near AUROC and gained no speed (README, Export)."""
+    quantizing vim's residual MatMul lost near AUROC, gained no speed (docs/serving.md)."""
     from oaml.export.graph import FEATURE_SCORE_MODULE  # imports torch: only when quantizing
 
     scope = repr(FEATURE_SCORE_MODULE)
