@@ -152,19 +152,8 @@ def _far_sets(cfg: ImportConfig, size: int, channels: int) -> dict[str, list[Img
             }
     rng = np.random.default_rng(cfg.seed)
     count = cfg.far_count
-    sets = {
-        "textures": ood_sources.crops_of(
-            ood_sources.TEXTURE_SOURCES, count, size, cfg.seed + 1, channels=channels
-        ),
-        "photos": ood_sources.crops_of(
-            ood_sources.PHOTO_TEST_SOURCES, count, size, cfg.seed + 2, channels=channels
-        ),
-        "faces": ood_sources.faces(size, channels),
-        "digits": ood_sources.digits(size, channels),
-        "val": ood_sources.crops_of(
-            ood_sources.PHOTO_VAL_SOURCES, count, size, cfg.seed + 3, channels=channels
-        ),
-    }
+    crops = {"textures": count, "photos": count, "val": count}
+    sets = ood_sources.bundled_sets(size, cfg.seed, crops, channels)
     makers = {"clipart": ood_sources.clipart, "glyphs": ood_sources.glyphs}
     for offset, name in enumerate(packaged, start=4):
         sets[name] = makers[name](size, channels, count, cfg.seed + offset)

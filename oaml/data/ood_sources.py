@@ -178,3 +178,18 @@ def glyphs(size: int, channels: int, count: int, seed: int) -> list[np.ndarray]:
         square[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
         images.append(with_channels(resize(square, size), channels))
     return images
+
+
+def bundled_sets(
+    size: int, seed: int, crops: dict[str, int], channels: int = 1
+) -> dict[str, list[np.ndarray]]:
+    """The real OOD sets bundled with scikit-learn and scikit-image at one size: digits and
+    faces (all of them), and `crops[name]` crops for textures, photos and the OOD validation
+    set ("val", from other photographs), each seeded from `seed`."""
+    return {
+        "digits": digits(size, channels),
+        "textures": crops_of(TEXTURE_SOURCES, crops["textures"], size, seed + 1, channels=channels),
+        "photos": crops_of(PHOTO_TEST_SOURCES, crops["photos"], size, seed + 2, channels=channels),
+        "faces": faces(size, channels),
+        "val": crops_of(PHOTO_VAL_SOURCES, crops["val"], size, seed + 3, channels=channels),
+    }

@@ -104,19 +104,7 @@ def _id_lists(
 
 def _ood_lists(image_root: Path, seed: int) -> dict[str, list[ImglistEntry]]:
     """Write the OOD images; return their entries (label -1)."""
-    sets = {
-        "digits": ood_sources.digits(SIZE),
-        "textures": ood_sources.crops_of(
-            ood_sources.TEXTURE_SOURCES, OOD_COUNTS["textures"], SIZE, seed + 1
-        ),
-        "photos": ood_sources.crops_of(
-            ood_sources.PHOTO_TEST_SOURCES, OOD_COUNTS["photos"], SIZE, seed + 2
-        ),
-        "faces": ood_sources.faces(SIZE),
-        "val": ood_sources.crops_of(
-            ood_sources.PHOTO_VAL_SOURCES, OOD_COUNTS["val"], SIZE, seed + 3
-        ),
-    }
+    sets = ood_sources.bundled_sets(SIZE, seed, OOD_COUNTS)
     # Crops depend on the seed, so each seed has its own folder (fmnist and fmnist6 may differ).
     return {
         name: [

@@ -134,7 +134,7 @@ def prepare_data(
             run.artifact(imported.report, "data")
             run.tags({"imported": True, "import_skipped": imported.counts["skipped"]})
         bench = get_benchmark(benchmark, root)
-        if bench.preparable and not import_from:
+        if bench.preparable:  # built in (an import never takes a built-in name)
             result = prepare(benchmark, root)
             run.artifact(result.manifest, "data")
             run.tags({"reused": result.reused})
