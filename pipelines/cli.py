@@ -108,8 +108,8 @@ ImportOptionsOption = Annotated[
     str,
     typer.Option(
         "--import-options",
-        help="With --import-from: `oaml data import` options as JSON, e.g. "
-        '\'{"holdout_classes": ["cat"], "group_by": "^(\\\\w+)_"}\'',
+        help='With --import-from: `oaml data import` options as JSON, e.g. {"holdout_classes": '
+        '["cat"], "size": 64}',
     ),
 ]
 ParamOption = Annotated[
