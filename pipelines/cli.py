@@ -141,7 +141,7 @@ def pipeline_submit(
     param: ParamOption = None,
     cache: Annotated[
         bool,
-        typer.Option(help="Reuse cached steps (--no-cache: run all, e.g. after new images)"),
+        typer.Option(help="Reuse cached steps (--no-cache: run every step again)"),
     ] = True,
 ) -> None:
     """Submit the pipeline to a Kubeflow Pipelines endpoint (kfp.Client) and print the run."""

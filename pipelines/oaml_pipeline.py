@@ -10,7 +10,7 @@ from kfp import dsl, kubernetes
 
 from components import DEFAULT_IMAGE
 from components.config import merged_overrides
-from components.data import prepare_data
+from components.data import fingerprint_import, prepare_data
 from components.evaluation import evaluate
 from components.export import export_onnx
 from components.registration import register
@@ -112,7 +112,8 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
         inside the step (give the step that many GPUs: k8s/README.md). `import_from`: a folder
         of class subfolders on the data volume, or s3://BUCKET/PREFIX, imported as `benchmark`
         by the data step (`oaml data import`), with `import_options`, a JSON object of its
-        options (holdout_classes, group_by, ood, size, ...)."""
+        options (holdout_classes, group_by, ood, size, ...). The data step is cached on a
+        fingerprint of the source's listing, taken each run: new or changed images re-import."""
         image = fixed_image or image
         settings = merged_overrides(
             benchmark=benchmark, overrides=overrides, sd_checkpoint=sd_checkpoint
@@ -141,12 +142,16 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
                 "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             }
             common = {"preset": preset, "overrides": settings.output}
+            imported = {"import_from": import_from, "import_options": import_options}
+            fingerprint = fingerprint_import(benchmark=benchmark, data_root=data_root, **imported)
+            fingerprint.set_caching_options(False)  # it looks at the source each run
+            on_cluster(fingerprint, image, cpu="1", memory="1Gi")
             data = prepare_data(
                 benchmark=benchmark,
                 data_root=data_root,
                 tracking_uri=tracking_uri,
-                import_from=import_from,
-                import_options=import_options,
+                **imported,
+                fingerprint=fingerprint.output,
             )
             data.set_caching_options(True)
             on_cluster(data, image, cpu="2", memory="8Gi")

@@ -25,6 +25,7 @@ RACES = ("drakes", "dwarves", "elves-wood", "undead")
 HELD_OUT = "merfolk"
 PER_RACE = 60
 UNIT = r"^([a-z]+)"  # a unit's animation frames share the name before the first '-' or '+'
+IMPORT_OPTIONS = {"holdout_classes": [HELD_OUT], "group_by": UNIT, "far_count": 100}
 # TINY_RECIPE's batch makes 3 steps an epoch of these 160 training sprites: enough steps to learn.
 LEARN = ["--set", "student.train.batch_size=16", "--set", "student.train.epochs=3"]
 
@@ -47,22 +48,31 @@ def sprites(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pipeline_on_sprites(tmp_path_factory, sprites) -> tuple[Path, dict]:
+    """The pipeline's own data step imports the folder (`--import-from`: its fingerprint step
+    lists it, the data step imports it into the data root), then trains, exports, registers."""
     data = tmp_path_factory.mktemp("sprite_data")
-    run_oaml(
-        "data", "import", "--from", str(sprites), "--name", "races", "--root", str(data),
-        "--holdout-classes", HELD_OUT, "--group-by", UNIT, "--far-count", "100",
-    )  # fmt: skip
     cwd = tmp_path_factory.mktemp("sprite_demo")
     out = cwd / "demo"
     run_oaml(
         "demo", "--out", str(out), "--data-root", str(data), "--set", "benchmark=races",
+        "--import-from", str(sprites), "--import-options", json.dumps(IMPORT_OPTIONS),
         *TINY_RECIPE, *LEARN, timeout=900, cwd=cwd, unset=("MLFLOW_TRACKING_URI",),
     )  # fmt: skip
     return data, json.loads((out / "summary.json").read_text())
 
 
-def test_import_groups_frames_of_a_unit_and_holds_out_a_race(pipeline_on_sprites):
-    data, _ = pipeline_on_sprites
+def test_import_groups_frames_of_a_unit_and_holds_out_a_race(pipeline_on_sprites, sprites):
+    import mlflow
+
+    from oaml.stages import import_fingerprint
+
+    data, summary = pipeline_on_sprites
+    # The data step ran on the fingerprint its uncached step took of the folder (the cache key).
+    client = mlflow.MlflowClient(summary["tracking_uri"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    recorded = {r.data.params.get("import_fingerprint") for r in client.search_runs(experiments)}
+    key = import_fingerprint(str(sprites), "races", str(data), json.dumps(IMPORT_OPTIONS))
+    assert key in recorded
     spec = get_benchmark("races", data)
     assert spec.class_names == RACES and spec.channels == 3 and spec.input_size == 72
     split_of_unit: dict[tuple[str, str], set[str]] = {}
@@ -105,7 +115,7 @@ def test_the_pipeline_data_step_imports_a_folder(sprites, tmp_path):
     imported into the data volume, tracked; a second run converts nothing again."""
     import mlflow
 
-    from oaml.stages import prepare_data
+    from oaml.stages import import_fingerprint, prepare_data
     from oaml.tracking.runs import Tracking
     from oaml.tracking.store import embedded_uri
 
@@ -114,8 +124,9 @@ def test_the_pipeline_data_step_imports_a_folder(sprites, tmp_path):
     options = json.dumps({"holdout_classes": [HELD_OUT], "group_by": UNIT, "far_count": 50})
     try:
         for _ in range(2):
+            key = import_fingerprint(str(sprites), "sprites", str(volume), options)
             result = prepare_data(
-                "sprites", tmp_path / "pointer", str(volume), tracking, str(sprites), options
+                "sprites", tmp_path / "pointer", str(volume), tracking, str(sprites), options, key
             )
         with pytest.raises(ValueError, match="unknown holdout"):
             prepare_data(
@@ -134,3 +145,4 @@ def test_the_pipeline_data_step_imports_a_folder(sprites, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("oaml").experiment_id])
     assert {r.data.params["import_from"] for r in runs} == {str(sprites)}
     assert json.loads(runs[-1].data.params["import_options"])["group_by"] == UNIT
+    assert [r.data.params["import_fingerprint"] for r in runs].count(key) == 2

@@ -14,6 +14,7 @@ what the OpenOOD downloads (which carry no such file) and older prepared folders
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -241,11 +242,13 @@ _register(
 
 # The offline benchmarks built by `oaml data prepare` (oaml/data/prepare.py writes these files).
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
-_FMNIST_FAR = ("textures", "photos", "faces")
+FMNIST_FAR = ("textures", "photos", "faces")
 
 
-def _fmnist_far(folder: str) -> tuple[ImageSet, ...]:
-    return tuple(_set(folder, name, f"test_{name}.txt", "far") for name in _FMNIST_FAR)
+def far_sets(folder: str, names: Iterable[str] = FMNIST_FAR) -> tuple[ImageSet, ...]:
+    """Far-OOD sets `test_<name>.txt` of an offline benchmark; `oaml data prepare` adds the
+    packaged ones (clip art, glyphs) this machine has to the spec file it writes."""
+    return tuple(_set(folder, name, f"test_{name}.txt", "far") for name in names)
 
 
 _register(
@@ -260,7 +263,7 @@ _register(
         val=_set("fmnist", "fmnist_val", "val_fmnist.txt", "id"),
         test=_set("fmnist", "fmnist", "test_fmnist.txt", "id"),
         ood_val=_set("fmnist", "ood_val", "val_ood.txt", "val"),
-        ood=(_set("fmnist", "digits", "test_digits.txt", "near"), *_fmnist_far("fmnist")),
+        ood=(_set("fmnist", "digits", "test_digits.txt", "near"), *far_sets("fmnist")),
         preparable=True,
     )
 )
@@ -280,7 +283,7 @@ _register(
         ood=(
             _set("fmnist6", "fmnist_held_out", "test_fmnist_held_out.txt", "near"),
             _set("fmnist6", "digits", "test_digits.txt", "far"),
-            *_fmnist_far("fmnist6"),
+            *far_sets("fmnist6"),
         ),
         preparable=True,
     )

@@ -10,6 +10,8 @@ the endpoint of an S3-compatible store (MinIO, SeaweedFS, Ceph) is `AWS_ENDPOINT
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -320,3 +322,15 @@ def list_source(source: str | Path) -> Listing:
             f"--from {path}: a file must be a .csv/.tsv of path,label or an imglist .txt"
         )
     return list_class_folders(path)
+
+
+def source_fingerprint(cfg: ImportConfig) -> str:
+    """SHA-256 of what the import would read now: each listed file's class, path and stamp (size
+    and modification time, or size and ETag) for `--from` and every --ood folder, read from the
+    listings alone. It changes when a file is added, removed or rewritten; the pipeline keys its
+    cached data step on it."""
+    listed = [(f.label, f.rel, f.stamp) for f in list_source(cfg.source).files]
+    for name, folder, _group in cfg.ood:
+        listed += [(name, f.rel, f.stamp) for f in folder_files(Path(folder).expanduser(), name)]
+    digest = hashlib.sha256(json.dumps([cfg.source, listed]).encode())
+    return digest.hexdigest()

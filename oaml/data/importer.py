@@ -154,9 +154,7 @@ def _far_sets(cfg: ImportConfig, size: int, channels: int) -> dict[str, list[Img
     count = cfg.far_count
     crops = {"textures": count, "photos": count, "val": count}
     sets = ood_sources.bundled_sets(size, cfg.seed, crops, channels)
-    makers = {"clipart": ood_sources.clipart, "glyphs": ood_sources.glyphs}
-    for offset, name in enumerate(packaged, start=4):
-        sets[name] = makers[name](size, channels, count, cfg.seed + offset)
+    sets.update(ood_sources.packaged_images(size, channels, count, cfg.seed))
     written = {}
     for name, images in sets.items():
         if len(images) > count:

@@ -180,6 +180,18 @@ def glyphs(size: int, channels: int, count: int, seed: int) -> list[np.ndarray]:
     return images
 
 
+def packaged_images(size: int, channels: int, count: int, seed: int) -> dict[str, list[np.ndarray]]:
+    """`count` images of each packaged set this machine has (clipart, glyphs), each seeded from
+    `seed` plus the set's place in PACKAGED, so one set's pixels do not depend on the other's."""
+    makers = {"clipart": clipart, "glyphs": glyphs}
+    installed = packaged_sets()
+    return {
+        name: makers[name](size, channels, count, seed + offset)
+        for offset, name in enumerate(PACKAGED, start=4)
+        if name in installed
+    }
+
+
 def bundled_sets(
     size: int, seed: int, crops: dict[str, int], channels: int = 1
 ) -> dict[str, list[np.ndarray]]:

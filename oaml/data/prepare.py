@@ -12,24 +12,25 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from oaml.data import fashion_mnist, ood_sources
-from oaml.data.benchmarks import CLASSIC, get_benchmark, spec_path
+from oaml.data.benchmarks import CLASSIC, FMNIST_FAR, far_sets, get_benchmark, spec_path
 from oaml.data.imglist import ImglistEntry, format_imglist, parse_imglist
 from oaml.io import atomic_write_json, atomic_write_text, sha256_file
 from oaml.progress import progress
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: the packaged far sets (clip art, glyphs) where installed
 VAL_SIZE = 5000
 HELD_OUT_FIRST_CLASS = 6  # fmnist6: classes 0-5 are ID, 6-9 are near-OOD
 OOD_LABEL = -1
 SIZE = 28
 OOD_COUNTS = {"textures": 1800, "photos": 1800, "val": 1000}
+PACKAGED_COUNT = 1000  # images per packaged far set (clip art, glyphs)
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,10 @@ def _id_lists(
 
 
 def _ood_lists(image_root: Path, seed: int) -> dict[str, list[ImglistEntry]]:
-    """Write the OOD images; return their entries (label -1)."""
+    """Write the OOD images (the bundled sets, and the packaged ones this machine has);
+    return their entries (label -1)."""
     sets = ood_sources.bundled_sets(SIZE, seed, OOD_COUNTS)
+    sets.update(ood_sources.packaged_images(SIZE, 1, PACKAGED_COUNT, seed))
     # Crops depend on the seed, so each seed has its own folder (fmnist and fmnist6 may differ).
     return {
         name: [
@@ -117,7 +120,7 @@ def _ood_lists(image_root: Path, seed: int) -> dict[str, list[ImglistEntry]]:
 
 def _files_for(benchmark: str, ids: dict, oods: dict) -> dict[str, list[ImglistEntry]]:
     """The imglist file names of `benchmark` mapped to their entries."""
-    far = {f"test_{n}.txt": oods[n] for n in ("textures", "photos", "faces")}
+    far = {f"test_{n}.txt": oods[n] for n in (*FMNIST_FAR, *ood_sources.PACKAGED) if n in oods}
     common = {"val_ood.txt": oods["val"], "test_digits.txt": oods["digits"], **far}
     if benchmark == "fmnist":
         return {
@@ -165,6 +168,8 @@ def verify(
         val_size is not None and manifest.get("val_size") != val_size
     ):
         return False
+    if manifest.get("packaged") != sorted(ood_sources.packaged_sets()):
+        return False  # the packaged sets were installed (or removed) since: rebuild
     image_root = root / CLASSIC
     for rel, info in manifest.get("imglists", {}).items():
         path = root / rel
@@ -209,6 +214,8 @@ def prepare(
             "images_sha256": images_sha256(image_root, entries),
             "count": len(entries),
         }
+    packaged = sorted(ood_sources.packaged_sets())
+    spec = replace(spec, ood=(*spec.ood, *far_sets(benchmark, packaged)))
     atomic_write_json(spec_path(root, benchmark), spec.to_dict())
     manifest = {
         "version": MANIFEST_VERSION,
@@ -216,6 +223,7 @@ def prepare(
         "seed": seed,
         "val_size": val_size,
         "image_size": SIZE,
+        "packaged": packaged,
         "sources": {
             "id": "Fashion-MNIST (IDX files)",
             "digits": "scikit-learn load_digits",
@@ -223,6 +231,7 @@ def prepare(
             "photos": list(ood_sources.PHOTO_TEST_SOURCES),
             "faces": "scikit-image lfw_subset",
             "val_ood": list(ood_sources.PHOTO_VAL_SOURCES),
+            **{name: f"Debian package {pkg}" for name, pkg in ood_sources.packaged_sets().items()},
         },
         "imglists": imglists,
     }

@@ -102,6 +102,29 @@ class DataResult:
     manifest_sha256: str | None
 
 
+def _import_options(import_options: str) -> dict[str, Any]:
+    """A pipeline's `import_options`: a JSON object of `oaml data import` options."""
+    options = json.loads(import_options or "{}")
+    if not isinstance(options, dict):
+        raise ValueError(f"import_options must be a JSON object, got {import_options!r}")
+    return options
+
+
+def import_fingerprint(
+    import_from: str, benchmark: str, data_root: str, import_options: str = "{}"
+) -> str:
+    """What the data stage would import now, as a SHA-256 of the source's listing (no image is
+    read; "" without an import). The pipeline caches the data stage on it: changed images behind
+    the same `import_from` are imported again, an unchanged folder reuses the cached data."""
+    if not import_from:
+        return ""
+    from oaml.data.import_sources import config_from_options, source_fingerprint
+
+    root = Path(data_root or ".").expanduser().resolve()
+    options = _import_options(import_options)
+    return source_fingerprint(config_from_options(import_from, benchmark, root, options))
+
+
 def prepare_data(
     benchmark: str,
     out: str | Path,
@@ -109,12 +132,14 @@ def prepare_data(
     tracking: Tracking,
     import_from: str = "",
     import_options: str = "{}",
+    fingerprint: str = "",
 ) -> DataResult:
     """Prepare (or verify) the benchmark; with `import_from` (a folder of class subfolders, a
     path,label CSV or an S3 prefix), import it as `benchmark` first, with `import_options` (a
     JSON object of `oaml data import` options, e.g. {"holdout_classes": ["cat"]}); a re-run
-    converts only what changed. With `data_root` (a shared volume) the
-    data stays there and `out` becomes a pointer file to it; else it is written into `out`."""
+    converts only what changed; `fingerprint` (import_fingerprint's) is recorded. With
+    `data_root` (a shared volume) the data stays there and `out` becomes a pointer file to it;
+    else it is written into `out`."""
     from oaml.data.benchmarks import get_benchmark
     from oaml.data.prepare import manifest_sha256, prepare
 
@@ -126,10 +151,9 @@ def prepare_data(
             from oaml.data.import_sources import config_from_options
             from oaml.data.importer import run_import
 
-            options = json.loads(import_options or "{}")
-            if not isinstance(options, dict):
-                raise ValueError(f"import_options must be a JSON object, got {import_options!r}")
-            run.params({"import_options": json.dumps(options, sort_keys=True)})
+            options = _import_options(import_options)
+            recorded = {"import_options": json.dumps(options, sort_keys=True)}
+            run.params({**recorded, "import_fingerprint": fingerprint})
             imported = run_import(config_from_options(import_from, benchmark, root, options))
             run.artifact(imported.report, "data")
             run.tags({"imported": True, "import_skipped": imported.counts["skipped"]})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.imglist import parse_imglist
+from oaml.data.import_sources import s3_client, source_fingerprint
 from oaml.data.importer import ImportConfig, run_import
 from oaml.data.ood_sources import _skimage_image, random_crops
 from tests.conftest import oaml_in_process
@@ -304,7 +306,9 @@ def test_a_class_too_small_to_split_is_left_out_and_reported(tmp_path, user_fold
 
 
 @pytest.mark.slow
-def test_an_s3_prefix_imports_like_the_folder(tmp_path, user_folder, imported, s3_store):
+def test_an_s3_prefix_imports_like_the_folder(
+    tmp_path, user_folder, imported, s3_store, monkeypatch
+):
     """The same tree under s3://BUCKET/user/photos (SeaweedFS, a real S3 server) gives the same
     lists as the folder it was uploaded from."""
     from tests.conftest import run_oaml
@@ -323,6 +327,18 @@ def test_an_s3_prefix_imports_like_the_folder(tmp_path, user_folder, imported, s
         "--root", str(tmp_path), "--group-by", r"^(u\d+)-", "--seed", "1", "--far-count", "40",
         env=env, unset=("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
     )  # fmt: skip
+    # The pipeline's cache key for the prefix: the same until an object is added.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    s3_client.cache_clear()
+    cfg = ImportConfig(source=f"s3://{s3_store.bucket}/user/photos", name="m", root=tmp_path)
+    before = source_fingerprint(cfg)
+    assert source_fingerprint(cfg) == before
+    client.put_object(Bucket=s3_store.bucket, Key="user/photos/mug/more.png", Body=b"x")
+    assert source_fingerprint(cfg) != before
+    s3_client.cache_clear()
     from_s3 = {s: [(e.path, e.label) for e in v] for s, v in _lists(tmp_path).items()}
     assert from_s3 == {s: [(e.path, e.label) for e in v] for s, v in _lists(imported).items()}
     skipped = {Path(s["file"]).name for s in _report(tmp_path)["skipped"]}
@@ -332,6 +348,26 @@ def test_an_s3_prefix_imports_like_the_folder(tmp_path, user_folder, imported, s
         "--root", str(tmp_path), env=env, check=False,
     )  # fmt: skip
     assert wrong.returncode == 2 and "class prefixes" in wrong.stderr
+
+
+def test_the_fingerprint_follows_the_listing(tmp_path, user_folder, ood_folder):
+    """The pipeline's cache key for a folder: unchanged listing, same key; a file rewritten,
+    added or removed (in a class or an --ood folder), another key."""
+    source, ood = tmp_path / "src", tmp_path / "ood"
+    shutil.copytree(user_folder, source)
+    shutil.copytree(ood_folder, ood)
+    cfg = ImportConfig(source=str(source), name="f", root=tmp_path, ood=(("a", str(ood), "far"),))
+    first = source_fingerprint(cfg)
+    assert source_fingerprint(cfg) == first and len(first) == 64
+    keys = {first}
+    (source / "mug/mug1.png").write_bytes((source / "mug/mug2.png").read_bytes() + b"\0")
+    keys.add(source_fingerprint(cfg))
+    shutil.copy(source / "rocket/r1.png", source / "rocket/new.png")
+    keys.add(source_fingerprint(cfg))
+    (ood / "a0.png").unlink()
+    keys.add(source_fingerprint(cfg))
+    assert len(keys) == 4
+    assert source_fingerprint(replace(cfg, ood=())) not in keys
 
 
 def test_a_changed_file_is_read_and_converted_again(tmp_path, user_folder):

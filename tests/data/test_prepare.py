@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from oaml.data import ood_sources
+from oaml.data.benchmarks import get_benchmark
 from oaml.data.fashion_mnist import load_split
 from oaml.data.imglist import parse_imglist
-from oaml.data.prepare import prepare, verify
+from oaml.data.prepare import PACKAGED_COUNT, prepare, verify
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -83,6 +84,12 @@ def test_full_fmnist_splits(data_root):
     assert all(len(v["sha256"]) == 64 for v in manifest["imglists"].values())
     counts = {k.rsplit("/", 1)[1]: v["count"] for k, v in manifest["imglists"].items()}
     assert counts["test_digits.txt"] == 1797 and counts["test_faces.txt"] == 200
+    # The packaged far sets where installed, listed in the spec that evaluation reads.
+    packaged = sorted(ood_sources.packaged_sets())
+    assert manifest["packaged"] == packaged
+    assert all(counts[f"test_{name}.txt"] == PACKAGED_COUNT for name in packaged)
+    far = [s.name for s in get_benchmark("fmnist", data_root).ood if s.group == "far"]
+    assert far == ["textures", "photos", "faces", *packaged]
 
 
 def test_fmnist6_holds_out_classes_6_to_9(data_root):

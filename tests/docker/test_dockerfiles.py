@@ -224,14 +224,17 @@ def test_exported_locks_match_uv_lock(tmp_path):
         )
 
 
-def test_training_image_carries_fashion_mnist_where_oaml_reads_it():
+def test_training_image_carries_the_packaged_data_where_oaml_reads_it():
+    """Fashion-MNIST and the packaged far-OOD sets' folders, each copied to where oaml reads it."""
     from oaml.data.fashion_mnist import DEBIAN_DIR
+    from oaml.data.ood_sources import PACKAGED
 
-    assert any("dataset-fashion-mnist" in c for c in run_commands(TRAIN))
+    packages = {"dataset-fashion-mnist": DEBIAN_DIR, **dict(PACKAGED.values())}
+    installs = " ".join(run_commands(TRAIN))
+    assert all(package in installs for package in packages)
     copies = [rest.split() for keyword, rest in final_stage(TRAIN) if keyword == "COPY"]
-    fmnist = [c for c in copies if c[0] == "--from=fmnist"]
-    assert len(fmnist) == 1
-    assert Path(fmnist[0][1]) == DEBIAN_DIR and Path(fmnist[0][2]) == DEBIAN_DIR
+    copied = {Path(c[1]) for c in copies if c[0] == "--from=datasets" and c[1] == c[2]}
+    assert copied == {Path(folder) for folder in packages.values()}
 
 
 # ---- Serving image ----------------------------------------------------------------------------

@@ -53,6 +53,10 @@ def test_cli_runs_as_uid_1000(image):
     assert out.startswith("1000\n") and "pipeline" in out and "synthesize" in out
     fmnist = engine.run("run", "--rm", name, "ls", "/usr/share/datasets/fashion-mnist").stdout
     assert "train-images-idx3-ubyte.gz" in fmnist
+    # The packaged far-OOD sets, so the cluster's data step builds what a laptop builds.
+    probe = "from oaml.data import ood_sources as o; print(sorted(o.packaged_sets()))"
+    packaged = engine.run("run", "--rm", name, "python", "-c", probe).stdout
+    assert packaged.strip() == "['clipart', 'glyphs']"
     assert engine.image_size(name) < SIZE_LIMIT
 
 

@@ -9,6 +9,7 @@ from tests.conftest import oaml_in_process, run_oaml
 STAGES = {
     "prepare-data", "synthesize-outliers", "train-teacher", "train-start", "train-student",
     "evaluate", "export-onnx", "register", "open-tracking", "close-tracking", "merged-overrides",
+    "fingerprint-import",
 }  # fmt: skip
 TRAINING = {"train-teacher", "train-start", "train-student"}
 GPU_STAGES = {"synthesize-outliers", "evaluate", *TRAINING}
@@ -45,7 +46,12 @@ def test_ir_has_every_stage_with_its_inputs(tmp_path):
     assert {"start", "teacher", "outliers", "data"} <= set(student)
     # A user's folder or S3 prefix reaches the data step, which imports it as the benchmark.
     assert params["import_from"]["defaultValue"] == ""
-    assert {"import_from", "import_options"} <= set(every["prepare-data"]["inputs"]["parameters"])
+    data_inputs = every["prepare-data"]["inputs"]["parameters"]
+    assert {"import_from", "import_options"} <= set(data_inputs)
+    # Cached by content: keyed on the fingerprint of the source's listing, taken every run.
+    key = data_inputs["fingerprint"]["taskOutputParameter"]
+    assert key == {"producerTask": "fingerprint-import", "outputParameterKey": "Output"}
+    assert not every["fingerprint-import"].get("cachingOptions", {}).get("enableCache", False)
     # The exit handler closes the MLflow parent run whatever happens.
     assert every["close-tracking"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
 
