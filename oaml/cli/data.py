@@ -55,8 +55,8 @@ def data_import(
     ood: Annotated[
         list[str] | None,
         typer.Option(
-            help="SET=DIR: a folder of your OOD images as a far-OOD test set "
-            "(near:SET=DIR for a near one); repeat for more"
+            help="SET=DIR: a folder (or s3://BUCKET/PREFIX) of your OOD images as a far-OOD "
+            "test set (near:SET=DIR for a near one); repeat for more"
         ),
     ] = None,
     group_by: Annotated[

@@ -260,29 +260,53 @@ def split_s3(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def list_s3_classes(url: str) -> Listing:
-    """Classes as the first path part below `s3://bucket/prefix/`, images at any depth below."""
+def _s3_objects(url: str, option: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """(bucket, prefix ending in '/', sorted (key, stamp) of every object below it)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = split_s3(url)
     prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
-    files: list[SourceFile] = []
-    passed: list[dict[str, str]] = []
     try:
         pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         objects = sorted(
             ((o["Key"], f"{o['Size']}:{o.get('ETag', '')}") for page in pages
-             for o in page.get("Contents", [])),
+             for o in page.get("Contents", []) if not o["Key"].endswith("/")),
         )  # fmt: skip
     except (BotoCoreError, ClientError) as exc:
         raise DataImportError(
-            f"--from {url}: cannot list it ({exc}); check the bucket, AWS credentials and the "
+            f"{option} {url}: cannot list it ({exc}); check the bucket, AWS credentials and the "
             "endpoint (AWS_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL)"
         ) from None
+    return bucket, prefix, objects
+
+
+def ood_files(set_name: str, folder: str) -> list[SourceFile]:
+    """The files of an `--ood SET=DIR` set: a folder, or every object below an S3 prefix."""
+    if folder.startswith(S3_SCHEME):
+        bucket, prefix, objects = _s3_objects(folder, f"--ood {set_name}=")
+        files = [
+            SourceFile(f"{S3_SCHEME}{bucket}/{key}", key[len(prefix) :], set_name, stamp)
+            for key, stamp in objects
+        ]
+    else:
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise DataImportError(f"--ood {set_name}={folder}: no such folder")
+        files = folder_files(path, set_name)
+    if not files:
+        raise DataImportError(f"--ood {set_name}={folder}: holds no files")
+    return files
+
+
+def list_s3_classes(url: str) -> Listing:
+    """Classes as the first path part below `s3://bucket/prefix/`, images at any depth below."""
+    bucket, prefix, objects = _s3_objects(url, "--from")
+    files: list[SourceFile] = []
+    passed: list[dict[str, str]] = []
     for key, stamp in objects:
         label, sep, rel = key[len(prefix) :].partition("/")
-        if key.endswith("/") or label.startswith("."):
-            continue  # folder markers and hidden entries
+        if label.startswith("."):
+            continue  # hidden entries
         if not sep:
             passed.append({"file": f"{S3_SCHEME}{bucket}/{key}", "reason": "not in a class prefix"})
         else:
@@ -331,6 +355,6 @@ def source_fingerprint(cfg: ImportConfig) -> str:
     cached data step on it."""
     listed = [(f.label, f.rel, f.stamp) for f in list_source(cfg.source).files]
     for name, folder, _group in cfg.ood:
-        listed += [(name, f.rel, f.stamp) for f in folder_files(Path(folder).expanduser(), name)]
+        listed += [(name, f.rel, f.stamp) for f in ood_files(name, folder)]
     digest = hashlib.sha256(json.dumps([cfg.source, listed]).encode())
     return digest.hexdigest()

@@ -41,8 +41,8 @@ from oaml.data.import_sources import (
     DataImportError,
     ImportConfig,
     ImportItem,
-    folder_files,
     list_source,
+    ood_files,
     safe_rel,
     skip_item,
 )
@@ -102,12 +102,9 @@ def _items(cfg: ImportConfig) -> tuple[list[ImportItem], list[dict[str, str]], l
         out = f"{cfg.name}/classes/{safe_rel(f.label)}/{safe_rel(f.rel)}"
         items.append(ImportItem(f, "ood" if held else "id", set_name, out))
     for set_name, folder, _group in cfg.ood:
-        path = Path(folder).expanduser()
-        if not path.is_dir():
-            raise DataImportError(f"--ood {set_name}={folder}: no such folder")
         items.extend(
             ImportItem(f, "ood", set_name, f"{cfg.name}/ood/{_slug(set_name)}/{safe_rel(f.rel)}")
-            for f in folder_files(path, set_name)
+            for f in ood_files(set_name, folder)
         )
     return items, listing.passed_over, id_classes
 

@@ -307,7 +307,7 @@ def test_a_class_too_small_to_split_is_left_out_and_reported(tmp_path, user_fold
 
 @pytest.mark.slow
 def test_an_s3_prefix_imports_like_the_folder(
-    tmp_path, user_folder, imported, s3_store, monkeypatch
+    tmp_path, user_folder, ood_folder, imported, s3_store, monkeypatch
 ):
     """The same tree under s3://BUCKET/user/photos (SeaweedFS, a real S3 server) gives the same
     lists as the folder it was uploaded from."""
@@ -343,6 +343,18 @@ def test_an_s3_prefix_imports_like_the_folder(
     assert from_s3 == {s: [(e.path, e.label) for e in v] for s, v in _lists(imported).items()}
     skipped = {Path(s["file"]).name for s in _report(tmp_path)["skipped"]}
     assert skipped == {"broken.jpg", "notes.txt", "empty.png", "README.md"}
+    # The user's OOD images from a prefix too (what a pipeline on a cluster passes).
+    for path in sorted(ood_folder.iterdir()):
+        client.put_object(
+            Bucket=s3_store.bucket, Key=f"user/astro/{path.name}", Body=path.read_bytes()
+        )
+    run_oaml(
+        "data", "import", "--from", f"s3://{s3_store.bucket}/user/photos", "--name", "o",
+        "--root", str(tmp_path), "--ood", f"astro=s3://{s3_store.bucket}/user/astro",
+        "--far-count", "40", env=env, unset=("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"),
+    )  # fmt: skip
+    astro = parse_imglist(tmp_path / "benchmark_imglist/o/test_astro.txt")
+    assert sorted(Path(e.path).name for e in astro) == sorted(p.name for p in ood_folder.iterdir())
     wrong = run_oaml(
         "data", "import", "--from", f"s3://{s3_store.bucket}/nothing", "--name", "none",
         "--root", str(tmp_path), env=env, check=False,
