@@ -75,6 +75,16 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def files_sha256(path: str | os.PathLike[str]) -> dict[str, str]:
+    """SHA-256 of a file ({name: hash}) or of every file below a folder ({relative path: hash},
+    in path order, links followed): what a checkpoint folder's lineage records."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: sha256_file(path)}
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return {p.relative_to(path).as_posix(): sha256_file(p) for p in files}
+
+
 def atomic_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Copy a file or a folder to `target` through a temporary name: a reader sees the old
     copy or the new one, never half of one."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oaml.config import Preset, load_preset, stage_of, to_dict
-from oaml.io import atomic_copy, atomic_write_json, sha256_file
+from oaml.io import atomic_copy, atomic_write_json, files_sha256, sha256_file
 from oaml.tracking.runs import StageRun, Tracking, stage_run
 
 if TYPE_CHECKING:
@@ -38,8 +38,7 @@ def _content_sha256(path: Path) -> str:
     manifest = path / "manifest.json"
     if manifest.is_file():
         return sha256_file(manifest)
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    return _digest([(str(p.relative_to(path)), sha256_file(p)) for p in files])
+    return _digest(list(files_sha256(path).items()))
 
 
 def stable_input(work_dir: Path | None, name: str, path: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from oaml.io import files_sha256
 from oaml.synthesis.shards import ShardWriter
 from oaml.synthesis.stable_diffusion import _to_uint8, load_pipeline, resolve_checkpoint
 
@@ -96,6 +97,7 @@ def latent_forward_diffusion(
         "stable_diffusion",
         mode="latent_forward_diffusion" + ("+img2img" if cfg.denoise else ""),
         checkpoint=str(Path(checkpoint).expanduser().resolve()),
+        checkpoint_files=files_sha256(checkpoint),  # the weights' lineage, hub snapshot or not
         benchmark=benchmark,
         class_names=list(bench.class_names),
         count=len(entries),

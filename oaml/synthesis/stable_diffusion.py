@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oaml.io import atomic_write, atomic_write_json
+from oaml.io import atomic_write, atomic_write_json, files_sha256
 from oaml.synthesis.shards import ShardWriter
 
 SCHEDULERS = ("pndm", "ddim")
@@ -287,6 +287,7 @@ def synthesize_sd(
     return writer.finish(
         "stable_diffusion",
         checkpoint=str(Path(checkpoint).expanduser().resolve()),
+        checkpoint_files=files_sha256(checkpoint),  # the weights' lineage, hub snapshot or not
         class_names=list(class_names),
         count=len(jobs),
         embeddings=source,

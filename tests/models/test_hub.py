@@ -107,7 +107,12 @@ def test_stable_diffusion_from_a_hub_repo_id_offline(tmp_path, data_root):
     run_oaml(*args, "--checkpoint", "me/tiny-sd@main", "--out", str(tmp_path / "sd"), env=env)
     manifest = json.loads((tmp_path / "sd" / "manifest.json").read_text())
     assert manifest["count"] == 10
-    assert Path(manifest["checkpoint"]) == repo.resolve() / "snapshots" / COMMIT
+    snapshot = repo.resolve() / "snapshots" / COMMIT
+    assert Path(manifest["checkpoint"]) == snapshot
+    # Each file's SHA-256 too: the commit names the repo's state, the hashes the bytes used.
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert manifest["checkpoint_files"][unet] == sha256_file(snapshot / unet)
+    assert "model_index.json" in manifest["checkpoint_files"]
     missing = run_oaml(
         *args, "--checkpoint", "me/other-sd", "--out", str(tmp_path / "x"), env=env, check=False
     )
