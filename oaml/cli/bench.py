@@ -179,3 +179,21 @@ def bench_sd(
 
     report = bench_generation(out, checkpoint, device, size, steps, images, batch_size)
     typer.echo(json.dumps(report, indent=1))
+
+
+@bench_app.command("import")
+@friendly
+def bench_import(
+    out: Annotated[Path, typer.Option(help="Folder for import.json and import.md")],
+    photos: Annotated[int, typer.Option(help="12-megapixel JPEGs made and imported")] = 96,
+    clipart: Annotated[int, typer.Option(help="Clip-art drawings imported")] = 2000,
+    sprites: Annotated[int, typer.Option(help="Sprites imported (at most all 5,776)")] = 6000,
+    baseline_files: Annotated[int, typer.Option(help="Files per set in the plain loop")] = 200,
+    workers: Annotated[int | None, typer.Option(help="Import processes (default: cores)")] = None,
+) -> None:
+    """`oaml data import` images/s on sprites, clip art and 12 MP photos against a plain loop
+    over the same files, and the hours a million images would take."""
+    from oaml.bench.imports import bench_import as run_bench
+    from oaml.bench.imports import markdown
+
+    typer.echo(markdown(run_bench(out, photos, clipart, sprites, baseline_files, workers)))

@@ -28,7 +28,7 @@ PHOTO_VAL_SOURCES = (
 TEXTURE_SOURCES = ("brick", "grass", "gravel")
 
 
-def _skimage_image(name: str, channels: int = 1) -> np.ndarray:
+def skimage_image(name: str, channels: int = 1) -> np.ndarray:
     """A bundled scikit-image picture as uint8 pixels with `channels` (never downloads)."""
     from skimage import data
 
@@ -60,12 +60,13 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 def random_crops(
     image: np.ndarray, count: int, rng: np.random.Generator, size: int, scale=(0.08, 0.4)
 ) -> list[np.ndarray]:
-    """`count` square crops whose side is a random fraction `scale` of the shorter image side."""
+    """`count` square crops whose side is a random fraction `scale` of the shorter image side
+    (at least `size` where the picture allows, else the whole shorter side, scaled up)."""
     height, width = image.shape[:2]
     short = min(height, width)
     crops = []
     for _ in range(count):
-        side = max(size, round(short * rng.uniform(*scale)))
+        side = min(short, max(size, round(short * rng.uniform(*scale))))
         top = int(rng.integers(0, height - side + 1))
         left = int(rng.integers(0, width - side + 1))
         crops.append(resize(image[top : top + side, left : left + side], size))
@@ -80,7 +81,7 @@ def crops_of(
     per = [total // len(names) + (i < total % len(names)) for i in range(len(names))]
     crops: list[np.ndarray] = []
     for name, count in zip(names, per, strict=True):
-        crops.extend(random_crops(_skimage_image(name, channels), count, rng, size, scale))
+        crops.extend(random_crops(skimage_image(name, channels), count, rng, size, scale))
     return crops
 
 
@@ -118,7 +119,7 @@ def packaged_sets() -> dict[str, str]:
 
 
 @cache
-def _clipart_files() -> tuple[Path, ...]:
+def clipart_files() -> tuple[Path, ...]:
     # Drawings a few hundred pixels wide; the package's largest (168 Mpx) cost seconds each.
     return tuple(sorted(p for p in CLIPART_DIR.rglob("*.png") if p.stat().st_size < 512 << 10))
 
@@ -134,7 +135,7 @@ def _script_codes(font: Path) -> tuple[int, ...]:
 
 def clipart(size: int, channels: int, count: int, seed: int) -> list[np.ndarray]:
     """`count` openclipart drawings (seeded, over every category), transparency on black."""
-    files = _clipart_files()
+    files = clipart_files()
     if not files:
         raise FileNotFoundError(f"no clip art under {CLIPART_DIR}: apt-get install openclipart-png")
     chosen = np.random.default_rng(seed).choice(len(files), min(count, len(files)), replace=False)

@@ -18,14 +18,14 @@ from oaml.data.benchmarks import get_benchmark
 from oaml.data.imglist import parse_imglist
 from oaml.data.import_sources import s3_client, source_fingerprint
 from oaml.data.importer import ImportConfig, run_import
-from oaml.data.ood_sources import _skimage_image, random_crops
+from oaml.data.ood_sources import random_crops, skimage_image
 from tests.conftest import oaml_in_process
 
 SPLIT_FILES = ("train", "val", "test", "calibration")
 
 
 def _crops(picture: str, count: int, seed: int, channels: int = 3) -> list[np.ndarray]:
-    image = _skimage_image(picture, channels)
+    image = skimage_image(picture, channels)
     return random_crops(image, count, np.random.default_rng(seed), 40, scale=(0.2, 0.6))
 
 
