@@ -97,8 +97,8 @@ def energy_threshold(id_energy: np.ndarray, id_tpr: float = ID_TPR) -> float:
 
 
 def is_ood(energy: np.ndarray, threshold: float) -> np.ndarray:
-    """Per sample: True where the energy lies above the (energy-unit) threshold."""
-    return np.asarray(energy) > threshold
+    """Per sample: True where the energy lies above the (energy-unit) threshold, or is NaN."""
+    return ~(np.asarray(energy) <= threshold)
 
 
 def servable(score: str) -> str:
@@ -118,8 +118,9 @@ def confidence_threshold(id_confidence: np.ndarray, id_tpr: float = ID_TPR) -> f
 
 
 def below(confidence: np.ndarray, threshold: float) -> np.ndarray:
-    """Per sample: True (OOD) where the confidence lies below the confidence threshold."""
-    return np.asarray(confidence) < threshold
+    """Per sample: True (OOD) where the confidence lies below the confidence threshold, and
+    where it is NaN (fail closed: a score that cannot be compared is no evidence of ID)."""
+    return ~(np.asarray(confidence) >= threshold)
 
 
 @dataclass(frozen=True)

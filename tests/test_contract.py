@@ -15,6 +15,7 @@ from oaml.contract import (
     Calibration,
     DetectorError,
     Meta,
+    below,
     calibration_props,
     energy_threshold,
     is_ood,
@@ -51,6 +52,13 @@ def test_is_ood_on_both_sides_of_the_threshold():
     energy = np.array([-3.0, 1.999, 2.0, 2.001, 7.0], np.float32)
     assert is_ood(energy, 2.0).tolist() == [False, False, False, True, True]
     assert is_ood(energy, 2.0).dtype == np.bool_
+
+
+def test_a_nan_score_is_ood_whatever_the_threshold():
+    """Fail closed: a score that cannot be compared is never taken as in-distribution."""
+    confidence = np.array([np.nan, 5.0, -5.0], np.float32)
+    assert below(confidence, 0.0).tolist() == [True, False, True]
+    assert is_ood(-confidence, 0.0).tolist() == [True, False, True]
 
 
 def test_fpr95_threshold_is_the_contract_threshold():

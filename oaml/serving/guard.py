@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -156,17 +157,43 @@ def limit_body(app, limits: BodyLimits):
     return guarded
 
 
+# What an unrendered manifest or a placeholder leaves in a token: ${X}, $(X), {{ x }}, <token>,
+# %X%, changeme and the like. Such a value is no secret: refused at start.
+_TEMPLATE = re.compile(
+    r"\$\{.*\}|\$\(.*\)|\{\{.*\}\}|^<.*>$|^%.*%$|change.?me|replace.?me|your.?token|^x+$",
+    re.IGNORECASE,
+)
+
+
+def check_token(token: str | None, source: str) -> str | None:
+    """The bearer token to require (None: auth off, only when none was set), or ValueError for
+    a value that is set but no secret: empty, blank, with spaces, or a template placeholder."""
+    if token is None:
+        return None
+    if not token or any(c.isspace() for c in token):
+        raise ValueError(f"{source} is set but empty or holds spaces: set a random token")
+    if _TEMPLATE.search(token):
+        raise ValueError(
+            f"{source} looks like a placeholder, not a secret (a template left unrendered?): "
+            "set a random token, e.g. from `openssl rand -hex 32`"
+        )
+    if not token.isascii() or not token.isprintable():
+        raise ValueError(f"{source} must be printable ASCII (an HTTP header carries it)")
+    return token
+
+
 def require_token(app, token: str | None):
-    """401 unless `Authorization: Bearer <token>`; health and metrics stay open for probes."""
+    """401 unless `Authorization: Bearer <token>` (the scheme in any case, RFC 7235); health
+    and metrics stay open for probes."""
     if not token:
         return app
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     async def guarded(scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if not hmac.compare_digest(given, expected):
+        scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), expected):
             return await _reject(
                 send,
                 401,

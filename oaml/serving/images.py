@@ -8,6 +8,7 @@ the server or `oaml score` gets the numbers `oaml evaluate` gives it. PIL and nu
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,17 @@ from oaml.imaging import convert_mode, mode_for, resize
 
 # Far above any real photo this detector sees, far below a decompression bomb's size.
 DEFAULT_MAX_PIXELS = 40_000_000
-# Raster formats only: PIL would hand EPS/PS to Ghostscript, an external program.
+# Raster formats only: PIL would hand EPS/PS to Ghostscript, an external program. `oaml score`
+# reads a user's own files in any of these.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+# What the server accepts from the outside: formats whose headers are small and whose decoders
+# are C code working in bounded passes. Not TIFF (Pillow builds one Python object per strip
+# offset before any pixel budget applies), BMP (RLE decodes in Python) or PPM (Python too).
+SERVED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+# A progressive JPEG decodes its coefficients once per scan: encoders write about 10 scans (a
+# thumbnail in the EXIF adds its own), a crafted file thousands. Counted before decoding.
+MAX_JPEG_SCANS = 32
+_SOS = re.compile(rb"\xff\xda")  # start of scan: never inside entropy-coded data (0xFF00 there)
 
 
 class ImageInputError(ValueError):
@@ -60,18 +70,38 @@ class ImageHeader:
         return self.pixels * per_pixel
 
 
-def image_header(data: bytes | memoryview, name: str = "image") -> ImageHeader:
+def _unsupported(name: str, formats: tuple[str, ...]) -> ImageInputError:
+    supported = ", ".join(formats)
+    return ImageInputError(f"{name}: not an image file of a supported format ({supported})")
+
+
+def check_scans(data: bytes | memoryview, name: str = "image") -> None:
+    """ImageInputError when a JPEG holds more scans than MAX_JPEG_SCANS (decoding time grows
+    with them, and nothing else bounds it); image_header checks it before any decode."""
+    scans = sum(1 for _ in _SOS.finditer(data))
+    if scans > MAX_JPEG_SCANS:
+        raise ImageInputError(
+            f"{name}: a JPEG of {scans} scans, over the limit of {MAX_JPEG_SCANS} (encoders "
+            "write about 10): re-encode it"
+        )
+
+
+def image_header(
+    data: bytes | memoryview, name: str = "image", formats: tuple[str, ...] = FORMATS
+) -> ImageHeader:
     """Size and mode from the file's header alone (nothing decoded), or ImageInputError: lets a
     server refuse or schedule a request by what its images will cost before decoding any."""
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
-            return ImageHeader(*img.size, img.mode, "transparency" in img.info)
+        with Image.open(io.BytesIO(data), formats=formats) as img:
+            header = ImageHeader(*img.size, img.mode, "transparency" in img.info)
+            is_jpeg = img.format == "JPEG"
     except Image.DecompressionBombError as exc:
         raise ImageInputError(f"{name}: refused as a decompression bomb ({exc})") from None
     except Exception:  # unreadable headers: the refusal decode_image gives, before decoding
-        raise ImageInputError(
-            f"{name}: not an image file of a supported format ({', '.join(FORMATS)})"
-        ) from None
+        raise _unsupported(name, formats) from None
+    if is_jpeg:
+        check_scans(data, name)
+    return header
 
 
 def decode_image(
@@ -81,13 +111,14 @@ def decode_image(
     name: str = "image",
     max_pixels: int = 0,
     interpolation: str = DEFAULT_INTERPOLATION,
+    formats: tuple[str, ...] = FORMATS,
 ) -> np.ndarray:
     """Bytes or a file -> uint8 [size, size, channels] (resized with `interpolation`, the one
-    the detector records), or ImageInputError naming `name`."""
+    the detector records), or ImageInputError naming `name`; only `formats` are opened."""
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
     try:
-        with Image.open(source, formats=FORMATS) as img:
+        with Image.open(source, formats=formats) as img:
             width, height = img.size
             # Checked before decoding: the header is read, the pixels are not yet.
             if width * height > max_pixels:
@@ -101,9 +132,7 @@ def decode_image(
     except FileNotFoundError:
         raise ImageInputError(f"{name}: file does not exist") from None
     except UnidentifiedImageError:
-        raise ImageInputError(
-            f"{name}: not an image file of a supported format ({', '.join(FORMATS)})"
-        ) from None
+        raise _unsupported(name, formats) from None
     except Image.DecompressionBombError as exc:
         raise ImageInputError(f"{name}: refused as a decompression bomb ({exc})") from None
     except Exception as exc:  # decoders raise many types (OSError, ValueError, SyntaxError...)

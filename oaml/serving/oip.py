@@ -62,7 +62,15 @@ def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise OipError(f"{where}: 'parameters' must be an object, got {_brief(value)}")
+        raise OipError(f"{where}: 'parameters' must be an object, got {brief(value)}")
+    return value
+
+
+def _flag(params: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    """A boolean OIP parameter: JSON true or false only ("false" would read as true)."""
+    value = params.get(key, default)
+    if type(value) is not bool:
+        raise OipError(f"{where}: '{key}' must be true or false, got {brief(value)}")
     return value
 
 
@@ -76,11 +84,11 @@ def _images_from(
     datatype = tensor.get("datatype")
     if datatype not in ACCEPTED_INPUT_TYPES:
         raise OipError(
-            f"{WHERE} has datatype {_brief(datatype)}; send UINT8 pixels (FP32 0..255 also works)"
+            f"{WHERE} has datatype {brief(datatype)}; send UINT8 pixels (FP32 0..255 also works)"
         )
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise OipError(f"{WHERE} needs a shape list of non-negative integers, got {_brief(shape)}")
+        raise OipError(f"{WHERE} needs a shape list of non-negative integers, got {brief(shape)}")
     if len(shape) != 4 or 0 in shape:
         # Checked before any array is made: numpy refuses over 64 dimensions, and a zero beside
         # huge dimensions passes a size check but not a reshape.
@@ -127,7 +135,7 @@ def _numbers(data: Any) -> np.ndarray:
     return array.reshape(-1)
 
 
-def _brief(value: Any, limit: int = 80) -> str:
+def brief(value: Any, limit: int = 80) -> str:
     """`repr(value)` cut to `limit` characters: error messages never echo a huge input."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
@@ -141,12 +149,12 @@ def parse_infer(
     `known_outputs`, when given, lets unknown requested outputs fail before any inference.
     """
     if header_length is not None:
-        try:
-            split = int(header_length)
-        except ValueError:
+        # ASCII digits only: int() would also take " 12", "+12", "1_2" and other scripts' digits.
+        if not (header_length.isascii() and header_length.isdigit()):
             raise OipError(
-                f"Inference-Header-Content-Length {header_length!r} is not a number"
-            ) from None
+                f"Inference-Header-Content-Length {brief(header_length, 40)} is not a number"
+            )
+        split = int(header_length)
         if not 0 < split <= len(body):
             raise OipError(f"Inference-Header-Content-Length {split} exceeds the body")
         view = memoryview(body)  # slices share the body: the tensors are never copied out
@@ -165,17 +173,18 @@ def parse_infer(
         chunk = None
         if size is not None:
             if not _is_count(size) or offset + size > len(blob):
-                raise OipError(f"input {_brief(name)}: binary_data_size {_brief(size)} is wrong")
+                raise OipError(f"input {brief(name)}: binary_data_size {brief(size)} is wrong")
             chunk, offset = blob[offset : offset + size], offset + size
         if name != INPUT_NAME:
-            raise OipError(f"unknown input {_brief(name)}; this model takes {INPUT_NAME!r}")
+            raise OipError(f"unknown input {brief(name)}; this model takes {INPUT_NAME!r}")
         if images is not None:
             raise OipError(f"input {INPUT_NAME!r} is given more than once; send it once")
         images = _images_from(tensor, chunk, max_values=max(len(body), 1))
     if offset != len(blob):
         raise OipError(f"{len(blob) - offset} binary bytes after the last input")
-    binary_default = bool(_params(request, "request").get("binary_data_output"))
-    wanted = request.get("outputs") or []
+    binary_default = _flag(_params(request, "request"), "binary_data_output", False, "request")
+    wanted = request.get("outputs")
+    wanted = [] if wanted is None else wanted
     if not isinstance(wanted, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted
     ):
@@ -183,16 +192,16 @@ def parse_infer(
     names = [o["name"] for o in wanted]
     unknown = [n for n in names if known_outputs and n not in known_outputs]
     if unknown:
-        raise OipError(f"unknown output(s) {unknown}; this model gives {list(known_outputs)}")
+        raise OipError(f"unknown output(s) {brief(unknown)}; this model gives {known_outputs}")
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise OipError(f"'id' must be a string, got {_brief(request_id)}")
+        raise OipError(f"'id' must be a string, got {brief(request_id)}")
     return InferRequest(
         images=images,
         id=request_id,
         outputs=names,
         binary={
-            o["name"]: bool(_params(o, f"output {o['name']!r}").get("binary_data", binary_default))
+            o["name"]: _flag(_params(o, "output"), "binary_data", binary_default, "output")
             for o in wanted
         },
         binary_default=binary_default,
@@ -206,7 +215,7 @@ def infer_response(
     names = request.outputs or list(outputs)
     unknown = [n for n in names if n not in outputs]
     if unknown:
-        raise OipError(f"unknown output(s) {unknown}; this model gives {list(outputs)}")
+        raise OipError(f"unknown output(s) {brief(unknown)}; this model gives {list(outputs)}")
     described, blobs = [], []
     for name in names:
         array = outputs[name]

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from oaml.serving.answers import error_answer, json_response
 from oaml.serving.budget import ByteBudget
 from oaml.serving.guard import BODY_KEY
-from oaml.serving.images import decode_image, image_header
+from oaml.serving.images import SERVED_FORMATS, decode_image, image_header
 from oaml.serving.multipart import file_parts
 from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
 from oaml.serving.service import OUTPUTS, DetectorService
@@ -80,9 +80,9 @@ def add_infer_routes(app: FastAPI, service: DetectorService):
                 return await inner(scope, receive, send)
             split = next((v for k, v in scope["headers"] if k == header_name), None)
             try:
-                body, extra = await answer(
-                    match[1], match[2], scope[BODY_KEY], None if split is None else split.decode()
-                )
+                # latin-1 decodes any bytes: a non-ASCII length is parse_infer's 400, not a 500.
+                length = None if split is None else split.decode("latin-1")
+                body, extra = await answer(match[1], match[2], scope[BODY_KEY], length)
                 status = 200
                 headers = [(k.encode(), v.encode()) for k, v in extra.items()]
             except Exception as exc:
@@ -109,7 +109,7 @@ def add_score_route(app: FastAPI, service: DetectorService) -> None:
     def read_headers(blobs: list[tuple[str, memoryview]]) -> int:
         """The memory the dearest image of the request needs to decode (they decode one by
         one); 400 when the request's pixels or one image's decode are over the limits."""
-        headers = [(name, image_header(data, name)) for name, data in blobs]
+        headers = [(name, image_header(data, name, SERVED_FORMATS)) for name, data in blobs]
         total = sum(header.pixels for _, header in headers)
         if total > limits.max_request_pixels:
             raise OipError(
@@ -131,7 +131,7 @@ def add_score_route(app: FastAPI, service: DetectorService) -> None:
             [
                 decode_image(
                     data, info.input_size, info.channels, name, limits.max_pixels,
-                    interpolation=info.interpolation,
+                    interpolation=info.interpolation, formats=SERVED_FORMATS,
                 )
                 for name, data in blobs
             ]

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from oaml.serving.app import ServeSettings, create_app
 from oaml.serving.detector import Detector
+from oaml.serving.guard import check_token
 from oaml.serving.model_source import resolve_model
 
 TOKEN_ENV = "OAML_SERVE_TOKEN"
@@ -37,7 +38,7 @@ def serve(
         settings or ServeSettings(),
         name=name or source.name,
         version=source.version,
-        token=os.environ.get(TOKEN_ENV) or None,
+        token=check_token(os.environ.get(TOKEN_ENV), TOKEN_ENV),
     )
     app = create_app(detector, settings)
     print(

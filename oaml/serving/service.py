@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from oaml.serving.batching import BatcherBusy, BatcherStopped, MicroBatcher
 from oaml.serving.detector import Detector, refused_input
 from oaml.serving.guard import BodyLimits
 from oaml.serving.metrics import ServerMetrics
-from oaml.serving.oip import OipError
+from oaml.serving.oip import OipError, brief
 
 log = logging.getLogger("oaml.serving")
 SERVE_MAX_PIXELS = 4096 * 4096  # per image; `oaml score` offline allows DEFAULT_MAX_PIXELS
@@ -65,9 +66,15 @@ class DetectorService:
     """The served model's state and checks, shared by the routes: one batcher, one readiness."""
 
     def __init__(self, detector: Detector, settings: ServeSettings) -> None:
-        if detector.info.confidence_threshold is None:
+        threshold = detector.info.confidence_threshold
+        if threshold is None:
             raise ValueError(
                 f"{detector.path} carries no calibrated OOD threshold; pass --threshold ENERGY"
+            )
+        if not math.isfinite(threshold):  # NaN would flag nothing: fail closed, at start
+            raise ValueError(
+                f"{detector.path}: the OOD threshold is {threshold}, not a number; re-export "
+                "the detector (oaml export) or pass --threshold ENERGY"
             )
         self.detector, self.info, self.settings = detector, detector.info, settings
         self.metrics = ServerMetrics()
@@ -119,12 +126,12 @@ class DetectorService:
         served = self.settings
         if name != served.name:
             raise OipError(
-                f"model {name!r} is not served here; this server serves {served.name!r}", 404
+                f"model {brief(name)} is not served here; this server serves {served.name!r}", 404
             )
         if version is not None and version != served.version:
             raise OipError(
-                f"version {version!r} of {name!r} is not served here; this server serves "
-                f"version {served.version!r}",
+                f"version {brief(version)} of {served.name!r} is not served here; this server "
+                f"serves version {served.version!r}",
                 404,
             )
 

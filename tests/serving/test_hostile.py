@@ -35,38 +35,72 @@ GOOD = infer_json(np.zeros((1, 28, 28, 1), np.uint8))["inputs"][0]
 
 @functools.cache
 def fmnist_png() -> bytes:
+    return picture("PNG")
+
+
+def picture(fmt: str, **options) -> bytes:
+    """A 28 x 28 grey gradient in `fmt` (PIL's writer)."""
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("L", (28, 28), 128).save(buffer, format="PNG")
+    gradient = np.tile(np.arange(0, 252, 9, dtype=np.uint8), (28, 1))
+    Image.fromarray(gradient).save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def jpeg_of_many_scans(copies: int) -> bytes:
+    """A real progressive JPEG whose last scan is repeated `copies` times: the shape of the file
+    whose scans keep a decoder busy (decoders accept the repeats with a warning)."""
+    data = picture("JPEG", progressive=True, quality=90)
+    last = data.rindex(b"\xff\xda")
+    return data[:last] + data[last:-2] * copies + b"\xff\xd9"
+
+
+def many_strip_tiff() -> bytes:
+    """A TIFF of 28 one-row strips: the layout whose strip table Pillow expands before decoding."""
+    return picture("TIFF", tiffinfo={278: 1})
 
 
 def _oip(*inputs: dict, **extra) -> dict:
     return {"json": {"inputs": list(inputs), **extra}}
 
 
-def _binary(header: dict, blob: bytes, split: str | None = None) -> dict:
+def _binary(header: dict, blob: bytes, split: str | bytes | None = None) -> dict:
     head = orjson.dumps(header)
+    length = split if split is not None else str(len(head))
     return {
         "content": head + blob,
         "headers": {
-            "inference-header-content-length": split or str(len(head)),
-            "content-type": "application/octet-stream",
+            b"inference-header-content-length": length.encode() if isinstance(length, str)
+            else length,
+            b"content-type": b"application/octet-stream",
         },
-    }
+    }  # fmt: skip
+
+
+def _digits(style: str) -> bytes:
+    """The right header length, written with a sign ("+") or in another script's digits (from
+    its zero, e.g. U+0660): int() reads both, HTTP does not."""
+    length = str(len(orjson.dumps({"inputs": [_BINARY_INPUT]})))
+    if style == "+":
+        return f"+{length}".encode()
+    return "".join(chr(ord(style) + int(d)) for d in length).encode()
 
 
 def _files(*files: tuple[str, bytes]) -> dict:
     return {"content": multipart(list(files)), "headers": MULTIPART}
 
 
+_BINARY_INPUT = {k: v for k, v in GOOD.items() if k != "data"} | {
+    "parameters": {"binary_data_size": 784}
+}
+
+
 def _cases() -> list[tuple[str, str, str, dict, int]]:
     """(case, method, endpoint, httpx arguments, expected status)."""
-    binary_input = {**GOOD, "parameters": {"binary_data_size": 784}}
-    del binary_input["data"]
+    binary_input = _BINARY_INPUT
     whole = multipart([("a.png", fmnist_png()), ("b.png", fmnist_png())])
     infer, score = "infer", "score"
     one, rgb, many = (
@@ -101,6 +135,14 @@ def _cases() -> list[tuple[str, str, str, dict, int]]:
         ("unknown output", "POST", infer, _oip(GOOD, outputs=[{"name": "secret"}]), 400),
         ("parameters a list", "POST", infer, _oip(GOOD, parameters=[1]), 400),
         ("id a number", "POST", infer, _oip(GOOD, id=7), 400),
+        ("binary_data a string", "POST", infer,
+         _oip(GOOD, outputs=[{"name": "energy", "parameters": {"binary_data": "false"}}]), 400),
+        ("binary_data_output a number", "POST", infer,
+         _oip(GOOD, parameters={"binary_data_output": 0}), 400),
+        ("outputs an object", "POST", infer, _oip(GOOD, outputs={}), 400),
+        ("outputs a string", "POST", infer, _oip(GOOD, outputs="energy"), 400),
+        ("20000 unknown outputs", "POST", infer,
+         _oip(GOOD, outputs=[{"name": f"{i:0>40}"} for i in range(20000)]), 400),
         ("json over 8 MiB", "POST", infer,
          {"content": b"[" + b"0," * (4 * 1024 * 1024 + 8) + b"0]",
           "headers": {"content-type": "application/json"}}, 413),
@@ -117,8 +159,18 @@ def _cases() -> list[tuple[str, str, str, dict, int]]:
          _binary({"inputs": [binary_input]}, bytes(100)), 400),
         ("bytes after the last input", "POST", infer,
          _binary({"inputs": [binary_input]}, bytes(800)), 400),
+        ("header length in other digits", "POST", infer,
+         _binary({"inputs": [binary_input]}, bytes(784), split=_digits("\u0660")), 400),
+        ("header length with a sign", "POST", infer,
+         _binary({"inputs": [binary_input]}, bytes(784), split=_digits("+")), 400),
+        ("header length not UTF-8", "POST", infer,
+         _binary({"inputs": [binary_input]}, bytes(784), split=b"\xff\xfe"), 400),
         # Routing
         ("unknown model", "POST", "/v2/models/other/infer", {"json": one}, 404),
+        ("20 KB model name", "POST", f"/v2/models/{'m' * 20_000}/infer", {"json": one}, 404),
+        ("20 KB version", "POST", f"/v2/models/fmnist/versions/{'9' * 20_000}/infer",
+         {"json": one}, 404),
+        ("20 KB name, metadata", "GET", f"/v2/models/{'m' * 20_000}", {}, 404),
         ("unknown version", "POST", "/v2/models/fmnist/versions/9/infer", _oip(GOOD), 404),
         ("unknown route", "GET", "/v2/models/fmnist/nothing", {}, 404),
         ("GET on infer", "GET", infer, {}, 405),
@@ -137,6 +189,11 @@ def _cases() -> list[tuple[str, str, str, dict, int]]:
         ("truncated png", "POST", score, _files(("t.png", fmnist_png()[:40])), 400),
         ("postscript", "POST", score,
          _files(("x.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")), 400),
+        ("tiff: strips expanded before any budget", "POST", score,
+         _files(("strips.tif", many_strip_tiff())), 400),
+        ("bmp: RLE decodes in Python", "POST", score, _files(("a.bmp", picture("BMP"))), 400),
+        ("ppm: decodes in Python", "POST", score, _files(("a.ppm", picture("PPM"))), 400),
+        ("jpeg of 40 scans", "POST", score, _files(("s.jpg", jpeg_of_many_scans(31))), 400),
         ("30000 x 30000 bomb", "POST", score, _files(("bomb.png", png(30000, 30000))), 400),
         ("6300 x 6300 1-bit png", "POST", score, _files(("wide.png", png(6300, 6300))), 400),
         ("6300 x 6300 palette png", "POST", score,
@@ -291,6 +348,18 @@ def test_memory_attacks_stay_under_the_bound_and_the_server_stays_ready(hostile)
     assert httpx.get(f"{hostile.url}/v2/health/live", timeout=10).status_code == 200
     ok = httpx.post(_url(hostile, "infer"), json=infer_json(np.zeros((2, 28, 28, 1), np.uint8)))
     assert ok.status_code == 200
+
+
+def test_the_served_formats_are_scored_and_others_named(hostile):
+    """PNG, JPEG (progressive too), WebP and GIF are scored; a refusal names those four."""
+    files = [("a.png", picture("PNG")), ("b.jpg", picture("JPEG")), ("c.webp", picture("WEBP")),
+             ("d.gif", picture("GIF")), ("e.jpg", picture("JPEG", progressive=True)),
+             ("f.jpg", jpeg_of_many_scans(20))]  # fmt: skip
+    answer = httpx.post(_url(hostile, "score"), timeout=30, **_files(*files))
+    assert answer.status_code == 200, answer.text
+    assert [a["file"] for a in answer.json()] == [name for name, _ in files]
+    refused = httpx.post(_url(hostile, "score"), timeout=30, **_files(("x.tif", picture("TIFF"))))
+    assert "(PNG, JPEG, WEBP, GIF)" in refused.json()["error"]
 
 
 def test_every_refusal_is_counted_by_status(hostile):

@@ -4,11 +4,13 @@ malformed input gets a 4xx JSON error and the server keeps serving, load is batc
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -112,11 +114,36 @@ def test_bearer_token_auth_and_threshold_override(tiny_onnx):
         assert httpx.get(f"{proc.url}/v2/models/{name}").status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert httpx.get(f"{proc.url}/v2/models/{name}", headers=wrong).status_code == 401
-        good = {"Authorization": "Bearer s3cret-token"}
-        meta = httpx.get(f"{proc.url}/v2/models/{name}", headers=good).json()
-        assert meta["parameters"]["ood_threshold"] == 1000.0
+        other_scheme = {"Authorization": "Basic s3cret-token"}
+        assert httpx.get(f"{proc.url}/v2/models/{name}", headers=other_scheme).status_code == 401
+        for scheme in ("Bearer", "bearer", "BEARER"):  # RFC 7235: the scheme in any case
+            good = {"Authorization": f"{scheme} s3cret-token"}
+            meta = httpx.get(f"{proc.url}/v2/models/{name}", headers=good).json()
+            assert meta["parameters"]["ood_threshold"] == 1000.0
     output = proc.stdout.read()
     assert "s3cret-token" not in output
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"OAML_SERVE_TOKEN": ""}, (), "empty"),
+        ({"OAML_SERVE_TOKEN": "${OAML_TOKEN}"}, (), "placeholder"),
+        ({"OAML_SERVE_TOKEN": "changeme"}, (), "placeholder"),
+        ({}, ("--threshold", "nan"), "not a number"),
+    ],
+    ids=["empty token", "template token", "changeme", "nan threshold"],
+)
+def test_a_server_that_would_fail_open_refuses_to_start(tiny_onnx, env, args, message):
+    """Set but no secret, or a threshold that flags nothing: an error at start, not 'auth off'
+    or 'never OOD'."""
+    exe = Path(sys.executable).with_name("oaml")
+    started = subprocess.run(
+        [str(exe), "serve", "--model", str(tiny_onnx), "--port", "1", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+    )  # fmt: skip
+    assert started.returncode != 0 and message in started.stderr, started.stderr
+    assert "Traceback" not in started.stderr
 
 
 def wait_until_received(url: str, count: int, timeout: float = 30) -> float:
