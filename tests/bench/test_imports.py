@@ -20,9 +20,8 @@ def test_bench_import_small(tmp_path):
     assert rows["sprites"]["size"] == 72 and rows["sprites"]["images"] == 60
     for row in rows.values():
         assert row["images_per_second"] > 0 and row["loop_images_per_second"] > 0
-        assert row["hours_per_million"] == pytest.approx(
-            1e6 / row["images_per_second"] / 3600, 0.01
-        )
+        hours = 1e6 / row["images_per_second"] / 3600  # from the rate as rounded in the file
+        assert row["hours_per_million"] == pytest.approx(hours, rel=0.02, abs=0.01)
     assert report["command"].startswith("oaml bench import") and report["machine"]
     table = (tmp_path / "import.md").read_text()
     assert "12-megapixel JPEG photos" in table and f"at commit {report['commit']}" in table
