@@ -21,9 +21,22 @@ def _umask() -> int:
     return mask
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (where the file system can), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():  # some file systems cannot sync a folder; a file must sync
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path` atomically."""
+def atomic_path(path: str | os.PathLike[str], fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it replaces `path` atomically, its data
+    on the disk before the rename and the rename itself after (`fsync`)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -33,10 +46,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp_path, 0o666 & ~_umask())
+        if fsync:
+            _fsync(tmp_path)
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    if fsync:
+        _fsync(target.parent)
 
 
 def atomic_write(
@@ -47,11 +64,8 @@ def atomic_write(
     `fsync=False` still survives a killed process (the rename is atomic); it only gives up
     durability across a power loss, which matters for checkpoints, not for many small images.
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, fsync) as tmp, open(tmp, "wb") as fh:
         write(fh)
-        fh.flush()
-        if fsync:
-            os.fsync(fh.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> None:
@@ -97,11 +111,15 @@ def atomic_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) 
         shutil.rmtree(tmp)
     if source.is_dir():
         shutil.copytree(source, tmp)
+        for copied in (tmp, *tmp.rglob("*")):
+            _fsync(copied)
     else:
         shutil.copy2(source, tmp)
+        _fsync(tmp)
     if target.is_dir():
         shutil.rmtree(target)
     tmp.replace(target)
+    _fsync(target.parent)
     return target
 
 

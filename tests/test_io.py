@@ -26,3 +26,26 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_writes_reach_the_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    """The file is synced before it replaces the old one, its folder after (the rename)."""
+    import os
+
+    from oaml.io import atomic_copy
+
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write_text(tmp_path / "a.json", "{}")
+    assert synced[0].startswith(str(tmp_path / ".a.json.")) and synced[1] == str(tmp_path)
+    synced.clear()
+    atomic_write(tmp_path / "b.png", lambda fh: fh.write(b"x"), fsync=False)
+    assert synced == []
+    atomic_copy(tmp_path / "a.json", tmp_path / "copy" / "a.json")
+    assert synced == [str(tmp_path / "copy" / ".a.json.tmp"), str(tmp_path / "copy")]

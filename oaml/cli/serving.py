@@ -44,6 +44,15 @@ def serve(
     infer_timeout: Annotated[
         float, typer.Option(help="Seconds a queued request waits for the model; then 503")
     ] = 30.0,
+    min_body_rate_kb: Annotated[
+        float, typer.Option(help="KiB/s a body must average after its first 2 s; then 408 (0: off)")
+    ] = 64.0,
+    max_header_kb: Annotated[
+        float, typer.Option(help="Largest request head (URL and headers), KiB; past it: 431")
+    ] = 64.0,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds to receive a request's head; then 408 and close")
+    ] = 10.0,
     max_connections: Annotated[
         int, typer.Option(help="Most open connections and requests; past it: 503")
     ] = 512,
@@ -80,6 +89,9 @@ def serve(
         max_json_bytes=int(max_json_mb * 1024 * 1024),
         max_buffered_bytes=int(max_buffered_mb * 1024 * 1024),
         body_timeout_s=body_timeout,
+        min_body_rate=int(min_body_rate_kb * 1024),
+        max_head_bytes=int(max_header_kb * 1024),
+        head_timeout_s=header_timeout,
         infer_timeout_s=infer_timeout,
         max_connections=max_connections,
         max_pixels=max_pixels,

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
 from oaml.serving.budget import ByteBudget
 
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/metrics")
+NO_BODY_METHODS = ("GET", "HEAD", "OPTIONS", "DELETE")
+NO_BODY = "this request takes no body (a GET, or a health or metrics path): send it without one"
 
 
 async def _reject(send, status: int, message: str, headers: list | None = None) -> None:
@@ -44,6 +46,9 @@ class BodyLimits:
     max_json_bytes: int = 8 * 1024 * 1024
     max_buffered_bytes: int = 512 * 1024 * 1024  # all requests' bodies held at once
     read_timeout_s: float = 30.0  # a body trickled in slower than this is dropped (408)
+    # A body must also arrive at this average rate once RATE_GRACE_S have passed (0: no bound):
+    # a slow upload may not hold its share of the budget for the whole read timeout.
+    min_rate: int = 64 * 1024  # bytes/s
 
 
 def _is_json(headers: dict[bytes, bytes]) -> bool:
@@ -68,11 +73,28 @@ def _take(budget: ByteBudget, n: int) -> None:
         )
 
 
+RATE_GRACE_S = 2.0
+
+
+async def _paced(receive, received: int, started: float, min_rate: int):
+    """The next message, or 408 once the body so far has fallen below `min_rate` on average."""
+    if not min_rate:
+        return await receive()
+    due = started + max(RATE_GRACE_S, (received + 1) / min_rate)
+    try:
+        async with asyncio.timeout_at(due):
+            return await receive()
+    except TimeoutError:
+        message = f"the request body arrives slower than {min_rate / 1024:g} KiB/s"
+        raise _Refused(408, message) from None
+
+
 async def _read_body(
-    receive, declared: int | None, max_bytes: int, budget: ByteBudget, taken: list[int]
+    receive, declared: int | None, limits: BodyLimits, budget: ByteBudget, taken: list[int]
 ) -> bytes | bytearray | None:
     """The whole body (None if the client went away), charged to `budget` before it is read:
     all of a declared Content-Length at once, into one buffer (no copy to join chunks)."""
+    started, received = asyncio.get_running_loop().time(), 0
     if declared is not None:
         _take(budget, declared)
         taken[0] = declared
@@ -80,18 +102,19 @@ async def _read_body(
     else:
         chunks = []
     while True:
-        message = await receive()
+        message = await _paced(receive, received, started, limits.min_rate)
         if message["type"] != "http.request":
             return None
         chunk = message.get("body", b"")
+        received += len(chunk)
         if declared is not None:
             if filled + len(chunk) > declared:
                 raise _Refused(400, "the request body is longer than its Content-Length")
             body[filled : filled + len(chunk)] = chunk
             filled += len(chunk)
         else:
-            if taken[0] + len(chunk) > max_bytes:
-                raise _Refused(413, f"request body exceeds {max_bytes} bytes")
+            if taken[0] + len(chunk) > limits.max_bytes:
+                raise _Refused(413, f"request body exceeds {limits.max_bytes} bytes")
             _take(budget, len(chunk))
             taken[0] += len(chunk)
             chunks.append(chunk)
@@ -118,8 +141,15 @@ def limit_body(app, limits: BodyLimits):
         if scope["type"] != "http":
             return await app(scope, receive, send)
         headers = dict(scope["headers"])
+        if scope["method"] in NO_BODY_METHODS or scope["path"] in OPEN_PATHS:
+            # Nothing here reads a body: refused unread, never charged to the shared budget
+            # (these paths are open to unauthenticated clients and probes).
+            if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
+                return await _reject(send, 400, NO_BODY)
+            return await app(scope, receive, send)
         is_json = _is_json(headers)
         max_bytes = min(limits.max_bytes, limits.max_json_bytes) if is_json else limits.max_bytes
+        body_limits = replace(limits, max_bytes=max_bytes)
         hint = " (JSON: send large tensors as binary data)" if is_json else ""
         length = headers.get(b"content-length")
         declared = int(length) if length is not None and length.isdigit() else None
@@ -131,7 +161,7 @@ def limit_body(app, limits: BodyLimits):
         try:
             try:
                 async with asyncio.timeout(limits.read_timeout_s):
-                    body = await _read_body(receive, declared, max_bytes, budget, taken)
+                    body = await _read_body(receive, declared, body_limits, budget, taken)
             except TimeoutError:
                 timeout = limits.read_timeout_s
                 return await _reject(send, 408, f"the request body did not arrive in {timeout:g} s")

@@ -34,15 +34,18 @@ def add_infer_routes(app: FastAPI, service: DetectorService):
     async def answer(name: str, version: str | None, body, header_length: str | None):
         service.check_model(name, version)
         json_limit = service.settings.max_json_bytes
-        if header_length is None and len(body) > json_limit:  # JSON, whatever its content type
+        # The JSON part, whatever the content type says: the whole body, or the header part of
+        # a binary request (whose length parse_infer checks).
+        json_part = len(body) if header_length is None else _leading_int(header_length)
+        if json_part > json_limit:
             raise OipError(
-                f"a JSON request body may hold {json_limit} bytes, this one {len(body)}: send "
+                f"the JSON of a request may hold {json_limit} bytes, this one {json_part}: send "
                 "large tensors as binary data (Inference-Header-Content-Length)",
                 413,
             )
-        if len(body) > LARGE_BODY and header_length is None:
-            # Big JSON tensors take long to parse and ~10x their size while parsing: off the
-            # event loop, one at a time.
+        if len(body) > LARGE_BODY:
+            # Big bodies take long to parse (JSON ~10x its size while parsing): off the event
+            # loop, one at a time, so probes and small requests are answered meanwhile.
             async with parsing:
                 parsed = await run_in_threadpool(parse_infer, body, header_length, OUTPUTS)
         else:
@@ -137,18 +140,28 @@ def add_score_route(app: FastAPI, service: DetectorService) -> None:
             ]
         )  # fmt: skip
 
+    def parse_form(content_type: str, body) -> tuple[list[tuple[str, memoryview]], int]:
+        """The files of the form (python-multipart is pure Python: off the event loop) and the
+        decode memory the request needs."""
+        parts = file_parts(content_type, body, limits.max_images)
+        blobs = [(_file_name(part.filename, i), part.data) for i, part in enumerate(parts)]
+        return blobs, read_headers(blobs)
+
     @app.post("/v1/score")
     async def score_files(request: Request):
         content_type = request.headers.get("content-type", "")
-        parts = file_parts(content_type, await _body(request), limits.max_images)
-        blobs = [(_file_name(part.filename, i), part.data) for i, part in enumerate(parts)]
-        need = await run_in_threadpool(read_headers, blobs)
+        blobs, need = await run_in_threadpool(parse_form, content_type, await _body(request))
         async with decode_budget.reserve(need), decoding:
             images = await run_in_threadpool(decode_all, blobs)
         answers = service.detector.decide(*await service.score(images))
         for (name, _), answer in zip(blobs, answers, strict=True):
             answer["file"] = name
         return json_response(answers)
+
+
+def _leading_int(text: str) -> int:
+    """A header's decimal value, or 0 when it is none (parse_infer refuses it then)."""
+    return int(text) if text.isascii() and text.isdigit() else 0
 
 
 async def _body(request: Request) -> bytes | bytearray:

@@ -10,6 +10,7 @@ import os
 from dataclasses import replace
 
 from oaml.serving.app import ServeSettings, create_app
+from oaml.serving.connections import guarded_protocol
 from oaml.serving.detector import Detector
 from oaml.serving.guard import check_token
 from oaml.serving.model_source import resolve_model
@@ -51,6 +52,7 @@ def serve(
         app,
         host=host,
         port=port,
+        http=guarded_protocol(settings.max_head_bytes, settings.head_timeout_s),
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=graceful_seconds,

@@ -38,8 +38,11 @@ class ServeSettings:
     max_json_bytes: int = 8 * 1024 * 1024
     max_buffered_bytes: int = 512 * 1024 * 1024  # bodies of all requests held at once
     body_timeout_s: float = 30.0  # to receive a whole body
+    min_body_rate: int = 64 * 1024  # bytes/s a body must average after its first 2 s; 0: none
+    max_head_bytes: int = 64 * 1024  # URL and headers of one request
+    head_timeout_s: float = 10.0  # to receive a request's head from its connection or first byte
     infer_timeout_s: float = 30.0  # to wait for the model once queued; then 503
-    max_connections: int = 512  # uvicorn answers 503 past it
+    max_connections: int = 512  # uvicorn answers 503 past it (health probes excepted)
     max_images: int = 256  # per request
     # Decoding costs memory by pixels, not by file bytes (a 5 KB 1-bit PNG may hold 40 MP):
     # a limit per image, a budget per request, and a bound on decodes running at once.
@@ -58,8 +61,9 @@ class ServeSettings:
 
     def body_limits(self) -> BodyLimits:
         return BodyLimits(
-            self.max_body_bytes, self.max_json_bytes, self.max_buffered_bytes, self.body_timeout_s
-        )
+            self.max_body_bytes, self.max_json_bytes, self.max_buffered_bytes,
+            self.body_timeout_s, self.min_body_rate,
+        )  # fmt: skip
 
 
 class DetectorService:

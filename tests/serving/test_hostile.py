@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 # The server under attack runs with the defaults except a short body timeout (so the slow-body
 # case is quick) and small budgets of held bodies and of decode memory (so the bound is tight).
 BODY_TIMEOUT_S = 2
+HEAD_TIMEOUT_S = 2
 BUFFERED_MB = 48
 DECODE_MB = 128
 # Peak RSS may grow at most this much over the idle server's while the memory attacks run: the
@@ -163,6 +164,8 @@ def _cases() -> list[tuple[str, str, str, dict, int]]:
          _binary({"inputs": [binary_input]}, bytes(784), split=_digits("\u0660")), 400),
         ("header length with a sign", "POST", infer,
          _binary({"inputs": [binary_input]}, bytes(784), split=_digits("+")), 400),
+        ("binary request of 9 MB JSON", "POST", infer,
+         _binary({"inputs": [binary_input], "id": "x" * (9 << 20)}, bytes(784)), 413),
         ("header length not UTF-8", "POST", infer,
          _binary({"inputs": [binary_input]}, bytes(784), split=b"\xff\xfe"), 400),
         # Routing
@@ -174,6 +177,13 @@ def _cases() -> list[tuple[str, str, str, dict, int]]:
         ("unknown version", "POST", "/v2/models/fmnist/versions/9/infer", _oip(GOOD), 404),
         ("unknown route", "GET", "/v2/models/fmnist/nothing", {}, 404),
         ("GET on infer", "GET", infer, {}, 405),
+        # Bodies where nothing reads one: refused unread, never charged to the body budget
+        ("body on the ready probe", "GET", "/v2/health/ready", {"content": bytes(1 << 20)}, 400),
+        ("body on metrics", "GET", "/metrics", {"content": b"x"}, 400),
+        ("body on metadata", "GET", "/v2/models/fmnist", {"content": b"{}"}, 400),
+        ("chunked body on GET", "GET", "/v2/models/fmnist",
+         {"content": iter([b"a", b"b"])}, 400),
+        ("body on POST to live", "POST", "/v2/health/live", {"content": b"x"}, 400),
         # /v1/score
         ("json to score", "POST", score, {"json": {"files": []}}, 400),
         ("multipart without boundary", "POST", score,
@@ -218,6 +228,7 @@ CASES = _cases()
 def hostile(tiny_onnx):
     with running_server(
         str(tiny_onnx), "--name", "fmnist", "--body-timeout", str(BODY_TIMEOUT_S),
+        "--header-timeout", str(HEAD_TIMEOUT_S),
         "--max-buffered-mb", str(BUFFERED_MB), "--max-decode-mb", str(DECODE_MB),
     ) as proc:  # fmt: skip
         yield proc
@@ -264,6 +275,101 @@ def test_a_body_that_never_arrives_whole_gets_408(hostile):
     with sock:
         assert _status_of(sock) == 408
     assert time.monotonic() - sent < BODY_TIMEOUT_S + 5
+
+
+def _head_status(url: str, head: bytes, pause: float = 0.0) -> tuple[int, float]:
+    """The status a raw request head gets (sent in one piece, or byte by byte `pause` apart),
+    and the seconds it took; the connection must be closed after it."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        with contextlib.suppress(OSError):  # the server may close while this still sends
+            if pause:
+                for byte in head:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(pause)
+            else:
+                sock.sendall(head)
+        reply = b""
+        while chunk := sock.recv(65536):  # until the server closes
+            reply += chunk
+    return int(reply.split(b" ", 2)[1]), time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /v2/health/ready HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n", 431),
+        (b"GET /v2/models/" + b"m" * 200_000 + b" HTTP/1.1\r\n", 431),
+        (b"GET /v2/health/ready HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 8000, 431),
+        (b"GET /v2/health/ready HTTP/1.1\r\nX-Bytes: \xff\xfe\r\n", 200),
+    ],
+    ids=["one 70 KB header", "200 KB URL", "8000 headers", "a non-UTF-8 header value"],
+)
+def test_a_request_head_is_bounded_in_size(hostile, head, status):
+    """httptools would grow the head without limit on the event loop: 431 past 64 KiB, and the
+    connection closed; a head within it (any bytes in its values) is served."""
+    got, _ = _head_status(hostile.url, head + b"Host: x\r\nConnection: close\r\n\r\n")
+    assert got == status
+    assert httpx.get(f"{hostile.url}/v2/health/ready", timeout=10).status_code == 200
+
+
+def test_a_head_that_never_arrives_is_closed(hostile):
+    """Connected and silent, or trickling its head: 408 and closed after the head timeout."""
+    silent, seconds = _head_status(hostile.url, b"")
+    assert silent == 408 and seconds < HEAD_TIMEOUT_S + 3
+    trickle = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+    slow, seconds = _head_status(hostile.url, trickle, pause=0.05)
+    assert slow == 408 and seconds < HEAD_TIMEOUT_S + 3
+
+
+@pytest.fixture(scope="module")
+def limited(tiny_onnx):
+    """A server at --max-connections 8 and the default body timeout (30 s)."""
+    with running_server(str(tiny_onnx), "--name", "fmnist", "--max-connections", "8",
+                        "--header-timeout", str(HEAD_TIMEOUT_S)) as server:  # fmt: skip
+        yield server
+
+
+def test_probes_answer_while_idle_sockets_hold_every_connection(limited):
+    """Eight silent sockets at --max-connections 8: the model's routes get 503 (uvicorn's
+    limit), the probes still 200; after the head timeout the sockets are closed and all is 200."""
+    host, port = limited.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(8)]
+    try:
+        time.sleep(0.3)
+        assert httpx.get(f"{limited.url}/v2/models/fmnist", timeout=10).status_code == 503
+        for probe in ("/v2/health/ready", "/v2/health/live"):
+            assert httpx.get(limited.url + probe, timeout=10).status_code == 200
+        time.sleep(HEAD_TIMEOUT_S + 1)
+        assert httpx.get(f"{limited.url}/v2/models/fmnist", timeout=10).status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_slow_upload_gets_408_long_before_the_body_timeout(limited):
+    """1 KB every 0.3 s (3 KiB/s, under the 64 KiB/s floor): 408 a little after the 2 s grace,
+    not after the 30 s body timeout; the slot and its budget are free again."""
+    head = (
+        "POST /v2/models/fmnist/infer HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    host, port = limited.url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode())
+        sock.settimeout(0.3)
+        reply = b""
+        while not reply and time.monotonic() - started < 20:
+            with contextlib.suppress(OSError):
+                sock.sendall(b" " * 1000)
+            with contextlib.suppress(TimeoutError):
+                reply = sock.recv(4096)
+    assert reply.split(b" ", 2)[1] == b"408", reply[:200]
+    assert time.monotonic() - started < 6
+    one = infer_json(np.zeros((1, 28, 28, 1), np.uint8))
+    assert httpx.post(f"{limited.url}/v2/models/fmnist/infer", json=one).status_code == 200
 
 
 def test_bodies_past_the_servers_budget_get_503_with_retry_after(hostile):
