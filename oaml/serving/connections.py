@@ -8,6 +8,11 @@ from __future__ import annotations
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 PROBE_PATHS = (b"/v2/health/live", b"/v2/health/ready")
+LINGER_S = 2.0  # a refused connection's remaining input is drained this long, then closed
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a request already refused."""
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -19,7 +24,8 @@ class GuardedHttpTools(HttpToolsProtocol):
     head_timeout_s = 10.0
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
-        self._head_timer, self._head_open, self._head_bytes = None, True, 0
+        self._head_timer, self._head_open, self._head_bytes, self._head_size = None, True, 0, 0
+        self._refused = False
         super().connection_made(transport)
         self._arm_head_timer()
 
@@ -38,11 +44,13 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if not self.transport.is_closing():
+        if not (self._refused or self.transport.is_closing()):
             self._refuse(408, f"the request head did not arrive in {self.head_timeout_s:g} s")
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer `status` in plain text and close: no request is under way to answer it."""
+        """Answer `status` in plain text and end the connection: no request is under way to
+        answer it. What the client still sends is read and dropped for LINGER_S (a close with
+        unread data would reset the connection and lose the answer), then it is closed."""
         body = message.encode("ascii")
         head = (
             b"content-type: text/plain; charset=utf-8\r\ncontent-length: "
@@ -50,10 +58,15 @@ class GuardedHttpTools(HttpToolsProtocol):
             + b"\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(STATUS_LINE[status] + head + body)
-        self.transport.close()
+        self._refused = True
+        self._cancel_head_timer()
+        self.connections.discard(self)  # draining, it holds no slot of the connection limit
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():  # answered and closing: the rest is not parsed
+        if self._refused or self.transport.is_closing():  # answered: the rest is dropped
             return
         # Counted by what arrives, since httptools joins a header's pieces before any callback
         # sees it; a head still open after this chunk is at least that long.
@@ -61,13 +74,31 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_bytes += len(data) if counting else 0
         super().data_received(data)
         over = counting and self._head_open and self._head_bytes > self.max_head_bytes
-        if over and not self.transport.is_closing():
-            limit = self.max_head_bytes
-            self._refuse(431, f"the request head (URL and headers) exceeds {limit} bytes")
+        if over and not (self._refused or self.transport.is_closing()):
+            self._refuse_large_head()
+
+    def _refuse_large_head(self) -> None:
+        limit = self.max_head_bytes
+        self._refuse(431, f"the request head (URL and headers) exceeds {limit} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers an exception out of a parser callback with a 400; a head refused as
+        # too large was answered (431) and closed already.
+        if not (self._refused or self.transport.is_closing()):
+            super().send_400_response(msg)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_size = 0
         self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -76,6 +107,9 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
         self._head_open = False
+        if self._head_size > self.max_head_bytes:  # a head that arrived in one piece
+            self._refuse_large_head()
+            raise _HeadTooLarge  # stops the parser (uvicorn's 400 for it is not sent)
         if self.url.split(b"?", 1)[0] not in PROBE_PATHS:
             return super().on_headers_complete()
         # A probe is answered whatever the connection limit: a pod whose slots are held by
