@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,6 +32,7 @@ FORWARDED_AWS = (
     "AWS_ENDPOINT_URL_S3",
 )
 SHM_SIZE = "2g"  # PyTorch's data-loader workers share batches through /dev/shm
+LOG_DRAIN_S = 5.0  # after a container exits, how long its followed log may take to end
 
 
 class ContainerEngineError(OSError):
@@ -144,9 +146,27 @@ def run_container(client, image: str, command: list[str], volumes: dict, **run_a
         image=image, command=command, volumes=volumes, detach=True, **run_args
     )
     try:
-        for chunk in container.logs(stream=True, follow=True):
-            print(chunk.decode(errors="replace"), end="")
-        return int(container.wait()["StatusCode"])
+        stream = container.logs(stream=True, follow=True)
+        printed = bytearray()
+
+        def follow() -> None:
+            for chunk in stream:
+                printed.extend(chunk)
+                print(chunk.decode(errors="replace"), end="")
+
+        # The log is followed beside the wait: podman's follow may outlive a container that
+        # exited before it attached. Once the status is in, what the stream did not print is
+        # printed from the finished log.
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        status = int(container.wait()["StatusCode"])
+        follower.join(timeout=LOG_DRAIN_S)
+        if follower.is_alive():
+            stream.close()
+            follower.join(timeout=LOG_DRAIN_S)
+            whole = container.logs(stream=False, follow=False)
+            print(whole[len(printed) :].decode(errors="replace"), end="")
+        return status
     finally:
         # Already removed by the engine is fine: the status was read.
         with suppress(docker.errors.APIError):
