@@ -163,7 +163,7 @@ def test_detector_runs_the_serving_image_on_a_gpu_node(target):
     container = only_container(pod)
     assert container["image"].startswith(SERVE_IMAGE + ":")
     args = container["args"]
-    assert arg_value(args, "--model") == "models:/oaml-detector@champion"
+    assert arg_value(args, "--model") == "$(MODEL_URI)"
     assert arg_value(args, "--name") == "oaml-detector"
     assert arg_value(args, "--host") == "0.0.0.0"
     assert arg_value(args, "--device") == "cuda"
@@ -560,8 +560,14 @@ def test_detector_accepts_ingress_on_8080_only(target):
     assert ports == {("TCP", 8080)}
 
 
-def admitted(rules: list[dict], labels: dict[str, str], namespace: str = NAMESPACE) -> bool:
-    """Whether a pod with `labels` in `namespace` may connect, by any of the ingress rules."""
+def admitted(
+    rules: list[dict],
+    labels: dict[str, str],
+    namespace: str = NAMESPACE,
+    namespace_labels: dict[str, str] | None = None,
+) -> bool:
+    """Whether a pod with `labels` in `namespace` (labelled `namespace_labels`) may connect, by
+    any of the ingress rules."""
 
     def matches(selector: dict | None, values: dict[str, str]) -> bool:
         if selector is None:
@@ -577,11 +583,40 @@ def admitted(rules: list[dict], labels: dict[str, str], namespace: str = NAMESPA
             same_namespace = "namespaceSelector" not in peer and namespace == NAMESPACE
             in_namespace = same_namespace or (
                 "namespaceSelector" in peer
-                and matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+                and matches(
+                    peer["namespaceSelector"],
+                    {"kubernetes.io/metadata.name": namespace, **(namespace_labels or {})},
+                )
             )
             if in_namespace and matches(peer.get("podSelector"), labels):
                 return True
     return False
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_detector_admits_its_namespace_and_labelled_callers_only(target):
+    """One compromised pod elsewhere in the cluster cannot reach the detector; a caller's
+    namespace opts in with a label."""
+    rules = ingress_rules(target, detector_pod_labels(target))
+    assert rules and all(rule.get("from") for rule in rules), "the detector open to everyone"
+    caller = {"app": "shop"}
+    assert admitted(rules, caller)  # a pod of namespace oaml
+    assert admitted(rules, caller, "shop", {"oaml.io/detector-client": "true"})
+    assert not admitted(rules, caller, "shop")
+    assert not admitted(rules, caller, "shop", {"oaml.io/detector-client": "false"})
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_detector_serves_a_pinned_version_that_rolls_out_together(target):
+    """Every pod loads the version pinned in the generated ConfigMap (never an alias read at
+    start); its name carries a hash of the content, so a new version changes the pod template."""
+    container = only_container(detector_pod(target))
+    ref = env_of(container)["MODEL_URI"]["valueFrom"]["configMapKeyRef"]
+    assert ref["key"] == "MODEL_URI"
+    config = get(target, "ConfigMap", ref["name"])
+    assert re.fullmatch(r"oaml-detector-model-[a-z0-9]{10}", ref["name"])
+    assert re.fullmatch(r"models:/oaml-detector/\d+", config["data"]["MODEL_URI"])
+    assert "@" not in config["data"]["MODEL_URI"]
 
 
 @pytest.mark.parametrize("target", TARGETS)
