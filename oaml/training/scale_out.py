@@ -38,13 +38,13 @@ class ScaleOut:
     def for_pipeline(cls, num_nodes: int, gpus_per_node: int, image: str) -> ScaleOut:
         """The pipeline's setting: its data PVC at /data (TrainJob folders go under the data
         root's `trainjobs/`, so the data root must be on that volume), S3 credentials from its
-        Secret, GPU nodes, its service account."""
+        Secret, GPU nodes, the trainer's service account (no API rights)."""
         keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
         return cls(
             num_nodes=num_nodes, gpus_per_node=gpus_per_node, image=image,
             secret_env={k: ("oaml-s3", k, True) for k in keys},
             node_selector={"nvidia.com/gpu.present": "true"},
-            service_account="oaml-pipeline-runner",
+            service_account="oaml-trainer",  # no API rights (k8s/base/trainjob-policy.yaml)
         )  # fmt: skip
 
     def on(self, root: Path) -> ScaleOut:

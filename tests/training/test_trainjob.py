@@ -21,7 +21,7 @@ SPEC = TrainJobSpec(
     gpus_per_node=8,
     secret_env={"AWS_ACCESS_KEY_ID": ("oaml-s3", "AWS_ACCESS_KEY_ID", True)},
     node_selector={"nvidia.com/gpu.present": "true"},
-    service_account="oaml-pipeline-runner",
+    service_account="oaml-trainer",
 )
 
 
@@ -44,7 +44,7 @@ def test_body_is_a_torch_distributed_trainjob_the_models_accept():
     ][0]["template"]["spec"]["template"]["spec"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "oaml-data"}} in pod["volumes"]
     assert pod["containers"][0]["volumeMounts"][0] == {"name": "data", "mountPath": "/data"}
-    assert pod["serviceAccountName"] == "oaml-pipeline-runner"
+    assert pod["serviceAccountName"] == "oaml-trainer"
     model = TrainerV1alpha1TrainJob.from_dict(body)
     assert model.spec.trainer.num_nodes == 4 and model.to_dict() == body
 
