@@ -47,6 +47,12 @@ def serve(
     min_body_rate_kb: Annotated[
         float, typer.Option(help="KiB/s a body must average after its first 2 s; then 408 (0: off)")
     ] = 64.0,
+    decode_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds one image may take to decode; then 400 (its process is stopped)"
+        ),
+    ] = 10.0,
     max_header_kb: Annotated[
         float, typer.Option(help="Largest request head (URL and headers), KiB; past it: 431")
     ] = 64.0,
@@ -98,6 +104,7 @@ def serve(
         max_request_pixels=max_request_pixels,
         max_queued_bytes=int(max_queue_mb * 1024 * 1024),
         max_decode_bytes=int(max_decode_mb * 1024 * 1024),
+        decode_timeout_s=decode_timeout,
     )
     run_server(model, host, port, name, threshold, settings, threads=threads, device=device)
 

@@ -31,10 +31,12 @@ def create_app(detector: Detector, settings: ServeSettings):
     @asynccontextmanager
     async def lifespan(_app):
         await service.batcher.start()
+        await service.decoders.start()
         service.ready = True
         yield
         service.ready = False
         await service.batcher.stop()  # requests already queued are answered first
+        await service.decoders.stop()
 
     app = FastAPI(title="oaml detector", version=__version__, lifespan=lifespan, docs_url=None)
     _add_error_handlers(app)

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from oaml.serving.answers import error_answer, json_response
 from oaml.serving.budget import ByteBudget
 from oaml.serving.guard import BODY_KEY
-from oaml.serving.images import SERVED_FORMATS, decode_image, image_header
+from oaml.serving.images import SERVED_FORMATS, image_header
 from oaml.serving.multipart import file_parts
 from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
 from oaml.serving.service import OUTPUTS, DetectorService
@@ -104,9 +104,8 @@ def add_infer_routes(app: FastAPI, service: DetectorService):
 
 def add_score_route(app: FastAPI, service: DetectorService) -> None:
     """`/v1/score`: image files in a multipart form, one decision per file."""
-    info, limits = service.info, service.settings
+    limits = service.settings
 
-    decoding = asyncio.Semaphore(limits.max_concurrent_decodes)
     decode_budget = ByteBudget(limits.max_decode_bytes)
 
     def read_headers(blobs: list[tuple[str, memoryview]]) -> int:
@@ -129,17 +128,6 @@ def add_score_route(app: FastAPI, service: DetectorService) -> None:
                 )
         return max(header.decode_bytes for _, header in headers)
 
-    def decode_all(blobs: list[tuple[str, memoryview]]) -> np.ndarray:
-        return np.stack(
-            [
-                decode_image(
-                    data, info.input_size, info.channels, name, limits.max_pixels,
-                    interpolation=info.interpolation, formats=SERVED_FORMATS,
-                )
-                for name, data in blobs
-            ]
-        )  # fmt: skip
-
     def parse_form(content_type: str, body) -> tuple[list[tuple[str, memoryview]], int]:
         """The files of the form (python-multipart is pure Python: off the event loop) and the
         decode memory the request needs."""
@@ -151,8 +139,8 @@ def add_score_route(app: FastAPI, service: DetectorService) -> None:
     async def score_files(request: Request):
         content_type = request.headers.get("content-type", "")
         blobs, need = await run_in_threadpool(parse_form, content_type, await _body(request))
-        async with decode_budget.reserve(need), decoding:
-            images = await run_in_threadpool(decode_all, blobs)
+        async with decode_budget.reserve(need):
+            images = await service.decoders.decode_all(blobs)
         answers = service.detector.decide(*await service.score(images))
         for (name, _), answer in zip(blobs, answers, strict=True):
             answer["file"] = name

@@ -13,6 +13,7 @@ import numpy as np
 
 from oaml.contract import INPUT_NAME, OUTPUT_NAMES
 from oaml.serving.batching import BatcherBusy, BatcherStopped, MicroBatcher
+from oaml.serving.decoders import DecoderPool
 from oaml.serving.detector import Detector, refused_input
 from oaml.serving.guard import BodyLimits
 from oaml.serving.metrics import ServerMetrics
@@ -48,7 +49,8 @@ class ServeSettings:
     # a limit per image, a budget per request, and a bound on decodes running at once.
     max_pixels: int = SERVE_MAX_PIXELS  # per image
     max_request_pixels: int = 4 * SERVE_MAX_PIXELS
-    max_concurrent_decodes: int = 2
+    max_concurrent_decodes: int = 2  # decoding processes
+    decode_timeout_s: float = 10.0  # per image; past it the decoding process is stopped: 400
     # Memory decodes may use at once, by each image's mode (images.DECODE_BYTES_PER_PIXEL): an
     # image that alone needs more is refused; others wait for their share.
     max_decode_bytes: int = 512 * 1024 * 1024
@@ -89,6 +91,10 @@ class DetectorService:
         )  # fmt: skip
         self.ready = False
         size, channels = self.info.input_size, self.info.channels
+        self.decoders = DecoderPool(
+            settings.max_concurrent_decodes, settings.decode_timeout_s, size, channels,
+            settings.max_pixels, self.info.interpolation,
+        )  # fmt: skip
         self._probe_image = np.zeros((1, size, size, channels), np.uint8)
         self._probing = asyncio.Lock()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import socket
 import threading
 import time
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.slow
 # case is quick) and small budgets of held bodies and of decode memory (so the bound is tight).
 BODY_TIMEOUT_S = 2
 HEAD_TIMEOUT_S = 2
+DECODE_TIMEOUT_S = 0.3
 BUFFERED_MB = 48
 DECODE_MB = 128
 # Peak RSS may grow at most this much over the idle server's while the memory attacks run: the
@@ -328,8 +330,38 @@ def test_a_head_that_never_arrives_is_closed(hostile):
 def limited(tiny_onnx):
     """A server at --max-connections 8 and the default body timeout (30 s)."""
     with running_server(str(tiny_onnx), "--name", "fmnist", "--max-connections", "8",
-                        "--header-timeout", str(HEAD_TIMEOUT_S)) as server:  # fmt: skip
+                        "--header-timeout", str(HEAD_TIMEOUT_S),
+                        "--decode-timeout", str(DECODE_TIMEOUT_S)) as server:  # fmt: skip
         yield server
+
+
+def slow_jpeg() -> bytes:
+    """A 4096 x 4096 progressive JPEG whose largest refinement scan is repeated to 31 scans (under
+    the scan limit): about 24 MB that take about a second to decode here."""
+    import io
+
+    from PIL import Image
+
+    ramp = np.add.outer(np.arange(4096), np.arange(4096)) % 256
+    noisy = ramp + np.random.default_rng(0).normal(0, 12, ramp.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(
+        buffer, "JPEG", progressive=True, quality=75
+    )
+    data = buffer.getvalue()
+    starts = [m.start() for m in re.finditer(b"\xff\xda", data)]
+    biggest = max(range(len(starts) - 1), key=lambda k: starts[k + 1] - starts[k])
+    scan = data[starts[biggest] : starts[biggest + 1]]
+    return data[: starts[-1]] + scan * 25 + data[starts[-1] :]
+
+
+def test_a_decode_past_its_time_is_stopped_and_the_next_one_served(limited):
+    """The decoding process is killed at --decode-timeout (400, naming the file); a fresh one
+    decodes the next upload."""
+    answer = httpx.post(f"{limited.url}/v1/score", timeout=60, **_files(("slow.jpg", slow_jpeg())))
+    assert answer.status_code == 400 and "slow.jpg: decoding took longer" in answer.json()["error"]
+    good = httpx.post(f"{limited.url}/v1/score", timeout=60, **_files(("a.png", fmnist_png())))
+    assert good.status_code == 200, good.text
 
 
 def test_probes_answer_while_idle_sockets_hold_every_connection(limited):
