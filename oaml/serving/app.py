@@ -19,7 +19,8 @@ from oaml.serving.guard import limit_body, require_token
 from oaml.serving.images import ImageInputError
 from oaml.serving.oip import OipError
 from oaml.serving.routes import add_infer_routes, add_score_route
-from oaml.serving.service import SERVE_MAX_PIXELS, DetectorService, ServeSettings
+from oaml.serving.service import DetectorService
+from oaml.serving.settings import SERVE_MAX_PIXELS, ServeSettings
 
 __all__ = ["SERVE_MAX_PIXELS", "DetectorService", "ServeSettings", "create_app"]
 

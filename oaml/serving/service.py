@@ -7,7 +7,6 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,57 +14,14 @@ from oaml.contract import INPUT_NAME, OUTPUT_NAMES
 from oaml.serving.batching import BatcherBusy, BatcherStopped, MicroBatcher
 from oaml.serving.decoders import DecoderPool
 from oaml.serving.detector import Detector, refused_input
-from oaml.serving.guard import BodyLimits
 from oaml.serving.metrics import ServerMetrics
 from oaml.serving.oip import OipError, brief
+from oaml.serving.settings import ServeSettings
 
 log = logging.getLogger("oaml.serving")
-SERVE_MAX_PIXELS = 4096 * 4096  # per image; `oaml score` offline allows DEFAULT_MAX_PIXELS
 # The graph's outputs plus what the server derives: label, the detector's score ("confidence",
 # -energy for ebo) and the OOD decision on it.
 OUTPUTS = (*OUTPUT_NAMES, "label", "confidence", "is_ood")
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Limits, batching and health rules of one server."""
-
-    name: str = "oaml-detector"
-    version: str = "1"
-    max_batch: int = 64
-    max_batch_bytes: int = 64 * 1024 * 1024  # of images per onnxruntime call
-    max_wait_ms: float = 0.0
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_json_bytes: int = 8 * 1024 * 1024
-    max_buffered_bytes: int = 512 * 1024 * 1024  # bodies of all requests held at once
-    body_timeout_s: float = 30.0  # to receive a whole body
-    min_body_rate: int = 64 * 1024  # bytes/s a body must average after its first 2 s; 0: none
-    max_head_bytes: int = 64 * 1024  # URL and headers of one request
-    head_timeout_s: float = 10.0  # to receive a request's head from its connection or first byte
-    infer_timeout_s: float = 30.0  # to wait for the model once queued; then 503
-    max_connections: int = 512  # uvicorn answers 503 past it (health probes excepted)
-    max_images: int = 256  # per request
-    # Decoding costs memory by pixels, not by file bytes (a 5 KB 1-bit PNG may hold 40 MP):
-    # a limit per image, a budget per request, and a bound on decodes running at once.
-    max_pixels: int = SERVE_MAX_PIXELS  # per image
-    max_request_pixels: int = 4 * SERVE_MAX_PIXELS
-    max_concurrent_decodes: int = 2  # decoding processes
-    decode_timeout_s: float = 10.0  # per image; past it the decoding process is stopped: 400
-    # Memory decodes may use at once, by each image's mode (images.DECODE_BYTES_PER_PIXEL): an
-    # image that alone needs more is refused; others wait for their share.
-    max_decode_bytes: int = 512 * 1024 * 1024
-    max_queued_bytes: int = 256 * 1024 * 1024  # images waiting; past it: 503, Retry-After
-    # Health: not live after this many model errors in a row (the pod restarts); ready only if
-    # a batch succeeded this recently, or a one-image check run by the probe succeeds now.
-    max_failures_in_a_row: int = 5
-    ready_recent_s: float = 10.0
-    token: str | None = None
-
-    def body_limits(self) -> BodyLimits:
-        return BodyLimits(
-            self.max_body_bytes, self.max_json_bytes, self.max_buffered_bytes,
-            self.body_timeout_s, self.min_body_rate,
-        )  # fmt: skip
 
 
 class DetectorService:
