@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +104,10 @@ def bench_import(
     for name, (folder, what) in sources.items():
         root = out / "data" / name
         shutil.rmtree(root, ignore_errors=True)  # a fresh import, nothing reused
-        # Speed, not class sizes: a small sample's rare classes stay in.
-        cfg = ImportConfig(str(folder), f"bench-{name}", root, workers=workers, far_count=20)
-        cfg = replace(cfg, min_per_class=1)
+        # Speed, not class sizes: a small sample's rare classes stay in (min_per_class=1).
+        cfg = ImportConfig(
+            str(folder), f"bench-{name}", root, workers=workers, far_count=20, min_per_class=1
+        )
         result = run_import(cfg)
         report = json.loads(result.report.read_text())
         seconds = report["phase_seconds"]["probe"] + report["phase_seconds"]["convert"]

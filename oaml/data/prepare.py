@@ -214,7 +214,7 @@ def prepare(
             "images_sha256": images_sha256(image_root, entries),
             "count": len(entries),
         }
-    packaged = sorted(ood_sources.packaged_sets())
+    packaged = [name for name in ood_sources.PACKAGED if name in oods]  # built just now
     spec = replace(spec, ood=(*spec.ood, *far_sets(benchmark, packaged)))
     atomic_write_json(spec_path(root, benchmark), spec.to_dict())
     manifest = {
@@ -231,7 +231,7 @@ def prepare(
             "photos": list(ood_sources.PHOTO_TEST_SOURCES),
             "faces": "scikit-image lfw_subset",
             "val_ood": list(ood_sources.PHOTO_VAL_SOURCES),
-            **{name: f"Debian package {pkg}" for name, pkg in ood_sources.packaged_sets().items()},
+            **{name: f"Debian package {ood_sources.PACKAGED[name][0]}" for name in packaged},
         },
         "imglists": imglists,
     }

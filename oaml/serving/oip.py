@@ -141,6 +141,14 @@ def brief(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def json_header_length(value: str) -> int:
+    """The Inference-Header-Content-Length header's value: ASCII digits only (int() would also
+    take " 12", "+12", "1_2" and other scripts' digits), else a 400."""
+    if not (value.isascii() and value.isdigit()):
+        raise OipError(f"Inference-Header-Content-Length {brief(value, 40)} is not a number")
+    return int(value)
+
+
 def parse_infer(
     body: bytes, header_length: str | None, known_outputs: tuple[str, ...] = ()
 ) -> InferRequest:
@@ -149,12 +157,7 @@ def parse_infer(
     `known_outputs`, when given, lets unknown requested outputs fail before any inference.
     """
     if header_length is not None:
-        # ASCII digits only: int() would also take " 12", "+12", "1_2" and other scripts' digits.
-        if not (header_length.isascii() and header_length.isdigit()):
-            raise OipError(
-                f"Inference-Header-Content-Length {brief(header_length, 40)} is not a number"
-            )
-        split = int(header_length)
+        split = json_header_length(header_length)
         if not 0 < split <= len(body):
             raise OipError(f"Inference-Header-Content-Length {split} exceeds the body")
         view = memoryview(body)  # slices share the body: the tensors are never copied out

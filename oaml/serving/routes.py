@@ -15,7 +15,13 @@ from oaml.serving.budget import ByteBudget
 from oaml.serving.guard import BODY_KEY
 from oaml.serving.images import SERVED_FORMATS, image_header
 from oaml.serving.multipart import file_parts
-from oaml.serving.oip import HEADER_LENGTH, OipError, infer_response, parse_infer
+from oaml.serving.oip import (
+    HEADER_LENGTH,
+    OipError,
+    infer_response,
+    json_header_length,
+    parse_infer,
+)
 from oaml.serving.service import OUTPUTS, DetectorService
 
 LARGE_BODY = 1 << 20
@@ -35,8 +41,8 @@ def add_infer_routes(app: FastAPI, service: DetectorService):
         service.check_model(name, version)
         json_limit = service.settings.max_json_bytes
         # The JSON part, whatever the content type says: the whole body, or the header part of
-        # a binary request (whose length parse_infer checks).
-        json_part = len(body) if header_length is None else _leading_int(header_length)
+        # a binary request.
+        json_part = len(body) if header_length is None else json_header_length(header_length)
         if json_part > json_limit:
             raise OipError(
                 f"the JSON of a request may hold {json_limit} bytes, this one {json_part}: send "
@@ -145,11 +151,6 @@ def add_score_route(app: FastAPI, service: DetectorService) -> None:
         for (name, _), answer in zip(blobs, answers, strict=True):
             answer["file"] = name
         return json_response(answers)
-
-
-def _leading_int(text: str) -> int:
-    """A header's decimal value, or 0 when it is none (parse_infer refuses it then)."""
-    return int(text) if text.isascii() and text.isdigit() else 0
 
 
 async def _body(request: Request) -> bytes | bytearray:
