@@ -1,5 +1,6 @@
 """Load generator for `oaml bench serve`, run as its own process: C keep-alive connections, each
-sending one OIP v2 binary infer request after another for a fixed time.
+sending one OIP v2 infer request (N images, binary or JSON tensors) after another for a fixed
+time.
 
 A minimal asyncio HTTP/1.1 client on purpose: on a 2-core machine the load generator shares the
 CPU with the server, and a general client library costs several times more per request than the
@@ -19,8 +20,28 @@ import numpy as np
 import orjson
 
 
-def infer_request(host: str, path: str, images: np.ndarray) -> bytes:
-    """A complete HTTP request: OIP JSON header + raw uint8 tensor (Triton's binary extension)."""
+def infer_request(host: str, path: str, images: np.ndarray, as_json: bool = False) -> bytes:
+    """A complete HTTP request: OIP JSON header + raw uint8 tensor (Triton's binary extension),
+    or with `as_json` the tensor as a JSON `data` list and JSON outputs (what a plain HTTP
+    client sends)."""
+    if as_json:
+        body = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "images",
+                        "datatype": "UINT8",
+                        "shape": list(images.shape),
+                        "data": images.reshape(-1).tolist(),
+                    }
+                ]
+            }
+        )
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
     raw = images.tobytes()
     header = orjson.dumps(
         {
@@ -85,11 +106,19 @@ async def _client(host, port, request, stop_at, warm_until, latencies, errors):
 
 
 async def run_load(
-    url: str, model: str, concurrency: int, seconds: float, warmup: float, image_shape
+    url: str,
+    model: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    image_shape,
+    images_per_request: int = 1,
+    as_json: bool = False,
 ) -> dict:
     parts = urlsplit(url)
-    images = np.random.default_rng(0).integers(0, 256, (1, *image_shape), dtype=np.uint8)
-    request = infer_request(parts.netloc, f"/v2/models/{model}/infer", images)
+    shape = (images_per_request, *image_shape)
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    request = infer_request(parts.netloc, f"/v2/models/{model}/infer", images, as_json)
     latencies: list[float] = []
     errors: list[int] = []
     start = time.perf_counter()
@@ -105,7 +134,7 @@ async def run_load(
         "concurrency": concurrency,
         "requests": len(latencies),
         "errors": len(errors),
-        "images_per_second": len(latencies) / seconds,
+        "images_per_second": len(latencies) * images_per_request / seconds,
         "p50_ms": float(np.percentile(measured, 50)) if len(measured) else None,
         "p99_ms": float(np.percentile(measured, 99)) if len(measured) else None,
     }
@@ -119,11 +148,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--shape", default="28,28,1", help="H,W,C of one image")
+    parser.add_argument("--images", type=int, default=1, help="images per request")
+    parser.add_argument("--json", action="store_true", help="JSON tensors, not binary")
     args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.shape.split(","))
-    result = asyncio.run(
-        run_load(args.url, args.model, args.concurrency, args.seconds, args.warmup, shape)
-    )
+    load = run_load(
+        args.url, args.model, args.concurrency, args.seconds, args.warmup, shape,
+        args.images, args.json,
+    )  # fmt: skip
+    result = asyncio.run(load)
     json.dump(result, sys.stdout)
 
 

@@ -9,19 +9,23 @@ server's p99 at concurrency 1 minus the raw session's p99 at batch 1.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from oaml.bench.stamp import stamp, stamp_line
 from oaml.io import atomic_write_json, atomic_write_text
 
 
@@ -93,15 +97,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(command: list[str], port: int, log: Path) -> tuple[subprocess.Popen, str]:
-    """Start a server on `port`, wait for its OIP readiness; its log goes to a file (a pipe
-    nobody reads would block the server once full)."""
+def _start(
+    command: list[str], port: int, log: Path, tree: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start a server on `port` (oaml's code from `tree` when given), wait for its OIP
+    readiness; its log goes to a file (a pipe nobody reads would block the server once full)."""
     import httpx
 
     # The benchmark talks to the server without a token.
     env = {k: v for k, v in os.environ.items() if k != "OAML_SERVE_TOKEN"}
+    if tree:
+        env["PYTHONPATH"] = str(tree)
     with open(log, "w") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=tree
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -117,10 +127,46 @@ def _start(command: list[str], port: int, log: Path) -> tuple[subprocess.Popen, 
     raise RuntimeError(f"the server did not become ready in 120 s; its log: {log}")
 
 
-def _oaml_command(onnx: Path, port: int, max_batch: int, threads: int | None) -> list[str]:
+@dataclass(frozen=True)
+class ServeLoad:
+    """What the load generator sends and how the server is started: `images` per request, as
+    JSON tensors or binary; the server's --max-batch (None: its default); `baseline`, a git
+    revision whose `oaml serve` runs beside this one under the same load (before/after);
+    `rounds` of the raw session and every server, interleaved, each row their median."""
+
+    images: int = 1
+    as_json: bool = False
+    max_batch: int | None = None
+    baseline: str | None = None
+    rounds: int = 1
+
+
+def _oaml_command(onnx: Path, port: int, load: ServeLoad, threads: int | None) -> list[str]:
     command = [sys.executable, "-m", "oaml.cli", "serve", "--model", str(onnx),
-               "--name", "bench", "--port", str(port), "--max-batch", str(max_batch)]  # fmt: skip
+               "--name", "bench", "--port", str(port)]  # fmt: skip
+    command += ["--max-batch", str(load.max_batch)] if load.max_batch else []
     return command + (["--threads", str(threads)] if threads else [])
+
+
+def _source_tree(revision: str, out_dir: Path) -> Path:
+    """This checkout's code at `revision`, unpacked under `out_dir` (run from there with the
+    same interpreter and packages: only oaml's own code differs)."""
+    repo = Path(__file__).resolve().parents[2]
+    tree = out_dir / f"baseline-{revision.replace('/', '_')}"
+    if not (tree / "oaml").is_dir():
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", revision],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if archive.returncode:
+            raise ValueError(
+                f"--baseline {revision!r}: not a revision of the git checkout at {repo} "
+                f"({archive.stderr.decode(errors='replace').strip()[:200]})"
+            )
+        tree.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(tree, filter="data")
+    return tree
 
 
 def _kserve_command(python: Path, onnx: Path, port: int, threads: int | None) -> list[str]:
@@ -132,13 +178,12 @@ def _kserve_command(python: Path, onnx: Path, port: int, threads: int | None) ->
             "--threads", str(threads or default_threads())]  # fmt: skip
 
 
-def _load(url: str, level: int, seconds: float, shape) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "oaml.bench.loadgen", "--url", url, "--model", "bench",
-         "--concurrency", str(level), "--seconds", str(seconds),
-         "--shape", ",".join(map(str, shape))],
-        capture_output=True, text=True, check=True, timeout=seconds + 120,
-    )  # fmt: skip
+def _load(url: str, level: int, seconds: float, shape, load: ServeLoad) -> dict:
+    command = [sys.executable, "-m", "oaml.bench.loadgen", "--url", url, "--model", "bench",
+               "--concurrency", str(level), "--seconds", str(seconds),
+               "--shape", ",".join(map(str, shape)), "--images", str(load.images)]  # fmt: skip
+    command += ["--json"] if load.as_json else []
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 120)
     result = json.loads(out.stdout)
     return {k: result[k] for k in ("images_per_second", "p50_ms", "p99_ms", "errors")}
 
@@ -152,27 +197,39 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _server_rows(
-    onnx, shape, concurrency, seconds, max_batch, threads, out_dir: Path, peer: Path | None
+    onnx, shape, concurrency, seconds, load: ServeLoad, threads, out_dir: Path, peer, raw
 ) -> list[dict]:
-    """`oaml serve` (and the peer, when given its interpreter) under the same load generator,
-    level by level, each level on both before the next: the machine's drift hits both alike."""
+    """The raw session's rows (`raw()`), then `oaml serve` (its baseline revision, and the peer
+    when given its interpreter) under the same load generator, level by level, each level on
+    all before the next, `load.rounds` times: the machine's drift hits them alike."""
     servers = {}
     try:
         port = _free_port()
         servers["http server"] = _start(
-            _oaml_command(onnx, port, max_batch, threads), port, out_dir / "server.log"
+            _oaml_command(onnx, port, load, threads), port, out_dir / "server.log"
         )
+        if load.baseline:
+            tree, port = _source_tree(load.baseline, out_dir), _free_port()
+            servers[f"http server @ {load.baseline}"] = _start(
+                _oaml_command(onnx, port, load, threads), port, out_dir / "baseline.log", tree
+            )
         if peer:
             port = _free_port()
             servers["kserve modelserver"] = _start(
                 _kserve_command(peer, onnx, port, threads), port, out_dir / "kserve.log"
             )
-        rows = [
-            {"runtime": runtime, "concurrency": level, "batch": 1,
-             **_load(url, level, seconds, shape)}
-            for level in concurrency
-            for runtime, (_, url) in servers.items()
+        rounds = [
+            raw()
+            + [
+                {"runtime": runtime, "concurrency": level, "batch": load.images,
+                 "request": "json" if load.as_json else "binary",
+                 **_load(url, level, seconds, shape, load)}
+                for level in concurrency
+                for runtime, (_, url) in servers.items()
+            ]
+            for _ in range(load.rounds)
         ]  # fmt: skip
+        rows = _median_rows(rounds)
         import httpx
 
         metrics = httpx.get(f"{servers['http server'][1]}/metrics").text
@@ -191,7 +248,24 @@ def _server_rows(
     return rows
 
 
+def _median_rows(rounds: list[list[dict]]) -> list[dict]:
+    """Row by row (the rounds list them in one order), the median of each measure."""
+    merged = []
+    for same in zip(*rounds, strict=True):
+        row = dict(same[0])
+        for key in ("images_per_second", "p50_ms", "p99_ms"):
+            values = [r[key] for r in same if r[key] is not None]
+            row[key] = float(np.median(values)) if values else None
+        if "errors" in row:
+            row["errors"] = sum(r["errors"] for r in same)
+        merged.append(row)
+    return merged
+
+
 def _goals(rows: list[dict], batch: int) -> dict[str, float | None]:
+    """The ratios: each server level over the raw session at `batch` (the baseline revision's
+    as `before_...`), onnxruntime over PyTorch, the one-request p99 overhead, and the peer's."""
+
     def find(runtime, batch=None, concurrency=None):
         for row in rows:
             if (
@@ -203,21 +277,22 @@ def _goals(rows: list[dict], batch: int) -> dict[str, float | None]:
         return None
 
     ort_b, torch_b = find("onnxruntime session", batch), find("pytorch eager", batch)
-    ort_1, server_1 = find("onnxruntime session", 1), find("http server", concurrency=1)
-    server_c = find("http server", concurrency=batch)
-    peer = {}
+    ort_1, server_1 = find("onnxruntime session", 1), find("http server", 1, concurrency=1)
+    goals: dict[str, float | None] = {}
     for row in rows:
-        if row["runtime"] == "kserve modelserver":
-            level, ours = row["concurrency"], find("http server", concurrency=row["concurrency"])
-            peer[f"oaml_over_kserve_ratio_c{level}"] = (
+        level, runtime = row.get("concurrency"), row["runtime"]
+        if runtime == "kserve modelserver":
+            ours = find("http server", concurrency=level)
+            goals[f"oaml_over_kserve_ratio_c{level}"] = (
                 ours["images_per_second"] / row["images_per_second"]
             )
-            peer[f"oaml_minus_kserve_p99_ms_c{level}"] = ours["p99_ms"] - row["p99_ms"]
+            goals[f"oaml_minus_kserve_p99_ms_c{level}"] = ours["p99_ms"] - row["p99_ms"]
+        elif runtime.startswith("http server"):
+            name = "server" if runtime == "http server" else "before"
+            ratio = row["images_per_second"] / ort_b["images_per_second"]
+            goals[f"{name}_c{level}_over_onnxruntime_b{batch}"] = ratio
     return {
-        **peer,
-        f"server_c{batch}_over_onnxruntime_b{batch}": (
-            server_c["images_per_second"] / ort_b["images_per_second"] if server_c else None
-        ),
+        **goals,
         f"onnxruntime_over_pytorch_b{batch}": (
             ort_b["images_per_second"] / torch_b["images_per_second"]
         ),
@@ -233,15 +308,16 @@ def _ms(value: float | None) -> str:
 
 def markdown(result: dict) -> str:
     lines = [
-        f"Model: {result['model']} ({result['arch']}, input {result['input']}); "
-        f"machine: {result['machine']}",
+        f"Model: {Path(result['model']).name} ({result['arch']}, input {result['input']}); "
+        f"{result['threads']}",
         "",
-        "| runtime | batch | concurrency | images/s | p50 ms | p99 ms |",
+        "| runtime | images per call | concurrency | images/s | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
+        request = f" ({row['request']})" if "request" in row else ""
         lines.append(
-            f"| {row['runtime']} | {row['batch']} | {row.get('concurrency', '')} | "
+            f"| {row['runtime']} | {row['batch']}{request} | {row.get('concurrency', '')} | "
             f"{row['images_per_second']:.0f} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} |"
         )
     lines += ["", "| ratio | value |", "|---|---|"]
@@ -249,7 +325,7 @@ def markdown(result: dict) -> str:
         f"| {k} | {v:.3f} |" if v is not None else f"| {k} | n/a |"
         for k, v in result["goals"].items()
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", stamp_line(result)]) + "\n"
 
 
 def bench_serve(
@@ -262,6 +338,7 @@ def bench_serve(
     threads: int | None = None,
     peer: str | None = None,
     peer_venv: Path | None = None,
+    load: ServeLoad = ServeLoad(),
 ) -> dict:
     """Run all the measurements (the peer's too: `peer="kserve"`) and write `serve.json` and
     `serve.md` in `out_dir`."""
@@ -271,15 +348,15 @@ def bench_serve(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx = Path(onnx) if onnx else export_onnx(checkpoint, out_dir / "model.onnx").path
+    onnx = onnx.resolve()  # a baseline server runs from its own folder
     info = Detector(onnx).info
     shape = (info.input_size, info.input_size, info.channels)
-    batches = sorted({1, batch})
+    batches = sorted({1, batch, load.images})
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     rows = _pytorch_rows(Path(checkpoint), shape, batches, seconds)
-    rows += _onnx_rows(onnx, shape, batches, seconds, threads)
     if peer not in (None, "kserve"):
         raise ValueError(f"unknown peer {peer!r}: the one peer is 'kserve'")
     if peer:
@@ -288,13 +365,18 @@ def bench_serve(
         peer_python = kserve_python(peer_venv)
     else:
         peer_python = None
-    rows += _server_rows(onnx, shape, concurrency, seconds, batch, threads, out_dir, peer_python)
+    rows += _server_rows(
+        onnx, shape, concurrency, seconds, load, threads, out_dir, peer_python,
+        raw=lambda: _onnx_rows(onnx, shape, batches, seconds, threads),
+    )  # fmt: skip
     result = {
         "model": str(onnx),
         "arch": info.arch,
         "input": list(shape),
-        "machine": f"{os.cpu_count()} CPUs visible, {threads or default_threads()} threads used",
+        "threads": f"{os.cpu_count()} CPUs visible, {threads or default_threads()} threads used",
         "seconds_per_row": seconds,
+        "load": asdict(load),
+        **stamp(),
         "rows": rows,
         "goals": _goals(rows, batch),
     }

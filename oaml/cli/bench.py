@@ -33,13 +33,35 @@ def bench_serve(
         Path | None,
         typer.Option(help="The peer's virtual environment (default: ~/.cache/oaml/peers/...)"),
     ] = None,
+    images_per_request: Annotated[
+        int, typer.Option(help="Images in each request the load generator sends")
+    ] = 1,
+    json_requests: Annotated[
+        bool, typer.Option("--json", help="Send JSON tensors (default: binary tensors)")
+    ] = False,
+    max_batch: Annotated[
+        int | None, typer.Option(help="The server's --max-batch (default: its own default)")
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option(help="Rounds of the raw session and the servers, interleaved (median)")
+    ] = 1,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="A git revision of this checkout whose server runs beside this one under the "
+            "same load (before/after in one run)"
+        ),
+    ] = None,
 ) -> None:
     """PyTorch eager vs the raw onnxruntime session vs the HTTP server (and a peer) under load."""
+    from oaml.bench.serve import ServeLoad, markdown
     from oaml.bench.serve import bench_serve as run_bench
-    from oaml.bench.serve import markdown
 
     levels = tuple(int(v) for v in concurrency.split(",") if v.strip())
-    result = run_bench(checkpoint, out, onnx, batch, levels, seconds, threads, peer, peer_venv)
+    load = ServeLoad(images_per_request, json_requests, max_batch, baseline, rounds)
+    result = run_bench(
+        checkpoint, out, onnx, batch, levels, seconds, threads, peer, peer_venv, load
+    )
     typer.echo(markdown(result))
 
 
