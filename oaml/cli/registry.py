@@ -45,6 +45,11 @@ def registry_promote(
     was = f"(was version {done.previous})" if done.previous else "(first champion)"
     note = " FORCED past: " + "; ".join(done.gate.failures) if done.forced else ""
     typer.echo(f"{name} version {done.version} is now {target} {was}{note}")
+    typer.echo(
+        "Pin it in the detector's ConfigMap (k8s/base/kustomization.yaml, oaml-detector-model):"
+    )
+    typer.echo(f"  MODEL_URI=models:/{name}/{done.version}")
+    typer.echo(f"  MODEL_SHA256={done.onnx_sha256}")
 
 
 @registry_app.command("copy")
@@ -124,16 +129,33 @@ def registry_ensure_users(
         list[str],
         typer.Option(help="PREFIX: a user from PREFIX_USERNAME and PREFIX_PASSWORD (repeatable)"),
     ],
+    promoter: Annotated[
+        str | None,
+        typer.Option(help="PREFIX of the user who alone writes promotion records (promotes)"),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Registered model whose alias the promoter moves (repeatable)"),
+    ] = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Create MLflow basic-auth users (or reset their passwords), as the admin in
     MLFLOW_TRACKING_USERNAME/PASSWORD. Credentials come from the environment, never arguments."""
-    from oaml.tracking.auth import credential_from_env, ensure_users
+    from oaml.tracking.auth import credential_from_env, ensure_users, grant_promoter
     from oaml.tracking.store import resolve_tracking_uri
 
     users = [credential_from_env(prefix) for prefix in from_env]
-    for username, what in ensure_users(resolve_tracking_uri(tracking_uri), users).items():
+    promoting = credential_from_env(promoter) if promoter else None
+    users += [promoting] if promoting and promoting not in users else []
+    uri = resolve_tracking_uri(tracking_uri)
+    for username, what in ensure_users(uri, users).items():
         typer.echo(f"{username}: {what}")
+    if promoting:
+        experiment = grant_promoter(uri, promoting.username, model or [])
+        typer.echo(
+            f"{promoting.username}: writes promotion records (experiment {experiment}) and "
+            f"promotes {', '.join(model or []) or 'no model yet (add --model NAME)'}"
+        )
 
 
 @registry_app.command("storage-uri")

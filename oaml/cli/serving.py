@@ -30,6 +30,13 @@ def serve(
         int | None, typer.Option(help="onnxruntime threads (default: usable cores)")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, or auto / cuda to use a GPU")] = "cpu",
+    model_sha256: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OAML_MODEL_SHA256",
+            help="Serve only a model file of this SHA-256 (what `oaml registry promote` printed)",
+        ),
+    ] = None,
     **limits: Any,
 ) -> None:
     """Serve the detector: Open Inference Protocol v2, /v1/score, /metrics.
@@ -39,7 +46,10 @@ def serve(
     from oaml.serving.server import serve as run_server
 
     settings = ServeSettings.from_options(limits)
-    run_server(model, host, port, name, threshold, settings, threads=threads, device=device)
+    run_server(
+        model, host, port, name, threshold, settings, threads=threads, device=device,
+        model_sha256=model_sha256,
+    )  # fmt: skip
 
 
 def _with_settings_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -25,8 +25,36 @@ class ModelSource:
     version: str
 
 
-def resolve_model(reference: str, download_dir: str | Path | None = None) -> ModelSource:
-    """An ONNX file path, or a registry URI downloaded to `download_dir` (a temp dir if None)."""
+def resolve_model(
+    reference: str, download_dir: str | Path | None = None, sha256: str | None = None
+) -> ModelSource:
+    """An ONNX file path, or a registry URI downloaded to `download_dir` (a temp dir if None).
+    With `sha256` (the digest `oaml registry promote` printed), the file must have it."""
+    source = _resolve(reference, download_dir)
+    if sha256 is not None:
+        verify_pinned_sha256(source.path, sha256, reference)
+    return source
+
+
+def verify_pinned_sha256(path: Path, expected: str, reference: str) -> None:
+    """Refuse a model file whose SHA-256 is not the pinned one (fail closed: a malformed pin is
+    an error too, never "no check")."""
+    expected = expected.strip().lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise DetectorError(
+            f"--model-sha256 {expected[:80]!r} is not a SHA-256 (64 hex digits): set the "
+            "MODEL_SHA256 that `oaml registry promote` printed"
+        )
+    actual = sha256_file(path)
+    if actual != expected:
+        raise DetectorError(
+            f"{reference}: {path.name} has SHA-256 {actual}, not the pinned {expected}; "
+            "refusing to serve it (the artifact changed after promotion, or the pin names "
+            "another version)"
+        )
+
+
+def _resolve(reference: str, download_dir: str | Path | None) -> ModelSource:
     match = REGISTRY_URI.match(reference)
     if not match:
         if reference.startswith("models:/"):

@@ -29,11 +29,13 @@ def serve(
     device: str = "cpu",
     graceful_seconds: float = 30.0,
     log_level: str = "info",
+    model_sha256: str | None = None,
 ) -> None:
-    """Load `model` (file or models:/NAME@ALIAS) and serve it until interrupted."""
+    """Load `model` (file or models:/NAME@ALIAS; with `model_sha256`, only a file of that
+    digest) and serve it until interrupted."""
     import uvicorn
 
-    source = resolve_model(model)
+    source = resolve_model(model, sha256=model_sha256)
     detector = Detector(source.path, threshold=threshold, threads=threads, device=device)
     settings = replace(
         settings or ServeSettings(),

@@ -66,3 +66,31 @@ def ensure_users(tracking_uri: str, users: list[UserCredential]) -> dict[str, st
         except RestException as exc:
             raise AuthSetupError(f"setting up user {user.username!r}: {exc.message}") from None
     return done
+
+
+def grant_promoter(tracking_uri: str, username: str, models: list[str]) -> str:
+    """Create the experiment of promotion records (as the admin, so the pipeline's user cannot
+    own it) and give `username` EDIT on it, and on each registered model in `models` (existing
+    or not yet created by the pipeline), whose alias it moves: only the promoter writes what
+    the gate and the detector's pin trust. Returns the experiment's id."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
+
+    from oaml.tracking.promotions import PROMOTIONS_EXPERIMENT
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+        experiment = (
+            found.experiment_id if found else client.create_experiment(PROMOTIONS_EXPERIMENT)
+        )
+        auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
+        auth.grant_user_permission(username, "experiment", experiment, "EDIT")
+        for model in models:
+            auth.grant_user_permission(username, "registered_model", model, "EDIT")
+    except MlflowException as exc:
+        raise AuthSetupError(
+            f"granting {username!r} the promotion records: {exc.message}"
+        ) from None
+    return experiment

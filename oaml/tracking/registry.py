@@ -16,6 +16,7 @@ from typing import Any
 
 from oaml.contract import INPUT_NAME, ONNX_SHA256_TAG, Meta, main_onnx
 from oaml.io import sha256_file
+from oaml.tracking import promotions
 from oaml.tracking.gate import (  # the gate's names are the registry's too
     METRIC_PREFIX,
     SCORE_TAG,
@@ -196,6 +197,7 @@ class Promotion:
     previous: str | None
     gate: GateResult
     forced: bool
+    onnx_sha256: str  # hashed from the downloaded file: what the detector pins and verifies
 
 
 def promote(
@@ -222,7 +224,8 @@ def promote(
     if force and not reason.strip():
         raise PromotionError("--force needs --reason: why the gate is overridden is recorded")
     if champion is not None:
-        result = check_gate(version_metrics(challenger), version_metrics(champion), gate)
+        baseline = _champion_baseline(client, name, target_alias, champion, force)
+        result = check_gate(version_metrics(challenger), baseline, gate)
         result.failures += comparability_problems(challenger, champion)
         result.passed = not result.failures
         against = f"{target_alias} version {champion.version}"
@@ -244,7 +247,6 @@ def promote(
             f"{name}@{target_alias} changed to version {now and now.version} during this "
             "promotion; nothing was promoted, run it again to compare with the new holder"
         )
-    client.set_registered_model_alias(name, target_alias, challenger.version)
     record = {
         "promotion.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "promotion.alias": target_alias,
@@ -253,6 +255,18 @@ def promote(
     }
     if force:
         record["promotion.forced_reason"] = reason
+    try:
+        digest = promotions.downloaded_sha256(client, name, str(challenger.version))
+        promotions.write_record(
+            client,
+            promotions.PromotionRecord(
+                name, target_alias, str(challenger.version), digest, version_metrics(challenger)
+            ),
+            {key.removeprefix("promotion."): value for key, value in record.items()},
+        )
+    except promotions.RecordError as exc:
+        raise PromotionError(str(exc)) from None
+    client.set_registered_model_alias(name, target_alias, challenger.version)
     for key, value in record.items():
         client.set_model_version_tag(name, challenger.version, key, value[:5000])
     return Promotion(
@@ -261,7 +275,24 @@ def promote(
         None if champion is None else str(champion.version),
         result,
         forced=force and not result.passed,
+        onnx_sha256=digest,
     )
+
+
+def _champion_baseline(client, name: str, alias: str, champion, force: bool) -> dict[str, float]:
+    """The champion's metrics as recorded when it was promoted (its version tags are the
+    pipeline's to rewrite); its tags only where no promotion was ever recorded. An alias that
+    moved outside `oaml registry promote` stops the promotion unless forced."""
+    record = promotions.last_record(client, name, alias)
+    if record is None:
+        return version_metrics(champion)
+    if record.version != str(champion.version) and not force:
+        raise PromotionError(
+            f"{name}@{alias} points at version {champion.version}, but the last promotion "
+            f"recorded version {record.version}: the alias was moved outside `oaml registry "
+            "promote`; check who moved it, then promote with --force --reason"
+        )
+    return record.metrics if record.version == str(champion.version) else version_metrics(champion)
 
 
 def copy_version(

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -408,13 +409,19 @@ def test_the_users_job_takes_every_credential_from_secrets(target):
     container = only_container(job["spec"]["template"]["spec"])
     assert container["image"].startswith(TRAIN_IMAGE + ":")
     assert container["command"] == ["oaml", "registry", "ensure-users"]
-    env = env_of(container)
-    prefixes = [arg_value(container["args"], "--from-env"), *container["args"][3::2]]
+    env, args = env_of(container), container["args"]
+    prefixes = [v for flag, v in pairwise(args) if flag in ("--from-env", "--promoter")]
     for prefix in prefixes:
         for key in ("USERNAME", "PASSWORD"):
             assert "secretKeyRef" in env[f"{prefix}_{key}"]["valueFrom"]
     users = {env[f"{p}_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] for p in prefixes}
-    assert users == {"oaml-mlflow-auth", "oaml-mlflow-detector"}
+    assert users == {"oaml-mlflow-auth", "oaml-mlflow-detector", "oaml-mlflow-promoter"}
+    # The promoter (not the pipeline's user) writes the promotion records and moves the alias
+    # of the model the detector serves.
+    promoter = env[f"{arg_value(args, '--promoter')}_USERNAME"]["valueFrom"]["secretKeyRef"]
+    assert promoter["name"] == "oaml-mlflow-promoter"
+    served = arg_value(only_container(detector_pod(target))["args"], "--name")
+    assert arg_value(args, "--model") == served
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == (
         "oaml-mlflow-admin"
     )
@@ -617,6 +624,11 @@ def test_detector_serves_a_pinned_version_that_rolls_out_together(target):
     assert re.fullmatch(r"oaml-detector-model-[a-z0-9]{10}", ref["name"])
     assert re.fullmatch(r"models:/oaml-detector/\d+", config["data"]["MODEL_URI"])
     assert "@" not in config["data"]["MODEL_URI"]
+    # ...and only the file of the digest the promotion printed, from the same ConfigMap.
+    assert arg_value(container["args"], "--model-sha256") == "$(MODEL_SHA256)"
+    digest = env_of(container)["MODEL_SHA256"]["valueFrom"]["configMapKeyRef"]
+    assert digest == {"name": ref["name"], "key": "MODEL_SHA256"}
+    assert config["data"]["MODEL_SHA256"]  # a placeholder until the first promotion
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -120,3 +120,61 @@ def test_ensure_users_names_a_missing_credential(monkeypatch):
     done = oaml_in_process("registry", "ensure-users", "--from-env", "NOBODY")
     assert done.returncode == 2
     assert "set NOBODY_USERNAME and NOBODY_PASSWORD" in done.stderr + done.stdout
+
+
+def test_promotion_belongs_to_the_promoter_and_the_detector_serves_only_its_digest(
+    auth_server, tiny_onnx, monkeypatch
+):
+    """The pipeline's user registers but cannot promote (the records are the promoter's); a
+    champion's metric tags rewritten by the pipeline do not move the gate; a tag that no longer
+    matches the file stops the promotion; the detector serves only the printed digest."""
+    url, admin = auth_server
+    users = {**_users(), "PROMO_USERNAME": "oaml-promoter", "PROMO_PASSWORD": secrets.token_hex(8)}
+    env = {**admin, **users, "MLFLOW_TRACKING_URI": url}
+    made = run_oaml(
+        "registry", "ensure-users", "--from-env", "PIPE", "--from-env", "DET",
+        "--promoter", "PROMO", "--model", "guarded", env=env,
+    )  # fmt: skip
+    assert "oaml-promoter: writes promotion records" in made.stdout
+    pipeline = (users["PIPE_USERNAME"], users["PIPE_PASSWORD"])
+    promoter = (users["PROMO_USERNAME"], users["PROMO_PASSWORD"])
+
+    client = _as(monkeypatch, url, *pipeline)
+    mlflow.set_experiment("oaml-promotion-auth")
+    with mlflow.start_run():
+        first = registry.register_detector(tiny_onnx, "guarded", evaluation(), {})
+    with pytest.raises(registry.PromotionError, match="promoter user"):
+        registry.promote("guarded")
+    assert "champion" not in client.get_registered_model("guarded").aliases
+
+    _as(monkeypatch, url, *promoter)
+    done = registry.promote("guarded")
+    assert done.version == first.version and len(done.onnx_sha256) == 64
+
+    # The pipeline lowers the champion's metric tags so a worse challenger would pass.
+    client = _as(monkeypatch, url, *pipeline)
+    with mlflow.start_run():
+        worse = registry.register_detector(tiny_onnx, "guarded", evaluation(far=0.60), {})
+    for key in ("metric.far_auroc", "metric.near_auroc"):
+        client.set_model_version_tag("guarded", first.version, key, "0.1")
+    _as(monkeypatch, url, *promoter)
+    with pytest.raises(registry.PromotionError, match="far_auroc"):
+        registry.promote("guarded")
+
+    # A digest tag rewritten after registration: not promoted, even when forced.
+    client = _as(monkeypatch, url, *pipeline)
+    client.set_model_version_tag("guarded", worse.version, "onnx_sha256", "0" * 64)
+    _as(monkeypatch, url, *promoter)
+    with pytest.raises(registry.PromotionError, match="changed after registration"):
+        registry.promote("guarded", force=True, reason="test")
+    assert str(client.get_model_version_by_alias("guarded", "champion").version) == first.version
+
+    det = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": users["DET_USERNAME"]}
+    det["MLFLOW_TRACKING_PASSWORD"] = users["DET_PASSWORD"]
+    pinned = f"models:/guarded/{first.version}"
+    with running_server(pinned, "--model-sha256", done.onnx_sha256, env=det) as server:
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    for digest, why in (("ab" * 32, "not the pinned"), ("set-me", "is not a SHA-256")):
+        refused = run_oaml("serve", "--model", pinned, env={**det, "OAML_MODEL_SHA256": digest},
+                           check=False)  # fmt: skip
+        assert refused.returncode != 0 and why in refused.stdout + refused.stderr
