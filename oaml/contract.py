@@ -64,6 +64,10 @@ class Meta:
 # The registry tag with the SHA-256 of a version's ONNX file: written at registration, checked
 # when the server loads that version, so what is served is byte for byte what was registered.
 ONNX_SHA256_TAG = "onnx_sha256"
+# A registered version's Triton model repository: the run artifact folder, and its tree digest
+# (oaml.io.tree_sha256) as registration computed it.
+TRITON_REPO_TAG = "triton_repo"
+TRITON_SHA256_TAG = "triton_sha256"
 
 
 def main_onnx(files: list[Path]) -> Path | None:

@@ -99,6 +99,25 @@ def files_sha256(path: str | os.PathLike[str]) -> dict[str, str]:
     return {p.relative_to(path).as_posix(): sha256_file(p) for p in files}
 
 
+def tree_sha256(folder: str | os.PathLike[str]) -> str:
+    """One SHA-256 for a folder's files and names: of its "relative path  file SHA-256" lines
+    in path order (a file added, removed, renamed or changed changes it)."""
+    listing = "".join(f"{name}  {digest}\n" for name, digest in files_sha256(folder).items())
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def checked_sha256(value: str, what: str) -> str:
+    """`value` as a lowercase SHA-256 hex digest, or ValueError naming `what` and the fix (a
+    malformed pin must fail closed, never read as "no check")."""
+    digest = value.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(
+            f"{what} {value[:80]!r} is not a SHA-256 (64 hex digits): set the value "
+            "`oaml registry promote` printed"
+        )
+    return digest
+
+
 def atomic_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Copy a file or a folder to `target` through a temporary name: a reader sees the old
     copy or the new one, never half of one."""

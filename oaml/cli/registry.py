@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,6 +51,8 @@ def registry_promote(
     )
     typer.echo(f"  MODEL_URI=models:/{name}/{done.version}")
     typer.echo(f"  MODEL_SHA256={done.onnx_sha256}")
+    if done.triton_sha256:
+        typer.echo(f"  TRITON_SHA256={done.triton_sha256}")
 
 
 @registry_app.command("copy")
@@ -158,25 +161,26 @@ def registry_ensure_users(
         )
 
 
-@registry_app.command("storage-uri")
+@registry_app.command("fetch-triton")
 @friendly
-def registry_storage_uri(
-    name: Annotated[str, typer.Argument(help="Registered model name")],
-    alias: Annotated[str, typer.Option(help="Alias of the version to deploy")] = "champion",
-    artifacts_destination: Annotated[
-        str | None,
+def registry_fetch_triton(
+    model: Annotated[str, typer.Argument(help="The pinned version: models:/NAME/VERSION")],
+    out: Annotated[Path, typer.Option(help="Triton's model repository folder to fill")],
+    sha256: Annotated[
+        str,
         typer.Option(
-            envvar="OAML_ARTIFACTS_DESTINATION",
-            help="The MLflow server's --artifacts-destination (e.g. s3://oaml-mlflow), for "
-            "proxied artifacts",
+            envvar="TRITON_SHA256", help="The repository's digest `oaml registry promote` printed"
         ),
-    ] = None,
+    ],
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Print the storage URI of NAME@ALIAS's Triton model repository: the storageUri of a
-    KServe InferenceService on the Triton runtime (k8s/kserve-triton)."""
-    from oaml.tracking.store import resolve_tracking_uri
-    from oaml.tracking.triton_repo import triton_storage_uri
+    """Download a promoted version's Triton model repository and verify its digest before it
+    lands in OUT (the Triton pods' init container, k8s/kserve-triton)."""
+    import mlflow
 
-    uri = resolve_tracking_uri(tracking_uri)
-    typer.echo(triton_storage_uri(name, alias, artifacts_destination, uri))
+    from oaml.serving.model_source import fetch_triton_repository
+    from oaml.tracking.store import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    folder = fetch_triton_repository(model, out, sha256)
+    typer.echo(f"{model}: Triton repository verified and written to {folder}")

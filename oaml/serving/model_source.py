@@ -11,8 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from oaml.contract import ONNX_SHA256_TAG, main_onnx
-from oaml.io import sha256_file
+from oaml.contract import ONNX_SHA256_TAG, TRITON_REPO_TAG, main_onnx
+from oaml.io import checked_sha256, sha256_file, tree_sha256
 from oaml.serving.detector import DetectorError
 
 REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -39,12 +39,10 @@ def resolve_model(
 def verify_pinned_sha256(path: Path, expected: str, reference: str) -> None:
     """Refuse a model file whose SHA-256 is not the pinned one (fail closed: a malformed pin is
     an error too, never "no check")."""
-    expected = expected.strip().lower()
-    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
-        raise DetectorError(
-            f"--model-sha256 {expected[:80]!r} is not a SHA-256 (64 hex digits): set the "
-            "MODEL_SHA256 that `oaml registry promote` printed"
-        )
+    try:
+        expected = checked_sha256(expected, "--model-sha256 (MODEL_SHA256)")
+    except ValueError as exc:
+        raise DetectorError(str(exc)) from None
     actual = sha256_file(path)
     if actual != expected:
         raise DetectorError(
@@ -107,3 +105,51 @@ def _verify_sha256(path: Path, version, reference: str) -> None:
             f"{reference} (version {version.version}): {path.name} has SHA-256 {actual}, not "
             f"the registered {expected}; the artifact changed after registration, refusing it"
         )
+
+
+def fetch_triton_repository(reference: str, out: str | Path, sha256: str) -> Path:
+    """Download the Triton model repository of a pinned version (`models:/NAME/VERSION`) into
+    `out` and verify its tree digest before anything appears there: Triton then loads exactly
+    what was promoted, and reads no bucket (MLflow proxies the artifacts)."""
+    import shutil
+
+    import mlflow
+
+    match = REGISTRY_URI.match(reference)
+    if not match or not match["version"]:
+        raise DetectorError(
+            f"{reference!r}: give the pinned version, models:/NAME/VERSION (an alias can move)"
+        )
+    try:
+        expected = checked_sha256(sha256, "--sha256 (TRITON_SHA256)")
+    except ValueError as exc:
+        raise DetectorError(str(exc)) from None
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(match["name"], match["version"])
+    folder = version.tags.get(TRITON_REPO_TAG)
+    if not folder:
+        raise DetectorError(f"{reference} was registered without a Triton repository")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=out))
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=folder, dst_path=str(incoming)
+            )
+        )
+        actual = tree_sha256(local)
+        if actual != expected:
+            raise DetectorError(
+                f"{reference}: its Triton repository has digest {actual}, not the pinned "
+                f"{expected}; refusing it (changed after promotion, or the pin names another "
+                "version)"
+            )
+        # `out` may be a mount point (an emptyDir): its entries move in, not `out` itself.
+        for entry in sorted(local.iterdir()):
+            if (out / entry.name).exists():  # a restarted init container: replace its copy
+                shutil.rmtree(out / entry.name)
+            entry.rename(out / entry.name)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+    return out

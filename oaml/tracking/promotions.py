@@ -36,6 +36,7 @@ class PromotionRecord:
     version: str
     onnx_sha256: str
     metrics: dict[str, float]
+    triton_sha256: str | None = None  # the Triton repository's tree digest, where it has one
 
 
 def downloaded_sha256(client, name: str, version: str) -> str:
@@ -59,6 +60,19 @@ def downloaded_sha256(client, name: str, version: str) -> str:
             "promoted (register it again with `oaml pipeline run`)"
         )
     return actual
+
+
+def verified_digests(client, name: str, version: str) -> tuple[str, str | None]:
+    """The ONNX file's SHA-256 and the Triton repository's tree digest (None without one), each
+    computed from a download and checked against registration's tags."""
+    from oaml.tracking.triton_repo import downloaded_triton_sha256
+
+    onnx = downloaded_sha256(client, name, version)
+    try:
+        triton = downloaded_triton_sha256(client, client.get_model_version(name, version))
+    except ValueError as exc:
+        raise RecordError(f"{exc}; it is not promoted") from None
+    return onnx, triton
 
 
 def _experiment_id(client, create: bool) -> str | None:
@@ -87,7 +101,9 @@ def last_record(client, name: str, alias: str) -> PromotionRecord | None:
         for key, value in params.items()
         if key.startswith(METRIC_PARAM)
     }
-    return PromotionRecord(name, alias, params["version"], params["onnx_sha256"], metrics)
+    return PromotionRecord(
+        name, alias, params["version"], params["onnx_sha256"], metrics, params.get("triton_sha256")
+    )
 
 
 def write_record(client, record: PromotionRecord, details: dict[str, Any]) -> str:
@@ -101,6 +117,8 @@ def write_record(client, record: PromotionRecord, details: dict[str, Any]) -> st
         tags.update({f"oaml.{k}": str(v)[:5000] for k, v in details.items()})
         run = client.create_run(experiment, tags=tags, run_name=f"{record.name} v{record.version}")
         params = {"version": record.version, "onnx_sha256": record.onnx_sha256}
+        if record.triton_sha256:
+            params["triton_sha256"] = record.triton_sha256
         params.update({f"{METRIC_PARAM}{k}": repr(float(v)) for k, v in record.metrics.items()})
         for key, value in params.items():
             client.log_param(run.info.run_id, key, value)

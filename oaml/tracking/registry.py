@@ -198,6 +198,7 @@ class Promotion:
     gate: GateResult
     forced: bool
     onnx_sha256: str  # hashed from the downloaded file: what the detector pins and verifies
+    triton_sha256: str | None = None  # the same for the Triton repository, where it has one
 
 
 def promote(
@@ -256,14 +257,12 @@ def promote(
     if force:
         record["promotion.forced_reason"] = reason
     try:
-        digest = promotions.downloaded_sha256(client, name, str(challenger.version))
-        promotions.write_record(
-            client,
-            promotions.PromotionRecord(
-                name, target_alias, str(challenger.version), digest, version_metrics(challenger)
-            ),
-            {key.removeprefix("promotion."): value for key, value in record.items()},
-        )
+        number = str(challenger.version)
+        digest, triton = promotions.verified_digests(client, name, number)
+        metrics = version_metrics(challenger)
+        promoted = promotions.PromotionRecord(name, target_alias, number, digest, metrics, triton)
+        details = {key.removeprefix("promotion."): value for key, value in record.items()}
+        promotions.write_record(client, promoted, details)
     except promotions.RecordError as exc:
         raise PromotionError(str(exc)) from None
     client.set_registered_model_alias(name, target_alias, challenger.version)
@@ -276,6 +275,7 @@ def promote(
         result,
         forced=force and not result.passed,
         onnx_sha256=digest,
+        triton_sha256=triton,
     )
 
 

@@ -1,14 +1,15 @@
-"""A registered version's Triton model repository: logged with the version, found again as the
-storage URI KServe's Triton runtime reads (k8s/kserve-triton)."""
+"""A registered version's Triton model repository: logged with the version and its tree digest,
+downloaded and verified again at promotion (the Triton pods fetch it the same way,
+oaml.serving.model_source.fetch_triton_repository)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from urllib.parse import urlparse
 
-from oaml.tracking.registry import PromotionError, _by_alias, _client
+from oaml.contract import TRITON_REPO_TAG, TRITON_SHA256_TAG
+from oaml.io import tree_sha256
 
-TRITON_REPO_TAG = "triton_repo"  # the run artifact path of the version's Triton repository
 TRITON_ARTIFACT_PATH = "triton"
 
 
@@ -17,31 +18,26 @@ def log_triton_repo(repo: str | Path) -> dict[str, str]:
     import mlflow
 
     mlflow.log_artifacts(str(repo), TRITON_ARTIFACT_PATH)
-    return {TRITON_REPO_TAG: TRITON_ARTIFACT_PATH}
+    return {TRITON_REPO_TAG: TRITON_ARTIFACT_PATH, TRITON_SHA256_TAG: tree_sha256(repo)}
 
 
-def triton_storage_uri(
-    name: str, alias: str, artifacts_destination: str | None, tracking_uri: str | None = None
-) -> str:
-    """Where the Triton repository of `name@alias` is stored: the run's artifact URI, with a
-    proxied `mlflow-artifacts:/` URI mapped onto the server's `--artifacts-destination`."""
-    client = _client(tracking_uri)
-    version = _by_alias(client, name, alias)
-    if version is None:
-        raise PromotionError(f"{name} has no alias {alias!r}: nothing to deploy")
-    path = version.tags.get(TRITON_REPO_TAG)
-    if not path:
-        raise PromotionError(
-            f"{name} version {version.version} was registered without a Triton repository "
-            "(registered before it was added): register it again"
+def downloaded_triton_sha256(client, version) -> str | None:
+    """The tree digest of `version`'s Triton repository as the pods will download it (None when
+    it has none), or ValueError when it is not the digest registration tagged."""
+    import mlflow
+
+    folder = version.tags.get(TRITON_REPO_TAG)
+    if not folder:
+        return None
+    with tempfile.TemporaryDirectory(prefix="oaml-promote-triton-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path=folder, dst_path=tmp
         )
-    uri = f"{client.get_run(version.run_id).info.artifact_uri.rstrip('/')}/{path}"
-    if uri.startswith("mlflow-artifacts:"):
-        if not artifacts_destination:
-            raise PromotionError(
-                f"the repository is at {uri}, proxied by the MLflow server: pass the server's "
-                "--artifacts-destination (e.g. s3://oaml-mlflow) to get the storage URI"
-            )
-        relative = urlparse(uri).path.lstrip("/")  # without a host part, if the URI has one
-        uri = f"{artifacts_destination.rstrip('/')}/{relative}"
-    return uri
+        actual = tree_sha256(local)
+    tagged = version.tags.get(TRITON_SHA256_TAG)
+    if tagged is not None and actual != tagged:
+        raise ValueError(
+            f"{version.name} version {version.version}: its Triton repository has digest "
+            f"{actual}, but registration tagged {tagged}; it changed after registration"
+        )
+    return actual

@@ -752,29 +752,43 @@ def test_kserve_inference_service():
 
 
 def test_triton_inference_service_serves_the_registered_repository():
-    """KServe's Triton runtime on the champion's Triton repository (in MLflow's bucket), on a GPU
-    node, its storage initializer reading S3 through a Secret of its own; no plain detector."""
+    """KServe's Triton runtime on the pinned version's Triton repository, on a GPU node: an init
+    container fetches it through MLflow as the detector's read-only user and verifies the pinned
+    digest before Triton reads it; no storage initializer and no bucket credentials."""
     isvc = get(TRITON, "InferenceService", "oaml-detector")
     predictor = isvc["spec"]["predictor"]
-    assert "containers" not in predictor
+    assert "containers" not in predictor and "serviceAccountName" not in predictor
     model = predictor["model"]
     assert model["modelFormat"] == {"name": "onnx"}
     assert (model["protocolVersion"], model["runtime"]) == ("v2", "kserve-tritonserver")
-    mlflow = only_container(get(TRITON, "Deployment", "mlflow")["spec"]["template"]["spec"])
-    bucket = urlparse(arg_value(mlflow["args"], "--artifacts-destination"))
-    storage = urlparse(model["storageUri"])
-    assert (storage.scheme, storage.netloc) == (bucket.scheme, bucket.netloc)
+    assert "storageUri" not in model
     assert model["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert predictor["nodeSelector"] == detector_pod("base")["nodeSelector"]
-    account = get(TRITON, "ServiceAccount", predictor["serviceAccountName"])
-    templates = secret_templates()
-    for secret in account["secrets"]:
-        annotations = templates[secret["name"]]["metadata"]["annotations"]
-        assert annotations["serving.kserve.io/s3-endpoint"]
-        assert set(templates[secret["name"]]["stringData"]) == {
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-        }
+    (fetch,) = predictor["initContainers"]
+    assert fetch["image"].startswith(SERVE_IMAGE + ":")
+    assert fetch["command"] == ["oaml", "registry", "fetch-triton"]
+    assert fetch["args"][0] == "$(MODEL_URI)"
+    assert arg_value(fetch["args"], "--sha256") == "$(TRITON_SHA256)"
+    env = env_of(fetch)
+    pinned = {env[k]["valueFrom"]["configMapKeyRef"]["key"] for k in ("MODEL_URI", "TRITON_SHA256")}
+    assert pinned == {"MODEL_URI", "TRITON_SHA256"}
+    config = env["MODEL_URI"]["valueFrom"]["configMapKeyRef"]["name"]
+    assert get(TRITON, "ConfigMap", config)["data"]["TRITON_SHA256"]
+    assert env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "oaml-mlflow-detector"
+    )
+    secrets_read = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in env.values()
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert secrets_read == {"oaml-mlflow-detector"}  # no S3 key anywhere in the pod
+    mounts = {m["name"]: m for m in fetch["volumeMounts"]}
+    repository = mounts["model-repository"]["mountPath"]
+    (served,) = [m for m in model["volumeMounts"] if m["name"] == "model-repository"]
+    assert arg_value(fetch["args"], "--out") == repository == served["mountPath"] == "/mnt/models"
+    assert served["readOnly"] is True
+    assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
     for kind in ("Deployment", "Service", "HorizontalPodAutoscaler"):
         assert "oaml-detector" not in [o["metadata"]["name"] for o in objects(TRITON, kind)]
     labels = {"serving.kserve.io/inferenceservice": "oaml-detector"}

@@ -96,17 +96,14 @@ def test_local_pipeline_tracks_registers_and_promotes(
     champion = client.get_model_version_by_alias("fmnist-detector", "champion")
     assert str(champion.version) == "1"
 
-    # The champion's Triton repository, where KServe's storage initializer will look for it.
-    destination = f"s3://{s3_store.bucket}/mlflow"
-    storage = run_oaml(
-        "registry", "storage-uri", "fmnist-detector", "--artifacts-destination", destination
-    ).stdout.strip()
-    prefix = storage.removeprefix(f"s3://{s3_store.bucket}/")
-    assert storage.startswith(destination) and prefix != storage
-    under = set(s3_store.keys(prefix + "/"))
-    assert {f"{prefix}/fmnist-detector/config.pbtxt", f"{prefix}/fmnist-detector/1/model.onnx"} <= (
-        under
-    )
+    # The champion's Triton repository, fetched and verified as the Triton pods' init container
+    # does, from MLflow's S3-backed artifacts.
+    version = client.get_model_version("fmnist-detector", "1")
+    out = tmp_path / "triton-models"
+    run_oaml("registry", "fetch-triton", "models:/fmnist-detector/1", "--out", str(out),
+             "--sha256", version.tags["triton_sha256"])  # fmt: skip
+    assert (out / "fmnist-detector" / "config.pbtxt").is_file()
+    assert (out / "fmnist-detector" / "1" / "model.onnx").is_file()
     assert os.environ["MLFLOW_TRACKING_URI"] == tracking_server
     mlflow.set_tracking_uri(None)
 

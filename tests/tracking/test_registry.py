@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -166,23 +168,44 @@ def test_an_mlflow_error_while_reading_an_alias_stops_the_promotion(monkeypatch)
         registry.promote("detector", tracking_uri=uri)
 
 
-def test_each_version_carries_a_triton_repository_and_its_storage_uri(store, tiny_onnx, tmp_path):
-    from pathlib import Path
-    from urllib.parse import urlparse
-
+def test_a_promoted_triton_repository_is_fetched_only_with_its_digest(store, tiny_onnx, tmp_path):
+    """Registration logs the Triton repository with its tree digest; promotion prints the
+    digest it verified; the pods' init container (`oaml registry fetch-triton`) writes the
+    repository only when it has that digest, and refuses an alias, a bad pin or a changed file."""
     from oaml.export.triton import write_triton_repo
-    from oaml.tracking.triton_repo import triton_storage_uri
 
     write_triton_repo(tiny_onnx, tmp_path / "repo", "detector")
-    with mlflow.start_run(experiment_id=experiment_id(mlflow.get_tracking_uri())):
+    with mlflow.start_run(experiment_id=experiment_id(mlflow.get_tracking_uri())) as run:
         registry.register_detector(
             tiny_onnx, "detector", evaluation(), {}, triton_repo=tmp_path / "repo"
         )
-    uri = triton_storage_uri("detector", "challenger", None)
-    local = Path(urlparse(uri).path if uri.startswith("file:") else uri)
-    assert (local / "detector" / "config.pbtxt").is_file()
-    assert (local / "detector" / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
-    with pytest.raises(registry.PromotionError, match="no alias 'champion'"):
-        triton_storage_uri("detector", "champion", None)
-    shown = run_oaml("registry", "storage-uri", "detector", "--alias", "challenger")
-    assert shown.stdout.strip() == uri
+    promoted = run_oaml("registry", "promote", "detector").stdout
+    digest = re.search(r"TRITON_SHA256=([0-9a-f]{64})", promoted)[1]
+    assert re.search(r"MODEL_SHA256=[0-9a-f]{64}", promoted)
+
+    out = tmp_path / "models"
+    run_oaml("registry", "fetch-triton", "models:/detector/1", "--out", str(out),
+             "--sha256", digest)  # fmt: skip
+    assert (out / "detector" / "config.pbtxt").is_file()
+    assert (out / "detector" / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
+    assert [p.name for p in out.iterdir()] == ["detector"]  # nothing half-written beside it
+    again = run_oaml("registry", "fetch-triton", "models:/detector/1", "--out", str(out),
+                     env={"TRITON_SHA256": digest})  # fmt: skip
+    assert "verified" in again.stdout  # a restarted init container replaces its copy
+
+    for model, pin, why in (
+        ("models:/detector@champion", digest, "give the pinned version"),
+        ("models:/detector/1", "set-me", "is not a SHA-256"),
+        ("models:/detector/1", "ab" * 32, "not the pinned"),
+    ):
+        refused = run_oaml("registry", "fetch-triton", model, "--out", str(tmp_path / "no"),
+                           "--sha256", pin, check=False)  # fmt: skip
+        assert refused.returncode != 0 and why in refused.stderr, refused.stderr
+        assert not any((tmp_path / "no").glob("*/*")), "a refused repository was written"
+
+    # The artifact rewritten after promotion (as a pipeline step with bucket access could).
+    artifacts = Path(mlflow.get_run(run.info.run_id).info.artifact_uri.removeprefix("file://"))
+    (artifacts / "triton" / "detector" / "config.pbtxt").write_text("tampered")
+    refused = run_oaml("registry", "fetch-triton", "models:/detector/1", "--out",
+                       str(tmp_path / "late"), "--sha256", digest, check=False)  # fmt: skip
+    assert refused.returncode != 0 and "not the pinned" in refused.stderr
