@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= runs/demo
 
 .PHONY: setup system-deps container-deps browser-deps demo test test-fast test-images lint format clean gpu-check lock \
-	lock-export
+	lock-export docs
 
 setup: system-deps $(STAMP)
 
@@ -78,6 +78,12 @@ test: setup container-deps browser-deps
 # The training image (built, inspected, the MLflow server started from it) and the whole pipeline
 # with every component in that image (kfp.local's DockerRunner on podman's Docker API).
 # Unit tests only (no real benchmark, services, pipeline runs or images): quick answers.
+# The documentation site (mkdocs-material) into site/, its CLI reference regenerated from the
+# code first; `make test` checks both (tests/test_docs.py).
+docs: setup
+	$(PY) -m oaml.cli.reference > docs/reference/cli.md
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow and not gpu and not images"
 

@@ -9,14 +9,12 @@ server's p99 at concurrency 1 minus the raw session's p99 at batch 1.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from oaml.bench.stamp import stamp, stamp_line
+from oaml.bench.stamp import source_tree, stamp, stamp_line
 from oaml.io import atomic_write_json, atomic_write_text
 
 
@@ -148,27 +146,6 @@ def _oaml_command(onnx: Path, port: int, load: ServeLoad, threads: int | None) -
     return command + (["--threads", str(threads)] if threads else [])
 
 
-def _source_tree(revision: str, out_dir: Path) -> Path:
-    """This checkout's code at `revision`, unpacked under `out_dir` (run from there with the
-    same interpreter and packages: only oaml's own code differs)."""
-    repo = Path(__file__).resolve().parents[2]
-    tree = out_dir / f"baseline-{revision.replace('/', '_')}"
-    if not (tree / "oaml").is_dir():
-        archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", "--format=tar", revision],
-            capture_output=True, check=False,
-        )  # fmt: skip
-        if archive.returncode:
-            raise ValueError(
-                f"--baseline {revision!r}: not a revision of the git checkout at {repo} "
-                f"({archive.stderr.decode(errors='replace').strip()[:200]})"
-            )
-        tree.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(tree, filter="data")
-    return tree
-
-
 def _kserve_command(python: Path, onnx: Path, port: int, threads: int | None) -> list[str]:
     from oaml.bench.peers import PEER_SCRIPT
     from oaml.serving.detector import default_threads
@@ -209,7 +186,7 @@ def _server_rows(
             _oaml_command(onnx, port, load, threads), port, out_dir / "server.log"
         )
         if load.baseline:
-            tree, port = _source_tree(load.baseline, out_dir), _free_port()
+            tree, port = source_tree(load.baseline, out_dir), _free_port()
             servers[f"http server @ {load.baseline}"] = _start(
                 _oaml_command(onnx, port, load, threads), port, out_dir / "baseline.log", tree
             )
@@ -219,16 +196,9 @@ def _server_rows(
                 _kserve_command(peer, onnx, port, threads), port, out_dir / "kserve.log"
             )
         rounds = [
-            raw()
-            + [
-                {"runtime": runtime, "concurrency": level, "batch": load.images,
-                 "request": "json" if load.as_json else "binary",
-                 **_load(url, level, seconds, shape, load)}
-                for level in concurrency
-                for runtime, (_, url) in servers.items()
-            ]
-            for _ in range(load.rounds)
-        ]  # fmt: skip
+            raw() + _level_rows(servers, concurrency, seconds, shape, load, reverse=r % 2 == 1)
+            for r in range(load.rounds)
+        ]
         rows = _median_rows(rounds)
         import httpx
 
@@ -245,6 +215,24 @@ def _server_rows(
     for row in rows:
         if row["runtime"] == "http server":
             row["mean_server_batch_all_levels"] = mean_batch
+    return rows
+
+
+def _level_rows(servers: dict, concurrency, seconds, shape, load: ServeLoad, reverse: bool):
+    """Every server at every level, listed in one order; measured in the reverse order of the
+    servers when `reverse` (odd rounds), so none always runs right after the raw session."""
+    rows = []
+    for level in concurrency:
+        order = list(servers.items())
+        measured = {
+            runtime: _load(url, level, seconds, shape, load)
+            for runtime, (_, url) in (order[::-1] if reverse else order)
+        }
+        rows += [
+            {"runtime": runtime, "concurrency": level, "batch": load.images,
+             "request": "json" if load.as_json else "binary", **measured[runtime]}
+            for runtime, _ in order
+        ]  # fmt: skip
     return rows
 
 

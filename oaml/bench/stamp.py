@@ -3,18 +3,22 @@ beside every benchmark's results so a table in the docs says when and how it was
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import subprocess
 import sys
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout oaml runs from
+
 
 def _commit() -> str:
     """The repository's short commit (with "+changes" when the tree differs), or "unknown"."""
-    root = Path(__file__).resolve().parents[2]
+    root = _ROOT
     try:
         run = {"cwd": root, "capture_output": True, "text": True, "timeout": 10, "check": True}
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
@@ -55,3 +59,24 @@ def stamp_line(found: dict[str, Any]) -> str:
         f"Measured with `{found['command']}` at commit {found['commit']}, "
         f"{found['date']}, on {found['machine']}."
     )
+
+
+def source_tree(revision: str, out_dir: Path) -> Path:
+    """This checkout's code at `revision`, unpacked under `out_dir` (run from there with the
+    same interpreter and packages: only oaml's own code differs)."""
+    repo = _ROOT
+    tree = out_dir / f"baseline-{revision.replace('/', '_')}"
+    if not (tree / "oaml").is_dir():
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", revision],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if archive.returncode:
+            raise ValueError(
+                f"--baseline {revision!r}: not a revision of the git checkout at {repo} "
+                f"({archive.stderr.decode(errors='replace').strip()[:200]})"
+            )
+        tree.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(tree, filter="data")
+    return tree

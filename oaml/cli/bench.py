@@ -219,3 +219,27 @@ def bench_import(
     from oaml.bench.imports import markdown
 
     typer.echo(markdown(run_bench(out, photos, clipart, sprites, baseline_files, workers)))
+
+
+@bench_app.command("report")
+@friendly
+def bench_report(
+    results: Annotated[Path, typer.Argument(help="A benchmark's results file (serve.json, ...)")],
+    out: Annotated[
+        Path | None, typer.Option(help="Markdown file to write (default: print it)")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="The results kind (import.json, serve.json, ...): default its name"),
+    ] = None,
+) -> None:
+    """Render a benchmark's results as the stamped Markdown table the docs include."""
+    from oaml.bench.report import report
+    from oaml.io import atomic_write_text
+
+    text = report(results, kind)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_text(out, text)
+        typer.echo(f"wrote {out}")

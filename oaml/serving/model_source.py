@@ -124,8 +124,14 @@ def fetch_triton_repository(reference: str, out: str | Path, sha256: str) -> Pat
         expected = checked_sha256(sha256, "--sha256 (TRITON_SHA256)")
     except ValueError as exc:
         raise DetectorError(str(exc)) from None
-    client = mlflow.MlflowClient()
-    version = client.get_model_version(match["name"], match["version"])
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow.MlflowClient().get_model_version(match["name"], match["version"])
+    except MlflowException as exc:
+        raise DetectorError(
+            f"cannot read {reference} from MLflow at {mlflow.get_tracking_uri()}: {exc.message}"
+        ) from None
     folder = version.tags.get(TRITON_REPO_TAG)
     if not folder:
         raise DetectorError(f"{reference} was registered without a Triton repository")

@@ -51,10 +51,10 @@ def test_bench_serve_writes_rows_and_ratios(tiny_checkpoint, tiny_onnx, tmp_path
 
 
 def test_bench_serve_names_an_unknown_baseline(tmp_path):
-    from oaml.bench.serve import _source_tree
+    from oaml.bench.stamp import source_tree
 
     with pytest.raises(ValueError, match="not a revision"):
-        _source_tree("no-such-revision-xyz", tmp_path)
+        source_tree("no-such-revision-xyz", tmp_path)
 
 
 def test_bench_serve_against_kserve_reports_the_ratio(tiny_checkpoint, tiny_onnx, tmp_path):
