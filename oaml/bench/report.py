@@ -50,6 +50,14 @@ def render(result: dict[str, Any], kind: str) -> str:
     return text if line in text else f"{text.rstrip()}\n\n{line}\n"
 
 
+def kind_of(name: str) -> str:
+    """The kind a results file's name says: `serve.json`, or a copy named `serve-NAME.json`."""
+    for kind in RENDERERS:
+        if name == kind or name.startswith(kind.removesuffix(".json") + "-"):
+            return kind
+    return name
+
+
 def report(results: str | Path, kind: str | None = None) -> str:
     """Read a results file and render it (its kind from its name unless given)."""
     path = Path(results)
@@ -57,4 +65,4 @@ def report(results: str | Path, kind: str | None = None) -> str:
         result = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ReportError(f"cannot read {path}: {exc}") from None
-    return render(result, kind or path.name)
+    return render(result, kind or kind_of(path.name))
