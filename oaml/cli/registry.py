@@ -172,15 +172,13 @@ def registry_fetch_triton(
             envvar="TRITON_SHA256", help="The repository's digest `oaml registry promote` printed"
         ),
     ],
-    tracking_uri: TrackingOption = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    ] = None,
 ) -> None:
     """Download a promoted version's Triton model repository and verify its digest before it
     lands in OUT (the Triton pods' init container, k8s/kserve-triton)."""
-    import mlflow
-
     from oaml.serving.model_source import fetch_triton_repository
-    from oaml.tracking.store import resolve_tracking_uri
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    folder = fetch_triton_repository(model, out, sha256)
+    folder = fetch_triton_repository(model, out, sha256, tracking_uri)
     typer.echo(f"{model}: Triton repository verified and written to {folder}")

@@ -107,10 +107,13 @@ def _verify_sha256(path: Path, version, reference: str) -> None:
         )
 
 
-def fetch_triton_repository(reference: str, out: str | Path, sha256: str) -> Path:
+def fetch_triton_repository(
+    reference: str, out: str | Path, sha256: str, tracking_uri: str | None = None
+) -> Path:
     """Download the Triton model repository of a pinned version (`models:/NAME/VERSION`) into
     `out` and verify its tree digest before anything appears there: Triton then loads exactly
-    what was promoted, and reads no bucket (MLflow proxies the artifacts)."""
+    what was promoted, and reads no bucket (MLflow proxies the artifacts). The pin is checked
+    before MLflow is asked (`tracking_uri`, else MLflow's own default from the environment)."""
     import shutil
 
     import mlflow
@@ -126,6 +129,8 @@ def fetch_triton_repository(reference: str, out: str | Path, sha256: str) -> Pat
         raise DetectorError(str(exc)) from None
     from mlflow.exceptions import MlflowException
 
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
     try:
         version = mlflow.MlflowClient().get_model_version(match["name"], match["version"])
     except MlflowException as exc:

@@ -97,6 +97,13 @@ def test_image_runs_as_uid_1000_without_torch_and_stays_small(image):
     assert ("CUDAExecutionProvider" in out) == (flavor == "gpu"), out
     size = engine.image_size(name)
     assert size < SIZE_LIMIT[flavor], f"{name} is {size / 1e9:.2f} GB"
+    # The Triton pods' init container runs this image's `oaml registry fetch-triton`: there,
+    # and failing closed on a malformed pin before reaching MLflow.
+    fetch = engine.run(
+        "run", "--rm", "--entrypoint", "oaml", name, "registry", "fetch-triton", "models:/m/1",
+        "--out", "/tmp/m", "--sha256", "unset", check=False,
+    )  # fmt: skip
+    assert fetch.returncode == 2 and "is not a SHA-256" in fetch.stderr, fetch.stderr
 
 
 def test_health_metadata_and_tritonclient_infer(served, tiny_onnx):
