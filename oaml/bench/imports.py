@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 from oaml import imaging
-from oaml.bench.stamp import stamp, stamp_line
+from oaml.bench.report import render
+from oaml.bench.stamp import stamp
 from oaml.data import ood_sources
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.import_sources import list_source
@@ -125,12 +126,12 @@ def bench_import(
         shutil.rmtree(out / "loop" / name, ignore_errors=True)
     result = {"sets": rows, **stamp(argv)}
     atomic_write_json(out / "import.json", result)
-    atomic_write_text(out / "import.md", markdown(result))
+    atomic_write_text(out / "import.md", render(result, "import.json"))
     return result
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The table the docs include, ending with where it was measured."""
+    """The table the docs include (`oaml bench report` adds where it was measured)."""
     rows = "".join(
         f"| {r['pictures']} | {r['images']:,} | {r['size']} px x {r['channels']} | "
         f"{r['images_per_second']:,.0f} | {r['loop_images_per_second']:,.0f} | "
@@ -144,7 +145,5 @@ def markdown(result: dict[str, Any]) -> str:
         + "\nimport: listing, reading, SHA-256 and header probe, then decode (JPEG at a reduced "
         "DCT scale), convert, resize and PNG, on every core; the far-OOD sets are made once per "
         "benchmark and not counted. Plain loop: one process, full decode, the same conversion. "
-        "1M images: at the import's rate on this machine; it grows with the cores.\n\n"
-        + stamp_line(result)
-        + "\n"
+        "1M images: at the import's rate on this machine; it grows with the cores.\n"
     )

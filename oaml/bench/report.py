@@ -45,9 +45,7 @@ def render(result: dict[str, Any], kind: str) -> str:
             f"this {kind} has no {', '.join(missing)}: it was written before results were "
             "stamped; run the benchmark again with this oaml"
         )
-    text = _renderer(kind)(result)
-    line = stamp_line(result)
-    return text if line in text else f"{text.rstrip()}\n\n{line}\n"
+    return f"{_renderer(kind)(result).rstrip()}\n\n{stamp_line(result)}\n"
 
 
 def kind_of(name: str) -> str:

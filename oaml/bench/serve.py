@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from oaml.bench.stamp import source_tree, stamp, stamp_line
+from oaml.bench.report import render
+from oaml.bench.stamp import source_tree, stamp
 from oaml.io import atomic_write_json, atomic_write_text
 
 
@@ -313,7 +314,7 @@ def markdown(result: dict) -> str:
         f"| {k} | {v:.3f} |" if v is not None else f"| {k} | n/a |"
         for k, v in result["goals"].items()
     ]
-    return "\n".join([*lines, "", stamp_line(result)]) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def bench_serve(
@@ -373,5 +374,5 @@ def bench_serve(
 
         result["peer"] = {"name": "kserve", "version": KSERVE_VERSION}
     atomic_write_json(out_dir / "serve.json", result)
-    atomic_write_text(out_dir / "serve.md", markdown(result))
+    atomic_write_text(out_dir / "serve.md", render(result, "serve.json"))
     return result

@@ -54,7 +54,8 @@ def bench_serve(
     ] = None,
 ) -> None:
     """PyTorch eager vs the raw onnxruntime session vs the HTTP server (and a peer) under load."""
-    from oaml.bench.serve import ServeLoad, markdown
+    from oaml.bench.report import render
+    from oaml.bench.serve import ServeLoad
     from oaml.bench.serve import bench_serve as run_bench
 
     levels = tuple(int(v) for v in concurrency.split(",") if v.strip())
@@ -62,7 +63,7 @@ def bench_serve(
     result = run_bench(
         checkpoint, out, onnx, batch, levels, seconds, threads, peer, peer_venv, load
     )
-    typer.echo(markdown(result))
+    typer.echo(render(result, "serve.json"))
 
 
 @bench_app.command("quality")
@@ -216,9 +217,10 @@ def bench_import(
     """`oaml data import` images/s on sprites, clip art and 12 MP photos against a plain loop
     over the same files, and the hours a million images would take."""
     from oaml.bench.imports import bench_import as run_bench
-    from oaml.bench.imports import markdown
+    from oaml.bench.report import render
 
-    typer.echo(markdown(run_bench(out, photos, clipart, sprites, baseline_files, workers)))
+    result = run_bench(out, photos, clipart, sprites, baseline_files, workers)
+    typer.echo(render(result, "import.json"))
 
 
 @bench_app.command("report")

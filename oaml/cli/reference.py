@@ -27,7 +27,7 @@ def _default(param: Any) -> str:
     if getattr(param, "is_flag", False):
         return "on" if value else "off"
     if isinstance(value, list | tuple):
-        return ", ".join(map(str, value)) or ""
+        return ", ".join(map(str, value))
     return f"`{value}`"
 
 

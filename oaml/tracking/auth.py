@@ -77,14 +77,10 @@ def grant_promoter(tracking_uri: str, username: str, models: list[str]) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
 
-    from oaml.tracking.promotions import PROMOTIONS_EXPERIMENT
+    from oaml.tracking.promotions import experiment_id
 
     try:
-        client = mlflow.MlflowClient(tracking_uri)
-        found = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
-        experiment = (
-            found.experiment_id if found else client.create_experiment(PROMOTIONS_EXPERIMENT)
-        )
+        experiment = experiment_id(mlflow.MlflowClient(tracking_uri), create=True)
         auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
         auth.grant_user_permission(username, "experiment", experiment, "EDIT")
         for model in models:

@@ -39,19 +39,26 @@ class PromotionRecord:
     triton_sha256: str | None = None  # the Triton repository's tree digest, where it has one
 
 
-def downloaded_sha256(client, name: str, version: str) -> str:
-    """SHA-256 of the version's ONNX file as a server would download it, checked against the
-    tag registration wrote (a file rewritten after registration is refused)."""
+def stored_onnx_sha256(name: str, version: str) -> str:
+    """SHA-256 of the version's ONNX file as the registry stores it and a server downloads it
+    (MLflow re-serialises the model: the stored bytes, not the exported file's, are what
+    registration tags and promotion checks)."""
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="oaml-promote-") as folder:
+    with tempfile.TemporaryDirectory(prefix="oaml-onnx-") as folder:
         local = Path(
             mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=folder)
         )
         path = main_onnx(sorted(local.rglob("*.onnx")) if local.is_dir() else [local])
         if path is None:
-            raise RecordError(f"{name} version {version} holds no .onnx file")
-        actual = sha256_file(path)
+            raise RecordError(f"{name} version {version} was logged without an .onnx file")
+        return sha256_file(path)
+
+
+def downloaded_sha256(client, name: str, version: str) -> str:
+    """The stored ONNX file's SHA-256, checked against the tag registration wrote (a file
+    rewritten after registration is refused)."""
+    actual = stored_onnx_sha256(name, version)
     tagged = client.get_model_version(name, version).tags.get(ONNX_SHA256_TAG)
     if actual != tagged:
         raise RecordError(
@@ -75,7 +82,8 @@ def verified_digests(client, name: str, version: str) -> tuple[str, str | None]:
     return onnx, triton
 
 
-def _experiment_id(client, create: bool) -> str | None:
+def experiment_id(client, create: bool) -> str | None:
+    """The id of the promotion records' experiment (created if `create`), else None."""
     found = client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
     if found is not None:
         return found.experiment_id
@@ -84,7 +92,7 @@ def _experiment_id(client, create: bool) -> str | None:
 
 def last_record(client, name: str, alias: str) -> PromotionRecord | None:
     """The newest promotion of `name` to `alias`, or None if it was never promoted here."""
-    experiment = _experiment_id(client, create=False)
+    experiment = experiment_id(client, create=False)
     if experiment is None:
         return None
     runs = client.search_runs(
@@ -112,7 +120,7 @@ def write_record(client, record: PromotionRecord, details: dict[str, Any]) -> st
     from mlflow.exceptions import MlflowException
 
     try:
-        experiment = _experiment_id(client, create=True)
+        experiment = experiment_id(client, create=True)
         tags = {"oaml.model": record.name, "oaml.alias": record.alias}
         tags.update({f"oaml.{k}": str(v)[:5000] for k, v in details.items()})
         run = client.create_run(experiment, tags=tags, run_name=f"{record.name} v{record.version}")

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oaml.contract import INPUT_NAME, ONNX_SHA256_TAG, Meta, main_onnx
-from oaml.io import sha256_file
+from oaml.contract import INPUT_NAME, ONNX_SHA256_TAG, Meta
 from oaml.tracking import promotions
 from oaml.tracking.gate import (  # the gate's names are the registry's too
     METRIC_PREFIX,
@@ -166,20 +165,10 @@ def register_detector(
 
 
 def _stored_onnx_sha256(name: str, version: str) -> str:
-    """SHA-256 of the ONNX file as the registry stores it (MLflow re-serialises the model, so
-    the stored bytes, not the exported file's, are what a server will download and verify)."""
-    import tempfile
-
-    import mlflow
-
-    with tempfile.TemporaryDirectory(prefix="oaml-register-") as folder:
-        local = Path(
-            mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=folder)
-        )
-        path = main_onnx(sorted(local.rglob("*.onnx")))
-        if path is None:
-            raise PromotionError(f"{name} version {version} was logged without an .onnx file")
-        return sha256_file(path)
+    try:
+        return promotions.stored_onnx_sha256(name, version)
+    except promotions.RecordError as exc:
+        raise PromotionError(str(exc)) from None
 
 
 def _run_onnx(path: str | Path, images) -> dict[str, Any]:
@@ -286,13 +275,15 @@ def _champion_baseline(client, name: str, alias: str, champion, force: bool) -> 
     record = promotions.last_record(client, name, alias)
     if record is None:
         return version_metrics(champion)
-    if record.version != str(champion.version) and not force:
+    if record.version == str(champion.version):
+        return record.metrics
+    if not force:
         raise PromotionError(
             f"{name}@{alias} points at version {champion.version}, but the last promotion "
             f"recorded version {record.version}: the alias was moved outside `oaml registry "
             "promote`; check who moved it, then promote with --force --reason"
         )
-    return record.metrics if record.version == str(champion.version) else version_metrics(champion)
+    return version_metrics(champion)  # forced past a moved alias: its own tags
 
 
 def copy_version(
