@@ -43,8 +43,11 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def session_options(threads: int | None = None):
-    """Sequential execution, all graph optimisations, intra-op threads = usable cores."""
+def session_options(threads: int | None = None, spinning: bool = True):
+    """Sequential execution, all graph optimisations, intra-op threads = usable cores.
+
+    `spinning=False`: idle intra-op threads sleep instead of spinning, which a process whose
+    other threads (a server's event loop) need the same cores wants."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -52,6 +55,8 @@ def session_options(threads: int | None = None):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -93,6 +98,7 @@ class Detector:
         threshold: float | None = None,
         threads: int | None = None,
         device: str = "cpu",
+        spinning: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -101,7 +107,7 @@ class Detector:
             raise DetectorError(f"model file {self.path} does not exist")
         try:
             self.session = ort.InferenceSession(
-                str(self.path), session_options(threads), providers=pick_providers(device)
+                str(self.path), session_options(threads, spinning), providers=pick_providers(device)
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise DetectorError(f"{self.path} cannot be loaded by onnxruntime: {exc}") from None

@@ -36,7 +36,10 @@ def serve(
     import uvicorn
 
     source = resolve_model(model, sha256=model_sha256)
-    detector = Detector(source.path, threshold=threshold, threads=threads, device=device)
+    # The event loop parses requests on the cores onnxruntime uses: its idle threads sleep.
+    detector = Detector(
+        source.path, threshold=threshold, threads=threads, device=device, spinning=False
+    )
     settings = replace(
         settings or ServeSettings(),
         name=name or source.name,
