@@ -144,7 +144,7 @@ COMMA := ,
 BUILD_FLAGS = $(if $(findstring podman,$(DOCKER)),--network=host --format docker) \
 	$(if $(PIP_CA_BUNDLE),--secret id=pip-ca$(COMMA)src="$(PIP_CA_BUNDLE)")
 
-.PHONY: images train-image serve-image base-images push-images
+.PHONY: images train-image serve-image base-images push-images push-serve-image
 
 images: train-image serve-image
 
@@ -176,9 +176,27 @@ base-images: container-deps
 		rm -f $(BASE_TAR); \
 	fi
 
+# Push both images, then pin k8s/release-images (the production targets' images) to the digests
+# the registry answered, so production runs exactly what was pushed. PUSH_FLAGS: the engine's own
+# (podman: --tls-verify=false for a plain-HTTP registry); RELEASE_IMAGES: the Component to pin.
+# push-serve-image pushes and pins the serving image alone.
+PUSH_FLAGS ?=
+RELEASE_IMAGES ?= k8s/release-images
+DIGESTS = runs/images
+# $(call push_and_pin,IMAGE): podman writes the digest it pushed to a file; docker prints it.
+push_and_pin = mkdir -p $(DIGESTS) && rm -f $(DIGESTS)/pushed && \
+	$(if $(findstring podman,$(DOCKER)), \
+		$(CONTAINER_ENV) $(DOCKER) push $(PUSH_FLAGS) --digestfile $(DIGESTS)/pushed $(1), \
+		$(DOCKER) push $(PUSH_FLAGS) $(1) > $(DIGESTS)/push.log && cat $(DIGESTS)/push.log && \
+		sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p' $(DIGESTS)/push.log > $(DIGESTS)/pushed) && \
+	$(VENV)/bin/python k8s/pin_images.py --component $(RELEASE_IMAGES) "$(1)@$$(cat $(DIGESTS)/pushed)"
+
 push-images: images
-	$(DOCKER) push $(TRAIN_IMAGE)
-	$(DOCKER) push $(SERVE_TAG)
+	$(call push_and_pin,$(TRAIN_IMAGE))
+	$(call push_and_pin,$(SERVE_TAG))
+
+push-serve-image: serve-image
+	$(call push_and_pin,$(SERVE_TAG))
 
 # Headless Chromium for the test that renders the evaluation report (Debian's package, where
 # missing; skipped where apt-get does not exist).
@@ -188,7 +206,8 @@ browser-deps:
 			-y -qq --no-install-recommends chromium; fi
 
 # The container tests' engine where none is installed: Debian's podman with runc (crun fails on
-# hybrid cgroups), and mmdebstrap for `make base-images`. Only what is missing is installed, and
+# hybrid cgroups), mmdebstrap for `make base-images`, and docker-registry (a registry on loopback
+# that `make test-images` pushes to). Only what is missing is installed, and
 # no podman/runc where a Docker daemon already answers (Docker CE's containerd conflicts with
 # Debian's runc). Skipped where apt-get does not exist.
 container-deps:
@@ -196,6 +215,7 @@ container-deps:
 	if ! command -v podman >/dev/null && ! docker info >/dev/null 2>&1; then \
 		missing="podman runc uidmap"; fi; \
 	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null; then \
 			$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \

@@ -118,9 +118,9 @@ def _images_from(
         raise OipError(
             f"{WHERE}: pixel values must lie in 0..255, got {array.min()}..{array.max()}"
         )
-    if datatype == "FP32" or array.dtype != np.uint8:
-        array = np.rint(array).astype(np.uint8)
-    return array.reshape(shape)
+    if array.dtype.kind == "f":  # whole numbers from JSON (checked above) or FP32 pixels
+        array = np.rint(array)
+    return array.astype(np.uint8, copy=False).reshape(shape)
 
 
 def _numbers(data: Any) -> np.ndarray:

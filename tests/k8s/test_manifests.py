@@ -41,6 +41,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def repository(image: str) -> str:
+    """An image reference without its tag or digest."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}"
+
+
 def project_version() -> str:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
@@ -162,7 +169,7 @@ def test_builtin_kinds_validate_against_the_api_schema(target, version):
 def test_detector_runs_the_serving_image_on_a_gpu_node(target):
     pod = detector_pod(target)
     container = only_container(pod)
-    assert container["image"].startswith(SERVE_IMAGE + ":")
+    assert repository(container["image"]) == SERVE_IMAGE
     args = container["args"]
     assert arg_value(args, "--model") == "$(MODEL_URI)"
     assert arg_value(args, "--name") == "oaml-detector"
@@ -319,16 +326,41 @@ def test_prod_overlay_is_redundant_and_guaranteed():
             assert resources["requests"][resource] == resources["limits"][resource], name
 
 
-@pytest.mark.parametrize("target", ["base", "overlays/prod", "kserve"])
-def test_release_image_tags_are_the_project_version(target):
+def test_base_image_tags_are_the_project_version():
     """The same tag `make images` builds by default and the pipeline uses by default."""
-    version = project_version()
+    images = re.findall(r"image: (\S+)", rendered_text("base"))
+    assert images
+    for image in images:
+        assert repository(image) in (TRAIN_IMAGE, SERVE_IMAGE)
+        assert image.rsplit(":", 1)[1] == project_version(), image
+
+
+PINNED = ("overlays/prod", "kserve", TRITON)
+
+
+def release_pins() -> dict[str, dict]:
+    """k8s/release-images' entries by image name: what `make push-images` pinned."""
+    component = yaml.safe_load((K8S / "release-images" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    return {entry["name"]: entry for entry in component["images"]}
+
+
+@pytest.mark.parametrize("target", PINNED)
+def test_release_targets_run_images_by_digest_only(target):
+    """A re-pushed tag changes nothing in production: every container (init containers too)
+    names the pinned digest of one of the project's images, and no tag."""
+    pins = release_pins()
+    assert set(pins) == {TRAIN_IMAGE, SERVE_IMAGE}
+    for entry in pins.values():
+        # A registry's sha256, or the placeholder that keeps pods from starting until a push.
+        assert re.fullmatch(r"sha256:([0-9a-f]{64}|unpinned-run-make-push-images)", entry["digest"])
     images = re.findall(r"image: (\S+)", rendered_text(target))
     assert images
     for image in images:
-        repository, tag = image.rsplit(":", 1)
-        assert repository in (TRAIN_IMAGE, SERVE_IMAGE)
-        assert tag == version, image
+        name, at, digest = image.partition("@")
+        pin = pins[repository(image)]
+        assert at and ":" not in name.rsplit("/", 1)[1], f"{image} is not pinned by digest"
+        assert (name, digest) == (pin.get("newName", pin["name"]), pin["digest"])
 
 
 # ---- MLflow -----------------------------------------------------------------------------------
@@ -338,7 +370,7 @@ def test_release_image_tags_are_the_project_version(target):
 def test_mlflow_server_command(target):
     deployment = get(target, "Deployment", "mlflow")
     container = only_container(deployment["spec"]["template"]["spec"])
-    assert container["image"].startswith(TRAIN_IMAGE + ":")
+    assert repository(container["image"]) == TRAIN_IMAGE
     env = env_of(container)
     command = [expand(word, env) for word in container["command"] + container["args"]]
     assert command[:2] == ["mlflow", "server"]
@@ -407,7 +439,7 @@ def test_the_auth_template_reads_every_user_and_refuses_writes_by_default():
 def test_the_users_job_takes_every_credential_from_secrets(target):
     job = get(target, "Job", "mlflow-users")
     container = only_container(job["spec"]["template"]["spec"])
-    assert container["image"].startswith(TRAIN_IMAGE + ":")
+    assert repository(container["image"]) == TRAIN_IMAGE
     assert container["command"] == ["oaml", "registry", "ensure-users"]
     env, args = env_of(container), container["args"]
     prefixes = [v for flag, v in pairwise(args) if flag in ("--from-env", "--promoter")]
@@ -504,7 +536,8 @@ def test_secret_templates_hold_placeholders_only():
 
 def test_secret_templates_are_not_part_of_any_kustomization():
     kustomizations = sorted(K8S.rglob("kustomization.yaml"))
-    assert len(kustomizations) == len(ALL_TARGETS)
+    # Every target, the Triton predictor's inner step, and the release-images component.
+    assert len(kustomizations) == len(ALL_TARGETS) + 2
     for path in kustomizations:
         spec = yaml.safe_load(path.read_text())
         files = [*spec.get("resources", []), *spec.get("components", [])]
@@ -734,7 +767,7 @@ def test_kserve_inference_service():
 
     base_pod = detector_pod("base")
     base = only_container(base_pod)
-    assert container["image"] == base["image"]
+    assert repository(container["image"]) == repository(base["image"])
     assert container["args"] == base["args"]
     assert env_of(container) == env_of(base)
     assert container["resources"] == base["resources"]
@@ -765,7 +798,7 @@ def test_triton_inference_service_serves_the_registered_repository():
     assert model["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert predictor["nodeSelector"] == detector_pod("base")["nodeSelector"]
     (fetch,) = predictor["initContainers"]
-    assert fetch["image"].startswith(SERVE_IMAGE + ":")
+    assert repository(fetch["image"]) == SERVE_IMAGE
     assert fetch["command"] == ["oaml", "registry", "fetch-triton"]
     assert fetch["args"][0] == "$(MODEL_URI)"
     assert arg_value(fetch["args"], "--sha256") == "$(TRITON_SHA256)"
@@ -784,9 +817,9 @@ def test_triton_inference_service_serves_the_registered_repository():
     }
     assert secrets_read == {"oaml-mlflow-detector"}  # no S3 key anywhere in the pod
     mounts = {m["name"]: m for m in fetch["volumeMounts"]}
-    repository = mounts["model-repository"]["mountPath"]
+    folder = mounts["model-repository"]["mountPath"]
     (served,) = [m for m in model["volumeMounts"] if m["name"] == "model-repository"]
-    assert arg_value(fetch["args"], "--out") == repository == served["mountPath"] == "/mnt/models"
+    assert arg_value(fetch["args"], "--out") == folder == served["mountPath"] == "/mnt/models"
     assert served["readOnly"] is True
     assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
     for kind in ("Deployment", "Service", "HorizontalPodAutoscaler"):
