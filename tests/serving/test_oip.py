@@ -200,7 +200,12 @@ def test_response_json_and_binary_outputs_round_trip():
         ({"datatype": "FP32", "data": ["1", "2", "3", "4"]}, "numbers only"),
         ({"data": [True, False, True, False]}, "numbers only"),
         ({"data": [1, None, 2, 3]}, "numbers only"),
-        ({"data": [10**30, 1, 2, 3]}, "0..255"),
+        ({"data": [2**40, 1, 2, 3]}, "0..255"),
+        ({"data": [10**30, 1, 2, 3]}, "cannot be represented using 64 bits"),
+        ({"data": [-1.5e300, 1, 2, 3]}, "whole numbers|0..255"),
+        ({"data": [[1, 2], [3, "4"]]}, "numbers only"),
+        ({"data": "1234"}, "numbers only"),
+        ({"data": {"a": 1}}, "numbers only"),
     ],
 )
 def test_values_numpy_would_coerce_are_refused(change, words):
