@@ -78,10 +78,10 @@ test: setup container-deps browser-deps
 # The training image (built, inspected, the MLflow server started from it) and the whole pipeline
 # with every component in that image (kfp.local's DockerRunner on podman's Docker API).
 # Unit tests only (no real benchmark, services, pipeline runs or images): quick answers.
-# The documentation site (mkdocs-material) into site/, its CLI reference regenerated from the
-# code first; `make test` checks both (tests/test_docs.py).
+# The documentation site (mkdocs-material) into site/, its reference pages (CLI, presets, pipeline
+# parameters, ONNX metadata, server metrics) regenerated from the code first; `make test` checks both (tests/test_docs.py).
 docs: setup
-	$(PY) -m oaml.cli.reference > docs/reference/cli.md
+	$(PY) -m oaml.cli.reference docs/reference
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 test-fast: setup

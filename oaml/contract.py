@@ -61,6 +61,30 @@ class Meta:
     SCORE_SETTINGS = "ood_score_settings"  # JSON: knn's k and bank size
 
 
+# What each metadata key holds (docs/reference/onnx-metadata.md is generated from this).
+META_DOCS: dict[str, str] = {
+    Meta.FORMAT: f"`{FORMAT}`: readers refuse a file without it (not an oaml detector)",
+    Meta.VERSION: "the oaml version that exported the file",
+    Meta.ARCH: "the student's architecture (`student.model.arch` of its preset)",
+    Meta.CLASS_NAMES: "JSON list: the class of each logit, in order (an answer's `class_name`)",
+    Meta.INPUT_SIZE: "the side length images are resized to before the graph",
+    Meta.CHANNELS: "1 (grey) or 3 (RGB): what images are converted to",
+    Meta.INPUT_LAYOUT: f"`{INPUT_LAYOUT}`: raw pixels; normalisation happens inside the graph",
+    Meta.MEAN: "JSON list: the per-channel mean the graph subtracts (0..1 units)",
+    Meta.STD: "JSON list: the per-channel standard deviation the graph divides by",
+    Meta.INTERPOLATION: f"the resize filter training used, one of {', '.join(INTERPOLATIONS)}",
+    Meta.TEMPERATURE: "T of the energy output E = -T logsumexp(logits / T)",
+    Meta.LINEAGE: "JSON object: the training lineage (benchmark, method, data, weights) and the "
+    "checkpoint's SHA-256",
+    Meta.THRESHOLD: "the calibrated energy threshold (energy above it = OOD)",
+    Meta.CALIBRATION: "JSON object: how it was calibrated (score, temperature, ID TPR, split, "
+    "images)",
+    Meta.VARIANT: "set on derived files only, e.g. `int8` for `oaml export --int8`",
+    Meta.SCORE: f"the score the detector decides on, one of {', '.join(SERVABLE_SCORES)}",
+    Meta.SCORE_THRESHOLD: "for a score other than ebo: its threshold (confidence below it = OOD)",
+    Meta.SCORE_SETTINGS: "JSON object: a feature score's fitted settings (knn's k, bank size)",
+}
+
 # The registry tag with the SHA-256 of a version's ONNX file: written at registration, checked
 # when the server loads that version, so what is served is byte for byte what was registered.
 ONNX_SHA256_TAG = "onnx_sha256"

@@ -125,7 +125,7 @@ def pipeline_params() -> None:
     from pipelines.oaml_pipeline import oaml_pipeline
 
     for name, spec in (oaml_pipeline.component_spec.inputs or {}).items():
-        typer.echo(f"{name:18s} {spec.default!r}")
+        typer.echo(f"{name:18s} {spec.default!r:45s} {' '.join((spec.description or '').split())}")
 
 
 @pipeline_app.command("submit")

@@ -103,17 +103,33 @@ def build_pipeline(fixed_image: str | None = None, trainjob_launchers: bool = Fa
         import_from: str = "",
         import_options: str = "{}",
     ):
-        """`overrides` is a JSON list of preset overrides ("a.b=value"); the benchmark override is
-        added from `benchmark`. `work_dir` is for local runs (resumable stage folders).
-        `sd_checkpoint`: a Stable Diffusion folder (e.g. on the data volume) that generates the
-        outliers instead of forward diffusion. `num_nodes` > 1: the teacher, start and student
-        stages each run as a Kubeflow TrainJob of num_nodes x gpus_per_node processes (the
-        step only launches and waits); one node with `gpus_per_node` > 1 trains data-parallel
-        inside the step (give the step that many GPUs: k8s/README.md). `import_from`: a folder
-        of class subfolders on the data volume, or s3://BUCKET/PREFIX, imported as `benchmark`
-        by the data step (`oaml data import`), with `import_options`, a JSON object of its
-        options (holdout_classes, group_by, ood, size, ...). The data step is cached on a
-        fingerprint of the source's listing, taken each run: new or changed images re-import."""
+        """The whole OAML run on a cluster (or locally through kfp.local), tracked in MLflow.
+
+        Args:
+            preset: A shipped preset (`oaml presets`) or the path of a preset YAML file.
+            benchmark: The benchmark to train on: a built-in one or a name `oaml data import`
+                wrote under data_root; added to the overrides as benchmark=NAME.
+            overrides: JSON list of preset overrides, each "a.b=value" (`--set` of the CLI).
+            method: The student's training method (`oaml methods`).
+            data_root: Where the benchmarks live: the data volume's mount in each step.
+            tracking_uri: The MLflow tracking server every step logs to.
+            registered_model: The MLflow registered model each run adds a version to.
+            image: The training image every step runs (pin it by digest for releases).
+            device: auto, cpu or cuda: where training and evaluation run.
+            work_dir: For local runs: a folder of resumable stage outputs ("" = none).
+            sd_checkpoint: A Stable Diffusion folder (e.g. on the data volume) that generates
+                the outliers instead of forward diffusion ("" = none).
+            num_nodes: Above 1, the teacher, start and student stages each run as a Kubeflow
+                TrainJob of num_nodes x gpus_per_node processes; the step launches and waits.
+            gpus_per_node: GPUs per training process group; on one node above 1, the step
+                trains data-parallel itself (give it that many GPUs: k8s/README.md).
+            import_from: A folder of class subfolders on the data volume, or
+                s3://BUCKET/PREFIX, imported as `benchmark` by the data step ("" = none). The
+                step is cached on a fingerprint of the source's listing, taken each run: new
+                or changed images re-import.
+            import_options: JSON object of `oaml data import`'s options (holdout_classes,
+                group_by, ood, size, ...).
+        """
         image = fixed_image or image
         settings = merged_overrides(
             benchmark=benchmark, overrides=overrides, sd_checkpoint=sd_checkpoint

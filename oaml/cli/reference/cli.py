@@ -1,9 +1,5 @@
-"""The CLI reference page of the documentation, generated from the typer app itself (every
-command, its help, arguments and options with their defaults), so it cannot drift from the code.
-
-`python -m oaml.cli.reference > docs/reference/cli.md` (what `make docs` runs); the test suite
-fails when the committed page differs from what this writes.
-"""
+"""The CLI reference page: every command of the typer app, its help, arguments and options
+with their defaults."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import typer
 
 HEADER = (
     "# Command reference\n\n"
-    "Generated from the `oaml` command itself by `make docs` (`python -m oaml.cli.reference`); "
+    "Generated from the `oaml` command itself by `make docs`; "
     "`oaml COMMAND --help` prints the same.\n"
 )
 
@@ -75,7 +71,3 @@ def cli_reference(app: typer.Typer | None = None) -> str:
     if app is None:
         from oaml.cli import app
     return "\n".join([HEADER, *_walk("oaml", typer.main.get_command(app))])
-
-
-if __name__ == "__main__":
-    print(cli_reference(), end="")
