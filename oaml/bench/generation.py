@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from oaml.io import atomic_write_json, atomic_write_text
+from oaml.bench.report import write_results
 from oaml.synthesis import stable_diffusion as sd
 
 
@@ -76,8 +76,11 @@ def bench_generation(
         "images_per_second": rows,
         "fp16_speedup": rows["fp16"] / rows["fp32"] if "fp16" in rows else None,
     }
-    atomic_write_json(out / "sd.json", report)
+    return write_results(out, "sd.json", report)
+
+
+def markdown(report: dict) -> str:
+    """Images per second at each precision."""
     lines = ["| precision | images/s |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in rows.items()]
-    atomic_write_text(out / "sd.md", "\n".join(lines) + "\n")
-    return report
+    lines += [f"| {k} | {v:.3f} |" for k, v in report["images_per_second"].items()]
+    return "\n".join(lines) + "\n"

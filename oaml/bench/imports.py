@@ -16,13 +16,11 @@ import numpy as np
 from PIL import Image
 
 from oaml import imaging
-from oaml.bench.report import render
-from oaml.bench.stamp import stamp
+from oaml.bench.report import write_results
 from oaml.data import ood_sources
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.import_sources import list_source
 from oaml.data.importer import ImportConfig, run_import
-from oaml.io import atomic_write_json, atomic_write_text
 
 SPRITES = Path("/usr/share/games/wesnoth/1.16/data/core/images/units")
 PHOTO_SIZE = (4032, 3024)  # a 12-megapixel phone photo
@@ -124,10 +122,7 @@ def bench_import(
         row.update(ratio=round(rate / loop, 2), hours_per_million=round(1e6 / rate / 3600, 2))
         rows.append({**row, "workers": workers or os.cpu_count()})
         shutil.rmtree(out / "loop" / name, ignore_errors=True)
-    result = {"sets": rows, **stamp(argv)}
-    atomic_write_json(out / "import.json", result)
-    atomic_write_text(out / "import.md", render(result, "import.json"))
-    return result
+    return write_results(out, "import.json", {"sets": rows}, argv)
 
 
 def markdown(result: dict[str, Any]) -> str:

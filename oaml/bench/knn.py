@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oaml.io import atomic_write_json, atomic_write_text
+from oaml.bench.report import write_results
 from oaml.synthesis.knn import KnnConfig, sample_outliers
 
 
@@ -53,13 +53,15 @@ def bench_knn(
         "identical_outliers": same,
         "matching_outlier_fraction": float(rows_equal.mean()),
     }
-    out = Path(out)
-    atomic_write_json(out / "knn.json", report)
-    atomic_write_text(
-        out / "knn.md",
+    return write_results(Path(out), "knn.json", report)
+
+
+def markdown(report: dict) -> str:
+    """The search times and how far faiss's outliers match the exact search's."""
+    return (
         "| search | seconds |\n|---|---|\n"
-        + "".join(f"| {k} | {v:.2f} |\n" for k, v in timings.items())
-        + f"\nfaiss speed-up: {report['speedup_faiss_over_numpy']:.2f}x; "
-        f"identical outliers: {same} ({100 * rows_equal.mean():.1f}% of rows equal)\n",
+        + "".join(f"| {k} | {v:.2f} |\n" for k, v in report["seconds"].items())
+        + f"\nfaiss speed-up: {report['speedup_faiss_over_numpy']:.2f}x; identical outliers: "
+        f"{report['identical_outliers']} ({100 * report['matching_outlier_fraction']:.1f}% of "
+        "rows equal)\n"
     )
-    return report

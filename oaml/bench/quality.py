@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from oaml import __version__
+from oaml.bench.report import write_results
 from oaml.config import Preset, load_preset, to_dict, with_train
-from oaml.io import atomic_write_json, atomic_write_text, sha256_file
+from oaml.io import atomic_write_json, sha256_file
 from oaml.recipe import (
     evaluate_student_scores,
     finetuned,
@@ -127,8 +128,7 @@ def run_quality(plan: QualityPlan, out: str | Path, data_root=None, device="auto
     if plan.scores:
         results["scores"] = list(plan.scores)
         results["score_summary"] = summarize_scores(runs, plan.scores)
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", markdown(results))
+    results = write_results(out, "results.json", results)
     plot(results, out / "results.png")
     return results
 

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from oaml.bench.stamp import stamp_line
+from oaml.bench.stamp import stamp, stamp_line
+from oaml.io import atomic_write_json, atomic_write_text
 
 # The results file each benchmark writes -> the module whose markdown() renders it.
 RENDERERS = {
@@ -20,6 +21,9 @@ RENDERERS = {
     "serve.json": "oaml.bench.serve",
     "scores.json": "oaml.bench.score_cost",
     "results.json": "oaml.bench.quality",
+    "train.json": "oaml.bench.train",
+    "knn.json": "oaml.bench.knn",
+    "sd.json": "oaml.bench.generation",
 }
 STAMP_KEYS = ("command", "commit", "date", "machine")
 
@@ -46,6 +50,17 @@ def render(result: dict[str, Any], kind: str) -> str:
             "stamped; run the benchmark again with this oaml"
         )
     return f"{_renderer(kind)(result).rstrip()}\n\n{stamp_line(result)}\n"
+
+
+def write_results(
+    out: Path, kind: str, result: dict[str, Any], argv: list[str] | None = None
+) -> dict[str, Any]:
+    """Every benchmark's last step: `result` stamped (command, commit, date, machine) into
+    out/KIND and its Markdown beside it (out/KIND with .md), as `oaml bench report` renders it."""
+    stamped = {**result, **stamp(argv)}
+    atomic_write_json(out / kind, stamped)
+    atomic_write_text(out / kind.replace(".json", ".md"), render(stamped, kind))
+    return stamped
 
 
 def kind_of(name: str) -> str:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from oaml.bench.report import write_results
 from oaml.bench.serve import time_calls
 from oaml.contract import SERVABLE_SCORES
-from oaml.io import atomic_write_json, atomic_write_text
 
 
 def bench_scores(
@@ -61,9 +61,7 @@ def bench_scores(
             "settings": detectors[name].info.metadata.get("ood_score_settings"),
         })  # fmt: skip
     result = {"checkpoint": str(checkpoint), "batch": batch, "rounds": rounds, "rows": rows}
-    atomic_write_json(out / "scores.json", result)
-    atomic_write_text(out / "scores.md", markdown(result))
-    return result
+    return write_results(out, "scores.json", result)
 
 
 def markdown(result: dict[str, Any]) -> str:

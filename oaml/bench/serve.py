@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from oaml.bench.report import render
-from oaml.bench.stamp import source_tree, stamp
-from oaml.io import atomic_write_json, atomic_write_text
+from oaml.bench.report import write_results
+from oaml.bench.stamp import source_tree
 
 
 def time_calls(call: Callable[[], Any], batch: int, seconds: float, warmup: float = 1.0) -> dict:
@@ -365,7 +364,6 @@ def bench_serve(
         "threads": f"{os.cpu_count()} CPUs visible, {threads or default_threads()} threads used",
         "seconds_per_row": seconds,
         "load": asdict(load),
-        **stamp(),
         "rows": rows,
         "goals": _goals(rows, batch),
     }
@@ -373,6 +371,4 @@ def bench_serve(
         from oaml.bench.peers import KSERVE_VERSION
 
         result["peer"] = {"name": "kserve", "version": KSERVE_VERSION}
-    atomic_write_json(out_dir / "serve.json", result)
-    atomic_write_text(out_dir / "serve.md", render(result, "serve.json"))
-    return result
+    return write_results(out_dir, "serve.json", result)

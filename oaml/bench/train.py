@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from oaml.bench.report import write_results
 from oaml.config import Preset, StageConfig, load_preset, stage_of
 from oaml.data.benchmarks import get_benchmark
 from oaml.data.datasets import OutlierImages, WithRows, image_set_dataset, model_spec_for
 from oaml.device import autocast_dtype, pick_device
-from oaml.io import atomic_write_json, atomic_write_text
 from oaml.models.factory import build_model
 from oaml.training.batches import device_batch, endless_outliers
 from oaml.training.methods import create_method
@@ -153,7 +153,7 @@ def bench_train(
                 print(f"round {round_index + 1} {plan.name} {name}: {rate:.0f} images/s")
     result = {
         "preset": preset.name,
-        "machine": _machine(torch_device),
+        "setup": _setup(torch_device),  # the stamp's "machine" names the computer
         "steps": steps,
         "rounds": rounds,
         "variants": VARIANTS,
@@ -168,13 +168,12 @@ def bench_train(
         },
     }
     out = Path(out)
-    atomic_write_json(out / "train.json", result)
-    atomic_write_text(out / "train.md", _table(result))
-    print(_table(result))
+    result = write_results(out, "train.json", result)
+    print(markdown(result))
     return result
 
 
-def _machine(device: torch.device) -> dict[str, Any]:
+def _setup(device: torch.device) -> dict[str, Any]:
     dtype = autocast_dtype(device)
     return {
         "device": str(device),
@@ -185,12 +184,12 @@ def _machine(device: torch.device) -> dict[str, Any]:
     }
 
 
-def _table(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any]) -> str:
     rows = "".join(
         f"| {name} | {s['before']:.0f} | {s['after']:.0f} | {s['ratio']:.2f}x |\n"
         for name, s in result["stages"].items()
     )
-    machine = result["machine"]
+    machine = result["setup"]
     return (
         "| stage | before (images/s) | after (images/s) | after / before |\n|---|---|---|---|\n"
         + rows

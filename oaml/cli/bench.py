@@ -100,7 +100,8 @@ def bench_quality(
     ] = None,
 ) -> None:
     """Each method under the same budget, over seeds: ID accuracy, near/far AUROC and FPR95."""
-    from oaml.bench.quality import QualityPlan, markdown, run_quality
+    from oaml.bench.quality import QualityPlan, run_quality
+    from oaml.bench.report import render
     from oaml.evaluation.postprocessors import POSTPROCESSORS
     from oaml.synthesis.backends import check_backend
 
@@ -116,7 +117,7 @@ def bench_quality(
     plan = QualityPlan(
         preset, benchmark, chosen, seeds, tuple(set_ or []), chosen_scores, chosen_sources
     )
-    typer.echo(markdown(run_quality(plan, out, data_root, device)))
+    typer.echo(render(run_quality(plan, out, data_root, device), "results.json"))
 
 
 @bench_app.command("scores")
@@ -139,14 +140,14 @@ def bench_scores(
     ] = None,
 ) -> None:
     """What each servable score costs the exported detector: images/s against ebo, file size."""
+    from oaml.bench.report import render
     from oaml.bench.score_cost import bench_scores as run_bench
-    from oaml.bench.score_cost import markdown
 
     chosen = tuple(s.strip() for s in scores.split(",") if s.strip())
     result = run_bench(
         checkpoint, out, data_root, chosen, batch, seconds, rounds, knn_k, fit_images
     )
-    typer.echo(markdown(result))
+    typer.echo(render(result, "scores.json"))
 
 
 @bench_app.command("train")

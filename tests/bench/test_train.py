@@ -21,6 +21,7 @@ def test_bench_train_reports_each_stage_before_and_after(tmp_path, data_root):
         assert stage["before"] > 0 and stage["after"] > 0
         assert stage["ratio"] == pytest.approx(stage["after"] / stage["before"])
         assert len(stage["samples"]["before"]) == len(stage["samples"]["after"]) == 1
-    assert report["machine"]["device"] == "cpu" and report["steps"] == 1
+    assert report["setup"]["device"] == "cpu" and report["steps"] == 1
+    assert report["command"].startswith("oaml bench train") and report["machine"]  # stamped
     table = (tmp_path / "train.md").read_text()
     assert table.count("x |") == 3 and "after / before" in table
