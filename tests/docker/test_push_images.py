@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from tests.docker import engine as eng
 from tests.k8s.test_pin_images import rendered_images
 from tests.serving.conftest import free_port
+from tests.tracking.services import stop, wait_answering
 
 pytestmark = [pytest.mark.slow, pytest.mark.images]
 REGISTRY_BINARY = shutil.which("docker-registry")
@@ -34,23 +34,14 @@ def registry(tmp_path_factory) -> Iterator[str]:
         f"storage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
-    log = (folder / "registry.log").open("w")
-    server = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=log)
+    log = folder / "registry.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=out, stderr=out)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"docker-registry did not start: {log.name}")
-            time.sleep(0.2)
+        wait_answering(f"http://127.0.0.1:{port}/v2/", server, log, timeout=30)
         yield f"127.0.0.1:{port}"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
 
 
 def test_push_pins_production_to_the_digest_the_registry_answered(registry, tmp_path):

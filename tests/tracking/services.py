@@ -69,7 +69,8 @@ def fresh_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float, ok=(200,)) -> None:
+def wait_answering(url: str, proc: subprocess.Popen, log: Path, timeout: float, ok=(200,)) -> None:
+    """Until `url` answers one of `ok`; fails with the log's tail when `proc` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -83,7 +84,8 @@ def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float, ok=(200,)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate, then kill after 20 s."""
     proc.terminate()
     try:
         proc.wait(timeout=20)
@@ -139,12 +141,12 @@ def seaweed_s3(folder: Path, bucket: str = "oaml") -> Iterator[S3]:
     try:
         endpoint = f"http://127.0.0.1:{s3}"
         # Unauthenticated requests get 403 once S3 is up.
-        _wait(endpoint, proc, log, timeout=60, ok=(200, 403))
+        wait_answering(endpoint, proc, log, timeout=60, ok=(200, 403))
         store = S3(endpoint, bucket)
         _wait_bucket(store, proc, log)
         yield store
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _wait_bucket(store: S3, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
@@ -197,10 +199,10 @@ def mlflow_server(
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait(f"{url}/health", proc, log, timeout=120)
+        wait_answering(f"{url}/health", proc, log, timeout=120)
         yield url
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def stage_runs(tracking_uri: str, parent_run_id: str) -> tuple:
