@@ -452,6 +452,18 @@ def make_dry_run(*variables: str) -> list[str]:
     return [re.sub(r"^(\w+=\S+\s+)+", "", line) for line in commands]
 
 
+def pushed(lines: list[str]) -> list[str]:
+    """The images `make push-images` pushes, each of which it then pins by the pushed digest."""
+    images = []
+    for line in lines:
+        found = re.search(r"docker push +(?:-\S+ +)*(\S+)", line)
+        if found:
+            image = found.group(1)
+            assert f'pin_images.py --component k8s/release-images "{image}@' in line, line
+            images.append(image)
+    return sorted(images)
+
+
 def test_makefile_tags_images_with_the_project_version():
     version = pyproject()["project"]["version"]
     lines = make_dry_run()
@@ -464,14 +476,15 @@ def test_makefile_tags_images_with_the_project_version():
     for words in builds:
         assert words[-1] == ".", "the build context is the repository root"
         assert f"VERSION={version}" in words
-    pushes = [line.split()[-1] for line in lines if line.startswith("docker push")]
-    assert sorted(pushes) == sorted(tags.values())
+    assert pushed(lines) == sorted(tags.values())
 
 
 def test_makefile_registry_and_tag_can_be_overridden():
     lines = make_dry_run("IMAGE_REGISTRY=registry.example.com/ml", "IMAGE_TAG=dev")
-    pushes = sorted(line.split()[-1] for line in lines if line.startswith("docker push"))
-    assert pushes == ["registry.example.com/ml/oaml-serve:dev", "registry.example.com/ml/oaml:dev"]
+    assert pushed(lines) == [
+        "registry.example.com/ml/oaml-serve:dev",
+        "registry.example.com/ml/oaml:dev",
+    ]
 
 
 def test_cpu_serving_flavor_is_built_and_pushed_under_its_own_tag():
@@ -480,8 +493,7 @@ def test_cpu_serving_flavor_is_built_and_pushed_under_its_own_tag():
     serve = [w for w in builds if w[w.index("-f") + 1] == "docker/Dockerfile.serve"]
     assert serve and serve[0][serve[0].index("-t") + 1] == "ghcr.io/oaml/oaml-serve:dev-cpu"
     assert "FLAVOR=cpu" in serve[0]
-    pushes = sorted(line.split()[-1] for line in lines if line.startswith("docker push"))
-    assert pushes == ["ghcr.io/oaml/oaml-serve:dev-cpu", "ghcr.io/oaml/oaml:dev"]
+    assert pushed(lines) == ["ghcr.io/oaml/oaml-serve:dev-cpu", "ghcr.io/oaml/oaml:dev"]
 
 
 def test_components_default_image_is_what_make_builds():
