@@ -82,7 +82,7 @@ test: setup container-deps browser-deps
 # parameters, ONNX metadata, server metrics) regenerated from the code first; `make test` checks both (tests/test_docs.py).
 docs: setup
 	$(PY) -m oaml.cli.reference docs/reference
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+	$(VENV)/bin/mkdocs build --strict
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow and not gpu and not images"
