@@ -52,18 +52,17 @@ def _json(raw: bytes | memoryview) -> dict[str, Any]:
     view of it, which `_numbers` copies into numpy in one pass (no Python object per number)."""
     try:
         document = simdjson.Parser().parse(raw)
-        if not isinstance(document, simdjson.Object):
-            raise OipError("request body must be a JSON object with an 'inputs' list")
-        request = {key: _plain(document[key]) for key in document if key != "inputs"}
-        if "inputs" in document:
+        fields = list(document) if isinstance(document, simdjson.Object) else None
+        request = {key: _plain(document[key]) for key in fields or () if key != "inputs"}
+        if fields and "inputs" in fields:
             inputs = document["inputs"]
             request["inputs"] = (
                 [_tensor(t) for t in inputs] if isinstance(inputs, simdjson.Array) else inputs
             )
     except (ValueError, RuntimeError) as exc:  # ValueError covers bad UTF-8; depth: RuntimeError
-        if isinstance(exc, OipError):
-            raise
         raise OipError(f"request body is not valid JSON: {brief(str(exc))}") from None
+    if fields is None:
+        raise OipError("request body must be a JSON object with an 'inputs' list")
     return request
 
 
