@@ -79,7 +79,8 @@ test: setup container-deps browser-deps
 # with every component in that image (kfp.local's DockerRunner on podman's Docker API).
 # Unit tests only (no real benchmark, services, pipeline runs or images): quick answers.
 # The documentation site (mkdocs-material) into site/, its reference pages (CLI, presets, pipeline
-# parameters, ONNX metadata, server metrics) regenerated from the code first; `make test` checks both (tests/test_docs.py).
+# parameters, ONNX metadata, server metrics) regenerated from the code first; `make test` checks
+# both (tests/test_docs.py).
 docs: setup
 	$(PY) -m oaml.cli.reference docs/reference
 	$(VENV)/bin/mkdocs build --strict
