@@ -37,9 +37,10 @@ class SynthesisRequest:
     eta: float = 0.0
     batch_size: int = 4
     denoise: bool = False  # latent forward diffusion: img2img from t
-    # The generator backend: its training epochs (None: its default) and where trained
-    # generators are kept (None: <data_root>/cache/generators).
+    # The generator backend: its training epochs and images (None: its defaults) and where
+    # trained generators are kept (None: <data_root>/cache/generators).
     generator_epochs: int | None = None
+    generator_images: int | None = None
     cache: Path | None = None
 
 
@@ -159,6 +160,8 @@ def generated(request: SynthesisRequest) -> Path:
     trainer = GeneratorConfig()
     if request.generator_epochs is not None:
         trainer = replace(trainer, epochs=request.generator_epochs)
+    if request.generator_images is not None:
+        trainer = replace(trainer, images=request.generator_images)
     cfg = GeneratedOutliersConfig(
         count=request.count, seed=request.seed or 0, generator=trainer, **_sized(request, 2048)
     )
@@ -182,7 +185,9 @@ def preset_request(preset, data_root: Path, out: Path) -> tuple[str, SynthesisRe
         t_min=found.t_min, t_max=found.t_max, steps=found.sd_steps, size=found.sd_size,
         checkpoint=Path(found.sd_checkpoint) if found.sd_checkpoint else None,
         n_per_class=max(1, found.count // classes) if found.sd_checkpoint else None,
+        # The generator learns from the images the student trains on.
         generator_epochs=found.generator_epochs,
+        generator_images=preset.student.train.train_subset,
     )  # fmt: skip
     backend = found.source or "forward-diffusion"
     if found.sd_checkpoint and "stable-diffusion" not in backend.split("+"):

@@ -23,15 +23,21 @@ def embedded_uri(folder: str | Path = EMBEDDED_DIR) -> str:
 
 
 def resolve_tracking_uri(explicit: str | None = None, folder: str | Path = EMBEDDED_DIR) -> str:
-    """`explicit`, else MLFLOW_TRACKING_URI, else the embedded store in `folder`."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(folder)
+    """`explicit`, else MLFLOW_TRACKING_URI, else the embedded store in `folder`; a relative
+    sqlite path is made absolute (every stage process must find the same database)."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return embedded_uri(folder)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).expanduser().resolve()}"
+    return uri
 
 
 def artifact_location(tracking_uri: str) -> str | None:
     """Where a new experiment keeps artifacts: next to an embedded sqlite database; None (the
     server's choice, e.g. its --artifacts-destination) for a server."""
     if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve()
         return (database.parent / "artifacts").as_uri()
     return None
 

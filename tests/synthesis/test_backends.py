@@ -26,6 +26,8 @@ def test_the_preset_names_its_outlier_backend(overrides, backend, tmp_path):
     found, request = preset_request(preset, tmp_path, tmp_path / "out")
     assert found == backend
     assert request.generator_epochs == preset.outliers.generator_epochs
+    # The generator learns from the images the student trains on.
+    assert request.generator_images == preset.student.train.train_subset
     assert (request.checkpoint is not None) == ("stable-diffusion" in backend)
 
 
