@@ -46,6 +46,10 @@ def test_demo_runs_the_local_pipeline(demo_run, data_root):
     # The report sets the student beside its CE start; the first run has no champion yet.
     assert "cross-entropy start" in report and "has no champion yet" in report
     assert "Training outliers" in report and "ID inputs flagged as OOD" in report
+    # ...and writes that comparison as data (what `oaml bench demo` reads).
+    start = json.loads((out / "evaluation" / "references.json").read_text())["cross-entropy start"]
+    assert start["metrics"]["score"] == summary["metrics"]["score"]
+    assert 0 <= start["metrics"]["far"]["auroc"] <= 1
     # Kubeflow's UI reads the ROC curve and the metrics from the executor output.
     outputs = json.loads((evaluation / "executor_output.json").read_text())["artifacts"]
     curve = outputs["roc"]["artifacts"][0]["metadata"]["confidenceMetrics"]

@@ -17,6 +17,7 @@ from oaml.io import atomic_write_json, atomic_write_text
 
 # The results file each benchmark writes -> the module whose markdown() renders it.
 RENDERERS = {
+    "demo.json": "oaml.bench.demo",
     "import.json": "oaml.bench.imports",
     "serve.json": "oaml.bench.serve",
     "scores.json": "oaml.bench.score_cost",

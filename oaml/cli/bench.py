@@ -8,10 +8,7 @@ from typing import Annotated
 
 import typer
 
-from oaml.cli.common import (
-    bench_app,
-    friendly,
-)
+from oaml.cli.common import OverridesOption, bench_app, friendly
 
 
 @bench_app.command("serve")
@@ -79,9 +76,7 @@ def bench_quality(
     data_root: Annotated[
         Path | None, typer.Option(help="Data folder (default: OUT/data, prepared if needed)")
     ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
-    ] = None,
+    set_: OverridesOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     scores: Annotated[
         str | None,
@@ -148,6 +143,25 @@ def bench_scores(
         checkpoint, out, data_root, chosen, batch, seconds, rounds, knn_k, fit_images
     )
     typer.echo(render(result, "scores.json"))
+
+
+@bench_app.command("demo")
+@friendly
+def bench_demo(
+    out: Annotated[Path, typer.Option(help="Folder for the runs, demo.json and demo.md")],
+    baseline: Annotated[
+        str | None, typer.Option(help="A git revision whose demo runs first, for the ratios")
+    ] = None,
+    overrides: OverridesOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+) -> None:
+    """`oaml demo` at this checkout (and at --baseline first), each with its own data and
+    store: every stage's seconds side by side, and the student beside its cross-entropy start."""
+    from oaml.bench.demo import bench_demo as run_bench
+    from oaml.bench.report import render
+
+    result = run_bench(out, baseline, overrides, device)
+    typer.echo(render(result, "demo.json"))
 
 
 @bench_app.command("train")

@@ -12,6 +12,7 @@ from oaml.evaluation.report import markdown_table, plot_evaluation
 from oaml.io import atomic_write_json, atomic_write_text
 
 REPORT = "report.html"
+REFERENCES = "references.json"
 
 
 def publish_evaluation(
@@ -20,8 +21,9 @@ def publish_evaluation(
     references: list[Reference] = (),
     outliers: str | Path | None = None,
 ) -> list[Path]:
-    """metrics.json, metrics.md, scores/, the plots and report.html into `out`; returns the
-    files to show (the plots, the outlier grid where outliers are given, then the report)."""
+    """metrics.json, metrics.md, references.json (each reference's metrics and note, by name),
+    scores/, the plots and report.html into `out`; returns the files to show (the plots, the
+    outlier grid where outliers are given, then the report)."""
     from oaml.synthesis.outlier_sets import outlier_grid
 
     out = Path(out)
@@ -29,6 +31,8 @@ def publish_evaluation(
     metrics = evaluation.metrics
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "metrics.md", markdown_table(metrics))
+    shown = {ref.name: {"metrics": ref.metrics, "note": ref.note} for ref in references}
+    atomic_write_json(out / REFERENCES, shown)
     save_scores(evaluation, out / "scores")
     plots = plot_evaluation(evaluation.confidences, evaluation.groups, metrics["score"], out)
     grid = outlier_grid(outliers, out / "outliers_grid.png") if outliers else None

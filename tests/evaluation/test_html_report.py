@@ -123,6 +123,9 @@ def test_the_real_report_fits_the_page_in_chromium(tmp_path, data_root, tiny_che
     shown = publish_evaluation(evaluation, tmp_path / "eval", [champion], outliers.parent)
     page = tmp_path / "eval" / "report.html"
     assert shown[-1] == page and (tmp_path / "eval" / "outliers_grid.png") in shown
+    # The references the report sets beside the model, as data too.
+    references = json.loads((tmp_path / "eval" / "references.json").read_text())
+    assert references == {"champion": {"metrics": champion.metrics, "note": champion.note}}
     for width in (1280, 700):
         layout = _render(page, width, tmp_path)
         assert layout["scroll"] <= layout["width"], layout  # no sideways scrolling
