@@ -61,11 +61,11 @@ lock-export:
 demo: setup
 	$(VENV)/bin/oaml demo --out $(DEMO_OUT)
 
-# pytest-xdist workers where there are cores to spare: on 4 or more cores, one per core (at most
-# 4, each builds its own copy of the benchmark data); on 2 cores the suite is CPU-bound and two
-# workers were no faster (docs/development.md), so it runs in one process. Tests sharing
-# a costly fixture stay on one worker (tests/conftest.py). PYTEST_WORKERS=N overrides.
-PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? 0 : 4 )))
+# pytest-xdist workers: one per core, at most 4 (each builds its own copy of the benchmark data),
+# each worker's processes computing on its share of the cores (tests/conftest.py), so one worker
+# trains while the other waits on a process start or a service. Tests sharing a costly fixture
+# stay on one worker (tests/conftest.py). PYTEST_WORKERS=N overrides (0: one process).
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 2 ? 0 : (n > 4 ? 4 : n) )))
 PYTEST_PARALLEL ?= $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
 
 # The suite, including the serving image built and driven as a container (tests/docker); the

@@ -11,6 +11,13 @@ from pathlib import Path
 
 import pytest
 
+# On N pytest-xdist workers each worker (and every `oaml` process it starts) gets its share of
+# the cores as compute threads: two workers of two threads each on two cores make every
+# kernel wait on a preempted thread. Set before torch is imported anywhere in the worker.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
 from oaml.data.fashion_mnist import DEBIAN_DIR
 from tests.tracking import services as tracking_services
 

@@ -520,6 +520,17 @@ def test_the_served_formats_are_scored_and_others_named(hostile):
 
 
 def test_every_refusal_is_counted_by_status(hostile):
+    """One refusal of each kind, then each is in the request counter by status and endpoint
+    (whichever other tests of this module ran on the same server before)."""
+    as_json = {"content-type": "application/json"}
+    refusals = [
+        (_url(hostile, "infer"), {"content": b"{not json", "headers": as_json}, 400),
+        (_url(hostile, "infer"), {"content": b"0" * (33 * 1024 * 1024)}, 413),
+        (f"{hostile.url}/v2/models/other/infer", {"json": {"inputs": []}}, 404),
+        (_url(hostile, "score"), {"content": b"x", "headers": {"content-type": "text/plain"}}, 400),
+    ]
+    for url, request, status in refusals:
+        assert httpx.post(url, timeout=30, **request).status_code == status, url
     metrics = httpx.get(f"{hostile.url}/metrics").text
     for code, endpoint in [("400", "infer"), ("413", "infer"), ("404", "infer"), ("400", "score")]:
         assert f'oaml_requests_total{{code="{code}",endpoint="{endpoint}"}}' in metrics
