@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -170,20 +171,36 @@ def _features_and_fit(checkpoint, data_root, fit_images: int):
     return model, spec, payload, predict_with_features(model, DataLoader(train, 256), "cpu")
 
 
+@pytest.fixture(scope="module")
+def feature_onnx(tiny_checkpoint, data_root, tmp_path_factory):
+    """`oaml export --score SCORE` of the tiny student (k = 10, fitted on 2,000 images), once
+    per score for this module's tests."""
+    made: dict[str, Path] = {}
+
+    def exported(score: str) -> Path:
+        if score not in made:
+            out = tmp_path_factory.mktemp("feature_onnx") / f"{score}.onnx"
+            run_oaml(
+                "export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--data-root",
+                str(data_root), "--score", score, "--knn-k", "10", "--fit-images", "2000",
+            )  # fmt: skip
+            made[score] = out
+        return made[score]
+
+    return exported
+
+
 @pytest.mark.parametrize("score", ["knn", "mds", "rmds", "vim"])
-def test_feature_scores_in_the_graph_match_evaluation(score, tiny_checkpoint, tmp_path, data_root):
+def test_feature_scores_in_the_graph_match_evaluation(
+    score, tiny_checkpoint, data_root, feature_onnx
+):
     """The fitted constants in the graph (knn: MatMul + TopK on a bank; mds/rmds: a whitening
     MatMul; vim: the residual projection) give what `oaml evaluate --score` computes in float64,
     and the threshold keeps 95% of the ID validation images."""
     from oaml.evaluation.postprocessors import Head, Outputs, ScoreSettings, create_postprocessor
     from oaml.export.onnx import val_images
 
-    out = tmp_path / f"{score}.onnx"
-    run_oaml(
-        "export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--data-root",
-        str(data_root), "--score", score, "--knn-k", "10", "--fit-images", "2000",
-    )  # fmt: skip
-    detector = Detector(out)
+    detector = Detector(feature_onnx(score))
     assert detector.info.score == score
     model, spec, payload, fit = _features_and_fit(tiny_checkpoint, data_root, 2000)
     reference = create_postprocessor(score, ScoreSettings(knn_k=10))
@@ -209,15 +226,11 @@ def test_feature_scores_in_the_graph_match_evaluation(score, tiny_checkpoint, tm
 
 @pytest.mark.parametrize("score", ["knn", "vim"])
 def test_feature_score_detector_evaluates_like_its_checkpoint(
-    score, tiny_checkpoint, tmp_path, data_root
+    score, tiny_checkpoint, tmp_path, data_root, feature_onnx
 ):
     """Evaluating the exported file reads its own score output and agrees with evaluating the
     checkpoint (faiss for knn, float64 numpy for vim)."""
-    out = tmp_path / f"{score}.onnx"
-    run_oaml(
-        "export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--data-root",
-        str(data_root), "--score", score, "--knn-k", "10", "--fit-images", "2000",
-    )  # fmt: skip
+    out = feature_onnx(score)
     scored = tmp_path / "m.json"
     run_oaml(
         "evaluate", "--onnx", str(out), "--data-root", str(data_root), "--score", score,
