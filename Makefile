@@ -86,7 +86,7 @@ docs: setup
 	$(VENV)/bin/mkdocs build --strict
 
 test-fast: setup
-	$(VENV)/bin/pytest -q -m "not slow and not gpu and not images"
+	$(VENV)/bin/pytest -q -m "not slow and not gpu and not images" $(PYTEST_PARALLEL)
 
 test-images: setup container-deps
 	$(CONTAINER_ENV) $(VENV)/bin/pytest -m images -v --durations=12

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from oaml.cli.common import OverridesOption, bench_app, friendly
+from oaml.cli.common import DeviceOption, OverridesOption, bench_app, friendly
 
 
 @bench_app.command("serve")
@@ -77,7 +77,7 @@ def bench_quality(
         Path | None, typer.Option(help="Data folder (default: OUT/data, prepared if needed)")
     ] = None,
     set_: OverridesOption = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    device: DeviceOption = "auto",
     scores: Annotated[
         str | None,
         typer.Option(
@@ -153,7 +153,7 @@ def bench_demo(
         str | None, typer.Option(help="A git revision whose demo runs first, for the ratios")
     ] = None,
     overrides: OverridesOption = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """`oaml demo` at this checkout (and at --baseline first), each with its own data and
     store: every stage's seconds side by side, and the student beside its cross-entropy start."""
@@ -172,7 +172,7 @@ def bench_train(
     data_root: Annotated[Path | None, typer.Option(help="Benchmark data folder")] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per stage and setting")] = 12,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (the median is reported)")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Images/s of each stage's training step, before (PNG decoding, fp32) and after (decoded
     cache, mixed precision where the hardware has it), interleaved in one run, as a ratio."""
@@ -204,7 +204,7 @@ def bench_sd(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Stable Diffusion folder or file (default: a tiny model)")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    device: DeviceOption = "auto",
     size: Annotated[
         int | None, typer.Option(help="Image side (default: 512, or 32 for the tiny model)")
     ] = None,

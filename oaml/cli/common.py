@@ -82,6 +82,8 @@ OverridesOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a preset key: a.b.c=value")
 ]
 
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda ...")]
+
 
 TrackingOption = Annotated[
     str | None,

@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from oaml.cli.common import (
-    app,
-    friendly,
-)
+from oaml.cli.common import DeviceOption, app, friendly
 
 
 @app.command()
@@ -46,7 +43,7 @@ def evaluate(
         typer.Option(help="Write the HTML report here (tables, plots, worst cases as images)"),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass")] = 256,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    device: DeviceOption = "auto",
     knn_k: Annotated[int, typer.Option(help="knn: the neighbour whose distance scores")] = 50,
     vim_dim: Annotated[
         int | None, typer.Option(help="vim: principal subspace size (default: half the features)")

@@ -8,10 +8,7 @@ from typing import Annotated
 
 import typer
 
-from oaml.cli.common import (
-    app,
-    friendly,
-)
+from oaml.cli.common import DeviceOption, app, friendly
 
 
 @app.command()
@@ -127,7 +124,7 @@ def synthesize(
     generator_epochs: Annotated[
         int | None, typer.Option(help="generator: training epochs of its VAE (default 20)")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    device: DeviceOption = "auto",
 ) -> None:
     """Synthesize outliers; a killed run resumes where it stopped when run again."""
     from oaml.synthesis.backends import SynthesisRequest
