@@ -25,9 +25,6 @@ from tests.tracking import services as tracking_services
 # session fixture, or a container engine's image store, stay on one worker as a group, so each
 # such fixture is built once: the demo run (its re-runs and the services run build on it) and the
 # images (built once per session through the Makefile).
-# Known gap: with pytest 9.2 and pytest-xdist 3.8 the groups are not applied (xdist writes the
-# group into `_nodeid`, which pytest 9.2's structured node ids no longer read:
-# pytest-dev/pytest-xdist#1386), so each worker builds these fixtures itself.
 XDIST_GROUPS = {"demo_run": "demo", "tracking_server": "demo"}
 ENGINE_TESTS = ("tests/docker/", "tests/pipelines/test_containers.py")
 
@@ -38,6 +35,21 @@ def _xdist_group(item) -> str | None:
             return group
     path = item.nodeid.replace("\\", "/")
     return "engine" if path.startswith(ENGINE_TESTS) else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before the worker sends its collection to the scheduler
+def pytest_collection_finish(session):
+    """The `@group` suffix xdist's loadgroup scheduler reads from each node id, set here: xdist
+    3.8 writes it into `_nodeid`, which pytest 9.2's structured node ids no longer read, so its
+    groups were silently lost (pytest-dev/pytest-xdist#1386)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in session.items:
+        group = _xdist_group(item)
+        if group and not item.nodeid.endswith(f"@{group}"):
+            item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects: the marks added here count there
