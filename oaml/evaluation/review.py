@@ -13,6 +13,7 @@ from oaml.io import atomic_write_json, atomic_write_text
 
 REPORT = "report.html"
 REFERENCES = "references.json"
+START_REFERENCE = "cross-entropy start"  # the reference a fine-tuned student is set beside
 
 
 def publish_evaluation(

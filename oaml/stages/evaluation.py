@@ -70,13 +70,14 @@ def evaluate_detector(
 def _references(preset: Preset, root: Path, device: str, tracking: Tracking, compared: Compared):
     """The report's references: the CE start (evaluated here, same score) and the champion."""
     from oaml.evaluation.html_report import Reference
+    from oaml.evaluation.review import START_REFERENCE
     from oaml.recipe import evaluate_student
     from oaml.tracking.registry import champion_metrics
 
     found = []
     if compared.baseline:
         start = evaluate_student(preset, _checkpoint_in(compared.baseline), root, device)
-        found.append(Reference("cross-entropy start", start.metrics, "the model it fine-tuned"))
+        found.append(Reference(START_REFERENCE, start.metrics, "the model it fine-tuned"))
     if compared.registered_model:
         metrics, note = champion_metrics(
             compared.registered_model, preset.benchmark, preset.evaluation.score,

@@ -22,24 +22,28 @@ def embedded_uri(folder: str | Path = EMBEDDED_DIR) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+def _sqlite_database(uri: str) -> Path | None:
+    """The absolute path of a sqlite URI's database (a relative one is taken from here)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+
+
 def resolve_tracking_uri(explicit: str | None = None, folder: str | Path = EMBEDDED_DIR) -> str:
     """`explicit`, else MLFLOW_TRACKING_URI, else the embedded store in `folder`; a relative
     sqlite path is made absolute (every stage process must find the same database)."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return embedded_uri(folder)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).expanduser().resolve()}"
-    return uri
+    database = _sqlite_database(uri)
+    return f"sqlite:///{database}" if database else uri
 
 
 def artifact_location(tracking_uri: str) -> str | None:
     """Where a new experiment keeps artifacts: next to an embedded sqlite database; None (the
     server's choice, e.g. its --artifacts-destination) for a server."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve()
-        return (database.parent / "artifacts").as_uri()
-    return None
+    database = _sqlite_database(tracking_uri)
+    return (database.parent / "artifacts").as_uri() if database else None
 
 
 def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
