@@ -424,7 +424,8 @@ def test_mlflow_backend_store_auth_and_s3_come_from_secrets(target):
 
 
 def test_the_auth_template_reads_every_user_and_refuses_writes_by_default():
-    """The template of basic_auth.ini is a config MLflow's own reader accepts, with READ."""
+    """The template of basic_auth.ini is a config MLflow's own reader accepts, with READ and
+    a credential cache whose staleness is bounded."""
     import configparser
 
     text = secret_templates()["oaml-mlflow-db"]["stringData"]["basic_auth.ini"]
@@ -433,6 +434,8 @@ def test_the_auth_template_reads_every_user_and_refuses_writes_by_default():
     assert config["mlflow"]["default_permission"] == "READ"
     assert config["mlflow"]["authorization_function"].endswith("authenticate_request_basic_auth")
     assert "admin_password" not in config["mlflow"]  # the admin comes from oaml-mlflow-admin
+    # One PBKDF2 check per credential a minute, not per request; a rotated password dies in 60 s.
+    assert 0 < config.getint("mlflow", "auth_cache_ttl_seconds") <= 60
 
 
 @pytest.mark.parametrize("target", TARGETS)

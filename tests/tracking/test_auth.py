@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 import httpx
 import mlflow
 import numpy as np
 import pytest
+import yaml
 from mlflow.exceptions import MlflowException
 
 from oaml.tracking import registry
@@ -27,17 +29,14 @@ S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOIN
 
 @pytest.fixture(scope="module")
 def auth_server(s3_store, tmp_path_factory):
-    """`mlflow server --app-name basic-auth`: default permission READ, admin from the env."""
+    """`mlflow server --app-name basic-auth` with k8s/'s basic_auth.ini (default permission
+    READ, credentials cached for a minute), admin from the env."""
     why = services.postgres_reachable()
     if why:
         pytest.skip(why)
     folder = tmp_path_factory.mktemp("mlflow_auth")
     config = folder / "basic_auth.ini"
-    config.write_text(
-        "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = sqlite:///{folder / 'auth.db'}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
+    config.write_text(deployed_auth_config(f"sqlite:///{folder / 'auth.db'}"))
     admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": secrets.token_hex(8)}
     server_env = {
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
@@ -52,6 +51,13 @@ def auth_server(s3_store, tmp_path_factory):
         ) as url,
     ):
         yield url, admin
+
+
+def deployed_auth_config(database_uri: str) -> str:
+    """k8s/'s basic_auth.ini template with this database: the server runs what is deployed."""
+    path = Path(__file__).parents[2] / "k8s" / "secrets" / "oaml-mlflow-db.example.yaml"
+    template = yaml.safe_load(path.read_text())["stringData"]["basic_auth.ini"]
+    return template.replace("database_uri = REPLACE_ME", f"database_uri = {database_uri}")
 
 
 def _users() -> dict[str, str]:
