@@ -74,14 +74,21 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """fmnist and fmnist6 built from the real Fashion-MNIST files (about 1.5 min, once)."""
+    """fmnist and fmnist6 built from the real Fashion-MNIST files (about 1.5 min), once for all
+    xdist workers: the first builds it under a lock, the others verify it (by file stats)."""
     if not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.fail("Fashion-MNIST is missing: run `make test` (it installs dataset-fashion-mnist)")
+    import fcntl
+
     from oaml.data.prepare import prepare
 
-    root = tmp_path_factory.mktemp("data")
-    prepare("fmnist", root)
-    prepare("fmnist6", root)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder
+    root = shared / "shared-data"
+    with (shared / "shared-data.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        prepare("fmnist", root)
+        prepare("fmnist6", root)
     return root
 
 

@@ -151,10 +151,33 @@ def images_sha256(image_root: Path, entries: list[ImglistEntry]) -> str:
     return digest.hexdigest()
 
 
+def _stats_digest(image_root: Path, entries: list[ImglistEntry]) -> str:
+    """One SHA-256 over every listed image's path, size and modification time (rsync's quick
+    check): a file rewritten or truncated since the last full check changes it."""
+    digest = hashlib.sha256()
+    for entry in entries:
+        stat = (image_root / entry.path).stat()
+        digest.update(f"{entry.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _checked_path(manifest_path: Path) -> Path:
+    """Where the last full check of a benchmark's images is remembered (not part of its
+    manifest, so the data lineage does not change with it)."""
+    return manifest_path.with_name("checked.json")
+
+
+def _check_record(manifest_path: Path, image_root: Path, listed: dict) -> dict:
+    """What a full check of the images in `listed` (imglist -> entries) is remembered by."""
+    stats = {rel: _stats_digest(image_root, entries) for rel, entries in listed.items()}
+    return {"manifest_sha256": sha256_file(manifest_path), "stats": stats}
+
+
 def verify(
     benchmark: str, root: Path, seed: int | None = None, val_size: int | None = None
 ) -> bool:
-    """True when the manifest exists (for this seed and split) and every imglist matches it."""
+    """True when the manifest exists (for this seed and split) and every imglist matches it.
+    Images are hashed only when their sizes or times changed since the last full check."""
     manifest_path = root / "benchmark_imglist" / benchmark / "manifest.json"
     if not manifest_path.is_file():
         return False
@@ -171,15 +194,25 @@ def verify(
     if manifest.get("packaged") != sorted(ood_sources.packaged_sets()):
         return False  # the packaged sets were installed (or removed) since: rebuild
     image_root = root / CLASSIC
+    listed = {}
     for rel, info in manifest.get("imglists", {}).items():
         path = root / rel
         if not path.is_file() or sha256_file(path) != info["sha256"]:
             return False
-        entries = parse_imglist(path)
-        if any(not (image_root / e.path).is_file() for e in entries):
+        listed[rel] = parse_imglist(path)
+    try:
+        checked = _check_record(manifest_path, image_root, listed)
+    except OSError:  # a listed image is missing
+        return False
+    try:
+        if json.loads(_checked_path(manifest_path).read_text()) == checked:
+            return True
+    except (OSError, ValueError):
+        pass  # never checked, or a damaged record: check in full
+    for rel, entries in listed.items():
+        if images_sha256(image_root, entries) != manifest["imglists"][rel]["images_sha256"]:
             return False
-        if images_sha256(image_root, entries) != info["images_sha256"]:
-            return False
+    atomic_write_json(_checked_path(manifest_path), checked)
     return True
 
 
@@ -205,7 +238,7 @@ def prepare(
     image_root = root / CLASSIC
     ids = _id_lists(image_root, seed, Path(source_dir) if source_dir else None, val_size)
     oods = _ood_lists(image_root, seed)
-    imglists = {}
+    imglists, written = {}, []
     for file_name, entries in _files_for(benchmark, ids, oods).items():
         rel = f"benchmark_imglist/{benchmark}/{file_name}"
         atomic_write_text(root / rel, format_imglist(entries))
@@ -214,6 +247,7 @@ def prepare(
             "images_sha256": images_sha256(image_root, entries),
             "count": len(entries),
         }
+        written.append(entries)
     packaged = [name for name in ood_sources.PACKAGED if name in oods]  # built just now
     spec = replace(spec, ood=(*spec.ood, *far_sets(benchmark, packaged)))
     atomic_write_json(spec_path(root, benchmark), spec.to_dict())
@@ -236,6 +270,8 @@ def prepare(
         "imglists": imglists,
     }
     atomic_write_json(manifest_path, manifest)
+    checked = _check_record(manifest_path, image_root, dict(zip(imglists, written, strict=True)))
+    atomic_write_json(_checked_path(manifest_path), checked)
     return PrepareResult(benchmark, root, manifest_path, reused=False)
 
 

@@ -67,6 +67,34 @@ def test_a_damaged_image_is_detected_and_repaired(tmp_path, small_source):
     assert image.read_bytes() == original and verify("fmnist", root)
 
 
+def test_a_rewrite_of_the_same_size_is_detected_and_an_unchanged_folder_is_not_reread(
+    tmp_path, small_source, monkeypatch
+):
+    """A re-run checks sizes and times, and hashes the images only when one changed since the
+    last full check: an image rewritten with other bytes of the same length is caught."""
+    import oaml.data.prepare as prepare_module
+
+    root = tmp_path / "d"
+    prepare("fmnist", root, source_dir=small_source, val_size=100)
+    hashed = []
+    real_sha256 = prepare_module.sha256_file
+    monkeypatch.setattr(
+        prepare_module, "sha256_file", lambda path: hashed.append(path) or real_sha256(path)
+    )
+    assert verify("fmnist", root)
+    assert not [p for p in hashed if "images_classic" in str(p)]  # nothing changed: no reading
+    image = (
+        root
+        / "images_classic"
+        / parse_imglist(root / "benchmark_imglist/fmnist/test_fmnist.txt")[5].path
+    )
+    original = image.read_bytes()
+    image.write_bytes(bytes(255 - b for b in original))  # same size, new time
+    assert not verify("fmnist", root)
+    prepare("fmnist", root, source_dir=small_source, val_size=100)
+    assert image.read_bytes() == original and verify("fmnist", root)
+
+
 def test_a_source_folder_without_the_files_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="lacks the Fashion-MNIST files"):
         prepare("fmnist", tmp_path / "d", source_dir=tmp_path)
