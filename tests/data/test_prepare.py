@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,16 +36,27 @@ def _manifest(root, name="fmnist"):
     return json.loads((root / "benchmark_imglist" / name / "manifest.json").read_text())
 
 
-def test_same_sha256_twice(tmp_path, small_source):
-    first = prepare("fmnist", tmp_path / "a", source_dir=small_source, val_size=100)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, small_source) -> Path:
+    """fmnist prepared once from `small_source`; each test damages its own copy (`_copy`)."""
+    root = tmp_path_factory.mktemp("built") / "d"
+    assert not prepare("fmnist", root, source_dir=small_source, val_size=100).reused
+    return root
+
+
+def _copy(built: Path, tmp_path: Path) -> Path:
+    """A copy of the prepared root with the files' times kept (as a backup restore keeps them)."""
+    return Path(shutil.copytree(built, tmp_path / "d"))
+
+
+def test_same_sha256_twice(tmp_path, small_source, built):
     second = prepare("fmnist", tmp_path / "b", source_dir=small_source, val_size=100)
-    assert not first.reused and not second.reused
-    assert _manifest(tmp_path / "a")["imglists"] == _manifest(tmp_path / "b")["imglists"]
+    assert not second.reused
+    assert _manifest(built)["imglists"] == _manifest(tmp_path / "b")["imglists"]
 
 
-def test_second_run_verifies_and_a_damaged_list_is_rebuilt(tmp_path, small_source):
-    root = tmp_path / "d"
-    prepare("fmnist", root, source_dir=small_source, val_size=100)
+def test_second_run_verifies_and_a_damaged_list_is_rebuilt(tmp_path, small_source, built):
+    root = _copy(built, tmp_path)
     assert prepare("fmnist", root, source_dir=small_source, val_size=100).reused
     listing = root / "benchmark_imglist" / "fmnist" / "test_photos.txt"
     listing.write_text(listing.read_text()[:-20])
@@ -52,9 +65,8 @@ def test_second_run_verifies_and_a_damaged_list_is_rebuilt(tmp_path, small_sourc
     assert verify("fmnist", root)
 
 
-def test_a_damaged_image_is_detected_and_repaired(tmp_path, small_source):
-    root = tmp_path / "d"
-    prepare("fmnist", root, source_dir=small_source, val_size=100)
+def test_a_damaged_image_is_detected_and_repaired(tmp_path, small_source, built):
+    root = _copy(built, tmp_path)
     image = (
         root
         / "images_classic"
@@ -68,14 +80,13 @@ def test_a_damaged_image_is_detected_and_repaired(tmp_path, small_source):
 
 
 def test_a_rewrite_of_the_same_size_is_detected_and_an_unchanged_folder_is_not_reread(
-    tmp_path, small_source, monkeypatch
+    tmp_path, small_source, built, monkeypatch
 ):
     """A re-run checks sizes and times, and hashes the images only when one changed since the
     last full check: an image rewritten with other bytes of the same length is caught."""
     import oaml.data.prepare as prepare_module
 
-    root = tmp_path / "d"
-    prepare("fmnist", root, source_dir=small_source, val_size=100)
+    root = _copy(built, tmp_path)
     hashed = []
     real_sha256 = prepare_module.sha256_file
     monkeypatch.setattr(
