@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from oaml.data.imglist import ImglistDataset
+from oaml.data.imglist import ImglistDataset, hash_file_stats
 from oaml.imaging import DEFAULT_INTERPOLATION
 from oaml.io import atomic_path
 from oaml.progress import progress
@@ -35,9 +34,7 @@ def cache_key(
     if interpolation != DEFAULT_INTERPOLATION:
         header += f" {interpolation}"
     digest = hashlib.sha256(f"{header}\n".encode())
-    for entry in dataset.entries:
-        stat = os.stat(dataset.image_root / entry.path)
-        digest.update(f"{entry.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    hash_file_stats(digest, dataset.image_root, dataset.entries)
     return digest.hexdigest()[:24]
 
 

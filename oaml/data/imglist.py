@@ -50,6 +50,14 @@ def parse_imglist(imglist: str | Path) -> list[ImglistEntry]:
     return entries
 
 
+def hash_file_stats(digest: Any, image_root: Path, entries: list[ImglistEntry]) -> None:
+    """Feed `digest` (a hashlib object) each listed file's path, size and modification time:
+    rsync's quick check, the key of what was derived from or checked on these files."""
+    for entry in entries:
+        stat = (image_root / entry.path).stat()
+        digest.update(f"{entry.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+
+
 def format_imglist(entries: list[ImglistEntry]) -> str:
     """The text of an imglist for `entries` (written atomically by the caller)."""
     return "".join(f"{e.path} {e.label}\n" for e in entries)

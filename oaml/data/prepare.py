@@ -20,7 +20,7 @@ from PIL import Image
 
 from oaml.data import fashion_mnist, ood_sources
 from oaml.data.benchmarks import CLASSIC, FMNIST_FAR, far_sets, get_benchmark, spec_path
-from oaml.data.imglist import ImglistEntry, format_imglist, parse_imglist
+from oaml.data.imglist import ImglistEntry, format_imglist, hash_file_stats, parse_imglist
 from oaml.io import atomic_write_json, atomic_write_text, sha256_file
 from oaml.progress import progress
 
@@ -151,16 +151,6 @@ def images_sha256(image_root: Path, entries: list[ImglistEntry]) -> str:
     return digest.hexdigest()
 
 
-def _stats_digest(image_root: Path, entries: list[ImglistEntry]) -> str:
-    """One SHA-256 over every listed image's path, size and modification time (rsync's quick
-    check): a file rewritten or truncated since the last full check changes it."""
-    digest = hashlib.sha256()
-    for entry in entries:
-        stat = (image_root / entry.path).stat()
-        digest.update(f"{entry.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
 def _checked_path(manifest_path: Path) -> Path:
     """Where the last full check of a benchmark's images is remembered (not part of its
     manifest, so the data lineage does not change with it)."""
@@ -169,7 +159,11 @@ def _checked_path(manifest_path: Path) -> Path:
 
 def _check_record(manifest_path: Path, image_root: Path, listed: dict) -> dict:
     """What a full check of the images in `listed` (imglist -> entries) is remembered by."""
-    stats = {rel: _stats_digest(image_root, entries) for rel, entries in listed.items()}
+    stats = {}
+    for rel, entries in listed.items():  # a file rewritten or truncated since changes its digest
+        digest = hashlib.sha256()
+        hash_file_stats(digest, image_root, entries)
+        stats[rel] = digest.hexdigest()
     return {"manifest_sha256": sha256_file(manifest_path), "stats": stats}
 
 
